@@ -1,0 +1,50 @@
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# The archived MinIO repository's last commit (7aac2a2c5b7c), as the Go module proxy names it.
+MINIO_MODULE := github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c
+MINIO_BIN_PATH := .cache/bin/minio
+
+.DEFAULT_GOAL := help
+.PHONY: help run test test-fast lint fmt typecheck bench minio clean
+
+help: ## show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP) ## start the embedded default (SQLite + embedded S3) on http://127.0.0.1:8000
+	$(BIN)/upload-plane dev
+
+minio: ## build the pinned MinIO into .cache/bin when Go is present
+	@if [ -x $(MINIO_BIN_PATH) ]; then echo "minio: using $(MINIO_BIN_PATH)"; \
+	elif command -v go >/dev/null 2>&1; then \
+	  echo "minio: building $(MINIO_MODULE) (takes minutes, cached in .cache/)"; \
+	  GOBIN=$(CURDIR)/.cache/bin go install $(MINIO_MODULE); \
+	else echo "minio: Go not found, the real-service tier will be skipped"; fi
+
+test: $(STAMP) minio ## run the whole suite (real tier runs when MariaDB and MinIO are available)
+	$(BIN)/pytest
+
+test-fast: $(STAMP) ## run the unit and embedded tiers only
+	$(BIN)/pytest -m 'not real'
+
+lint: $(STAMP) ## ruff check, format check and mypy --strict on src
+	$(BIN)/ruff check src tests bench migrations
+	$(BIN)/ruff format --check src tests bench migrations
+	$(BIN)/mypy src
+
+fmt: $(STAMP) ## format and autofix with ruff
+	$(BIN)/ruff format src tests bench migrations
+	$(BIN)/ruff check --fix src tests bench migrations
+
+bench: $(STAMP) minio ## run the benchmarks in bench/ (prints tables and JSON)
+	$(BIN)/python bench/run_all.py
+
+clean: ## remove the virtualenv, caches and embedded data
+	rm -rf $(VENV) .data .pytest_cache .ruff_cache .mypy_cache

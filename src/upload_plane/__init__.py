@@ -1,0 +1,1 @@
+"""upload-plane: a presigned-URL control plane for resumable uploads straight into S3."""

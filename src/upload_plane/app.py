@@ -1,0 +1,169 @@
+"""The application factory: routes, dependencies, error mapping, lifespan. Nothing at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request, Response, Router, get
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.response import Redirect
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from .auth.controller import LoginController, UserController
+from .auth.middleware import BearerAuthMiddleware
+from .cases.controller import CaseController, FileController, LogController
+from .cases.service import CaseService
+from .db import Database, create_database, transaction
+from .errors import PROBLEM_JSON, DomainError, problem_response
+from .paths import project_path
+from .settings import Settings
+from .storage import Storage
+from .uploads.controller import LogUploadController, UploadController
+from .uploads.service import UploadService
+
+log = logging.getLogger("upload_plane")
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
+    async for session in transaction(state.db):
+        yield session
+
+
+def provide_cases(db_session: AsyncSession) -> CaseService:
+    return CaseService(db_session)
+
+
+def provide_uploads(db_session: AsyncSession, cases: CaseService, state: State) -> UploadService:
+    return UploadService(db_session, state.storage, state.settings, cases)
+
+
+@get("/health", tags=["operations"], summary="The process is alive")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/ready", tags=["operations"], summary="The database and the bucket are reachable")
+async def ready(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    checks: dict[str, str] = {}
+    for name, probe in (("database", state.db.ping), ("storage", state.storage.ping)):
+        try:
+            await probe()
+            checks[name] = "ok"
+        except DomainError as exc:
+            checks[name] = exc.detail
+    if all(v == "ok" for v in checks.values()):
+        return Response({"status": "ready", "checks": checks})
+    body = {
+        "type": "about:blank",
+        "title": "Not ready",
+        "status": 503,
+        "code": "NOT_READY",
+        "detail": "A dependency is unavailable",
+        "instance": request.url.path,
+        "checks": checks,
+    }
+    return Response(body, status_code=503, media_type=PROBLEM_JSON)
+
+
+@get("/docs", include_in_schema=False)
+async def docs() -> Redirect:
+    return Redirect("/schema/swagger")
+
+
+def _index_handler() -> Any:
+    page = project_path("web-demo") / "index.html"
+    html = (
+        page.read_text() if page.exists() else "<h1>upload-plane</h1><p><a href=/docs>API</a></p>"
+    )
+
+    @get("/", include_in_schema=False, media_type="text/html")
+    async def index() -> str:
+        return html
+
+    return index
+
+
+def create_app(settings: Settings) -> Litestar:
+    for warning in settings.check():
+        log.warning(warning)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        db: Database = create_database(settings)
+        app.state.db = db
+        app.state.storage = Storage(settings)
+        try:
+            yield
+        finally:
+            await db.dispose()
+
+    api = Router(
+        path="/api/v1",
+        route_handlers=[
+            LoginController,
+            UserController,
+            CaseController,
+            LogController,
+            FileController,
+            LogUploadController,
+            UploadController,
+        ],
+        middleware=[
+            DefineMiddleware(BearerAuthMiddleware, exclude=["^/api/v1/auth/login$"]),
+        ],
+        security=[{"bearer": []}],
+    )
+
+    def security_headers(response: Response[Any]) -> Response[Any]:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    return Litestar(
+        route_handlers=[api, health, ready, docs, _index_handler()],
+        dependencies={
+            "db_session": Provide(provide_db_session),
+            "cases": Provide(provide_cases, sync_to_thread=False),
+            "uploads": Provide(provide_uploads, sync_to_thread=False),
+        },
+        exception_handlers={Exception: problem_response},
+        lifespan=[lifespan],
+        state=State({"settings": settings}),
+        cors_config=CORSConfig(allow_origins=list(settings.cors_origins), allow_credentials=True)
+        if settings.cors_origins
+        else None,
+        request_max_body_size=settings.max_request_body,
+        after_request=security_headers,
+        openapi_config=OpenAPIConfig(
+            title="upload-plane",
+            version="1.0.0",
+            description=(
+                "Presigned-URL control plane for resumable multipart uploads straight into S3. "
+                "File bytes never pass through this API."
+            ),
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+                }
+            ),
+        ),
+        debug=False,
+    )

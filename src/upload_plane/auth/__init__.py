@@ -1,0 +1,1 @@
+"""Accounts: users, password hashing, access tokens, the authentication middleware."""

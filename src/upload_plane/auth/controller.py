@@ -1,0 +1,70 @@
+"""HTTP routes of auth: login, the current user, user administration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.di import Provide
+
+from ..errors import NotFound
+from ..models import User
+from .schemas import LoginRequest, TokenResponse, UserCreate, UserOut
+from .service import AuthService
+
+
+def provide_auth_service(db_session: Any, request: Request[Any, Any, Any]) -> AuthService:
+    settings = request.app.state.settings
+    return AuthService(db_session, settings.jwt_secret, settings.access_token_ttl)
+
+
+def user_out(user: User) -> UserOut:
+    return UserOut(
+        id=user.id,
+        username=user.username,
+        role=user.role,
+        disabled=user.disabled,
+        created_at=user.created_at,
+    )
+
+
+def require_admin(user: User) -> None:
+    if user.role != "admin":
+        raise NotFound("No such resource")
+
+
+class LoginController(Controller):
+    path = "/auth"
+    tags = ["auth"]
+    dependencies = {"auth": Provide(provide_auth_service, sync_to_thread=False)}
+
+    @post("/login", summary="Exchange username and password for a bearer token", status_code=200)
+    async def login(self, data: LoginRequest, auth: AuthService) -> TokenResponse:
+        token = await auth.login(data.username, data.password)
+        return TokenResponse(
+            access_token=token.token, token_type="bearer", expires_in=token.expires_in
+        )
+
+
+class UserController(Controller):
+    path = "/"
+    tags = ["auth"]
+    dependencies = {"auth": Provide(provide_auth_service, sync_to_thread=False)}
+
+    @get("/me", summary="The signed-in user")
+    async def me(self, request: Request[User, Any, Any]) -> UserOut:
+        return user_out(request.user)
+
+    @post("/users", summary="Create a user (admin)")
+    async def create_user(
+        self, data: UserCreate, request: Request[User, Any, Any], auth: AuthService
+    ) -> UserOut:
+        require_admin(request.user)
+        return user_out(await auth.create_user(data.username, data.password, data.role))
+
+    @get("/users", summary="List users (admin)")
+    async def list_users(
+        self, request: Request[User, Any, Any], auth: AuthService
+    ) -> list[UserOut]:
+        require_admin(request.user)
+        return [user_out(u) for u in await auth.list_users()]

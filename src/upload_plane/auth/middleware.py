@@ -1,0 +1,31 @@
+"""Bearer-token authentication for everything under /api/v1 except login."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+
+from ..errors import Unauthenticated
+from ..models import User
+from .tokens import read_access_token
+
+
+class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        header = connection.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("Send Authorization: Bearer <token>")
+        state = connection.app.state
+        user_id = read_access_token(token.strip(), state.settings.jwt_secret)
+        if user_id is None:
+            raise Unauthenticated("The token is invalid or has expired")
+        async with state.db.sessions() as session:
+            user = await session.get(User, user_id)
+        if user is None or user.disabled:
+            raise Unauthenticated("The token's user no longer exists or is disabled")
+        return AuthenticationResult(user=user, auth=token)

@@ -1,0 +1,1 @@
+"""Cases, their logs and the files in them; who may see what."""

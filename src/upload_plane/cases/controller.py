@@ -1,0 +1,180 @@
+"""HTTP routes of cases, logs and files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, patch, post
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_307_TEMPORARY_REDIRECT
+
+from ..models import Case, File, Log, User
+from ..pagination import PageRequest
+from ..uploads.service import UploadService
+from .schemas import (
+    CaseCreate,
+    CaseOut,
+    CasePage,
+    CaseUpdate,
+    DownloadOut,
+    FileOut,
+    FilePage,
+    LogCreate,
+    LogOut,
+    LogPage,
+)
+from .service import CaseService
+
+Limit = Parameter(int, ge=1, le=500, required=False, description="Page size (default 50)")
+
+
+def case_out(c: Case) -> CaseOut:
+    return CaseOut(
+        id=c.id,
+        title=c.title,
+        reference=c.reference,
+        description=c.description,
+        created_by=c.created_by,
+        created_at=c.created_at,
+        updated_at=c.updated_at,
+    )
+
+
+def log_out(lg: Log) -> LogOut:
+    return LogOut(
+        id=lg.id,
+        case_id=lg.case_id,
+        name=lg.name,
+        description=lg.description,
+        created_by=lg.created_by,
+        created_at=lg.created_at,
+    )
+
+
+def file_out(f: File) -> FileOut:
+    return FileOut(
+        id=f.id,
+        log_id=f.log_id,
+        case_id=f.case_id,
+        filename=f.filename,
+        content_type=f.content_type,
+        size=f.size,
+        key=f.key,
+        sha256=f.sha256,
+        etag=f.etag,
+        status=f.status,
+        created_by=f.created_by,
+        created_at=f.created_at,
+        updated_at=f.updated_at,
+    )
+
+
+class CaseController(Controller):
+    path = "/cases"
+    tags = ["cases"]
+
+    @post("/", summary="Create a case")
+    async def create(
+        self, data: CaseCreate, request: Request[User, Any, Any], cases: CaseService
+    ) -> CaseOut:
+        case = await cases.create_case(request.user, data.title, data.reference, data.description)
+        return case_out(case)
+
+    @get("/", summary="List the cases the caller can see")
+    async def list(
+        self,
+        request: Request[User, Any, Any],
+        cases: CaseService,
+        limit: int | None = Limit,
+        cursor: str | None = None,
+    ) -> CasePage:
+        page = await cases.list_cases(request.user, PageRequest.parse(limit, cursor))
+        return CasePage(items=[case_out(c) for c in page.items], next_cursor=page.next_cursor)
+
+    @get("/{case_id:str}", summary="One case")
+    async def read(
+        self, case_id: str, request: Request[User, Any, Any], cases: CaseService
+    ) -> CaseOut:
+        return case_out(await cases.get_case(request.user, case_id))
+
+    @patch("/{case_id:str}", summary="Change a case's title, reference or description")
+    async def update(
+        self, case_id: str, data: CaseUpdate, request: Request[User, Any, Any], cases: CaseService
+    ) -> CaseOut:
+        changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
+        return case_out(await cases.update_case(request.user, case_id, changes))
+
+    @post("/{case_id:str}/logs", summary="Create a log in a case")
+    async def create_log(
+        self, case_id: str, data: LogCreate, request: Request[User, Any, Any], cases: CaseService
+    ) -> LogOut:
+        return log_out(await cases.create_log(request.user, case_id, data.name, data.description))
+
+    @get("/{case_id:str}/logs", summary="List a case's logs")
+    async def list_logs(
+        self,
+        case_id: str,
+        request: Request[User, Any, Any],
+        cases: CaseService,
+        limit: int | None = Limit,
+        cursor: str | None = None,
+    ) -> LogPage:
+        page = await cases.list_logs(request.user, case_id, PageRequest.parse(limit, cursor))
+        return LogPage(items=[log_out(lg) for lg in page.items], next_cursor=page.next_cursor)
+
+
+class LogController(Controller):
+    path = "/logs"
+    tags = ["cases"]
+
+    @get("/{log_id:str}", summary="One log")
+    async def read(
+        self, log_id: str, request: Request[User, Any, Any], cases: CaseService
+    ) -> LogOut:
+        return log_out(await cases.get_log(request.user, log_id))
+
+    @get("/{log_id:str}/files", summary="List a log's files")
+    async def list_files(
+        self,
+        log_id: str,
+        request: Request[User, Any, Any],
+        cases: CaseService,
+        status: str | None = None,
+        limit: int | None = Limit,
+        cursor: str | None = None,
+    ) -> FilePage:
+        page = await cases.list_files(
+            request.user, log_id, status, PageRequest.parse(limit, cursor)
+        )
+        return FilePage(items=[file_out(f) for f in page.items], next_cursor=page.next_cursor)
+
+
+class FileController(Controller):
+    path = "/files"
+    tags = ["files"]
+
+    @get("/{file_id:str}", summary="One file")
+    async def read(
+        self, file_id: str, request: Request[User, Any, Any], cases: CaseService
+    ) -> FileOut:
+        return file_out(await cases.get_file(request.user, file_id))
+
+    @get(
+        "/{file_id:str}/download",
+        summary="Download: 307 to a presigned GET, or {url, expires_at} with ?redirect=false",
+    )
+    async def download(
+        self,
+        file_id: str,
+        request: Request[User, Any, Any],
+        uploads: UploadService,
+        redirect: bool = True,
+    ) -> Response[DownloadOut]:
+        link = await uploads.download_link(request.user, file_id)
+        body = DownloadOut(url=link.url, expires_at=link.expires_at)
+        if not redirect:
+            return Response(body)
+        return Response(
+            body, status_code=HTTP_307_TEMPORARY_REDIRECT, headers={"Location": link.url}
+        )

@@ -1,0 +1,171 @@
+"""The ``upload-plane`` command: serve, dev, migrate, init-storage, users."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from litestar import Litestar
+
+from .settings import Settings, SettingsError
+
+BANNER = """
+==============================================================================
+ upload-plane EMBEDDED MODE: for trying it out, NOT for production.
+ SQLite in ./.data and an in-memory S3 (moto): stored objects vanish on exit.
+ API + demo:  http://{host}:{port}/        API docs: http://{host}:{port}/docs
+ Sign in as:  admin / {password}
+==============================================================================
+"""
+
+
+def app_from_env() -> Litestar:
+    """uvicorn factory for ``serve`` (each worker reads the same environment)."""
+    from .app import create_app
+
+    return create_app(Settings.from_env().with_(production=True))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = Settings.from_env().with_(production=True)
+    settings.check()
+    uvicorn.run(
+        "upload_plane.cli:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        proxy_headers=True,
+        log_level="info",
+    )
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .embedded import DEV_DATABASE_URL, EmbeddedS3, prepare
+
+    env = Settings.from_env()
+    s3 = EmbeddedS3()
+    endpoint = s3.start()
+    origin = f"http://{args.host}:{args.port}"
+    settings = env.with_(
+        database_url=os.environ.get("UPLOAD_PLANE_DATABASE_URL", DEV_DATABASE_URL),
+        s3_endpoint_url=endpoint,
+        s3_public_endpoint_url=endpoint,
+        s3_access_key_id="testing",
+        s3_secret_access_key="testing",
+        cors_origins=env.cors_origins or (origin, f"http://localhost:{args.port}"),
+        production=False,
+    )
+    password = os.environ.get("UPLOAD_PLANE_DEV_ADMIN_PASSWORD")
+    generated = prepare(settings, password)
+    shown = generated or (
+        "(from UPLOAD_PLANE_DEV_ADMIN_PASSWORD)" if password else "(printed when first created)"
+    )
+    print(BANNER.format(host=args.host, port=args.port, password=shown), flush=True)
+    try:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    finally:
+        s3.stop()
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from .migrate import upgrade
+
+    upgrade(Settings.from_env().database_url, args.revision)
+    print(f"database migrated to {args.revision}")
+    return 0
+
+
+def cmd_init_storage(args: argparse.Namespace) -> int:
+    from .storage import Storage
+
+    settings = Settings.from_env()
+    asyncio.run(Storage(settings).ensure_bucket(settings.cors_origins))
+    print(f"bucket {settings.s3_bucket!r} ready at {settings.s3_endpoint_url}")
+    return 0
+
+
+def cmd_users_create(args: argparse.Namespace) -> int:
+    from .auth.service import AuthService
+    from .db import create_database
+
+    settings = Settings.from_env()
+
+    async def create() -> None:
+        db = create_database(settings)
+        try:
+            async with db.sessions() as session:
+                service = AuthService(session, settings.jwt_secret, settings.access_token_ttl)
+                await service.create_user(args.username, args.password, args.role)
+                await session.commit()
+        finally:
+            await db.dispose()
+
+    asyncio.run(create())
+    print(f"user {args.username!r} created with role {args.role}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="upload-plane", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the API (production; configured by UPLOAD_PLANE_*)")
+    p.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server listens on all interfaces
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("dev", help="embedded default: SQLite + in-memory S3, for trying it out")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_dev)
+
+    p = sub.add_parser("migrate", help="apply database migrations (alembic upgrade)")
+    p.add_argument("revision", nargs="?", default="head")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("init-storage", help="create the bucket and set its CORS rules")
+    p.set_defaults(func=cmd_init_storage)
+
+    users = sub.add_parser("users", help="manage users").add_subparsers(dest="users", required=True)
+    p = users.add_parser("create", help="create a user")
+    p.add_argument("--username", required=True)
+    p.add_argument("--password", required=True)
+    p.add_argument("--role", choices=("admin", "user"), default="user")
+    p.set_defaults(func=cmd_users_create)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "werkzeug"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SettingsError as exc:
+        print(f"upload-plane: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from .errors import DomainError
+
+        if isinstance(exc, DomainError):
+            print(f"upload-plane: {exc.code}: {exc.detail}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""SQLModel tables: the module alembic imports. Ids are time-ordered UUID strings (see ``ids``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlmodel import Field, SQLModel
+
+from .ids import new_id
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out; stored naive UTC (microseconds on MySQL)."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "mysql":
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _id() -> Any:
+    return Field(default_factory=new_id, primary_key=True, max_length=36)
+
+
+def _ts() -> Any:
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+def _fk(target: str, *, index: bool = True, nullable: bool = False) -> Any:
+    return Field(foreign_key=target, max_length=36, index=index, nullable=nullable)
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+    id: str = _id()
+    username: str = Field(max_length=150, unique=True, index=True)
+    password_hash: str = Field(max_length=255)
+    role: str = Field(default="user", max_length=16)
+    disabled: bool = Field(default=False)
+    created_at: datetime = _ts()
+
+
+class Case(SQLModel, table=True):
+    __tablename__ = "cases"
+    id: str = _id()
+    title: str = Field(max_length=200)
+    reference: str | None = Field(default=None, max_length=100, unique=True)
+    description: str = Field(default="", max_length=4000)
+    created_by: str = _fk("users.id")
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class Log(SQLModel, table=True):
+    __tablename__ = "logs"
+    __table_args__ = (sa.UniqueConstraint("case_id", "name", name="uq_logs_case_name"),)
+    id: str = _id()
+    case_id: str = _fk("cases.id")
+    name: str = Field(max_length=200)
+    description: str = Field(default="", max_length=4000)
+    created_by: str = _fk("users.id", index=False)
+    created_at: datetime = _ts()
+
+
+class File(SQLModel, table=True):
+    __tablename__ = "files"
+    id: str = _id()
+    log_id: str = _fk("logs.id")
+    case_id: str = _fk("cases.id")
+    filename: str = Field(max_length=1024)
+    content_type: str = Field(max_length=255)
+    size: int = Field(sa_type=sa.BigInteger)
+    key: str = Field(max_length=700, unique=True)
+    sha256: str | None = Field(default=None, max_length=64)
+    etag: str | None = Field(default=None, max_length=128)
+    status: str = Field(default="uploading", max_length=16, index=True)
+    created_by: str = _fk("users.id", index=False)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class Upload(SQLModel, table=True):
+    __tablename__ = "uploads"
+    __table_args__ = (sa.Index("ix_uploads_status_expires_at", "status", "expires_at"),)
+    id: str = _id()
+    file_id: str = Field(foreign_key="files.id", max_length=36, unique=True)
+    log_id: str = _fk("logs.id")
+    case_id: str = _fk("cases.id", index=False)
+    s3_upload_id: str = Field(max_length=1024)
+    filename: str = Field(max_length=1024)
+    key: str = Field(max_length=700)
+    size: int = Field(sa_type=sa.BigInteger)
+    part_size: int = Field(sa_type=sa.BigInteger)
+    part_count: int
+    content_type: str = Field(max_length=255)
+    status: str = Field(default="uploading", max_length=16)
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    completing_since: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    created_by: str = _fk("users.id")
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()

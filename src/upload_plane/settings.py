@@ -1,0 +1,97 @@
+"""The one settings object, read from ``UPLOAD_PLANE_*`` environment variables and passed in."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+TIB = 1024 * GIB
+
+DEV_JWT_SECRET = "dev-only-insecure-secret-change-me-0123456789"
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a configuration that may start."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str = "sqlite+aiosqlite:///./.data/upload-plane.db"
+    s3_endpoint_url: str = "http://127.0.0.1:9000"
+    s3_public_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "evidence"
+    s3_access_key_id: str = "testing"
+    s3_secret_access_key: str = "testing"
+    jwt_secret: str = DEV_JWT_SECRET
+    access_token_ttl: int = 3600
+    part_size: int = 8 * MIB
+    part_url_ttl: int = 15 * 60
+    download_url_ttl: int = 5 * 60
+    upload_ttl: int = 24 * 3600
+    store_upload_retention: int = 24 * 3600
+    max_file_size: int = TIB
+    allowed_content_types: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    max_request_body: int = 1 * MIB
+    production: bool = False
+    db_pool_size: int = 10
+
+    @property
+    def presign_endpoint_url(self) -> str:
+        return self.s3_public_endpoint_url or self.s3_endpoint_url
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def check(self) -> list[str]:
+        """Refuse what must not start; return warnings for what may start but deserves a word."""
+        if self.production and (not self.jwt_secret or self.jwt_secret == DEV_JWT_SECRET):
+            raise SettingsError("UPLOAD_PLANE_JWT_SECRET must be set to a non-default secret")
+        if len(self.jwt_secret) < 32:
+            raise SettingsError("UPLOAD_PLANE_JWT_SECRET must be at least 32 characters")
+        if self.production and self.s3_secret_access_key in ("", "testing", "minioadmin"):
+            raise SettingsError("UPLOAD_PLANE_S3_SECRET_ACCESS_KEY must be set to a real secret")
+        if not 5 * MIB <= self.part_size <= 5 * GIB:
+            raise SettingsError("UPLOAD_PLANE_PART_SIZE must be within 5 MiB..5 GiB")
+        if not 1 <= self.part_url_ttl <= 7 * 24 * 3600:
+            raise SettingsError("UPLOAD_PLANE_PART_URL_TTL must be within 1 s..7 days")
+        warnings = []
+        if self.upload_ttl > self.store_upload_retention:
+            warnings.append(
+                f"UPLOAD_PLANE_UPLOAD_TTL ({self.upload_ttl}s) exceeds how long the store keeps "
+                f"unfinished multipart uploads ({self.store_upload_retention}s, MinIO's "
+                "MINIO_API_STALE_UPLOADS_EXPIRY): resumes after that point will fail"
+            )
+        return warnings
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            return env.get(f"UPLOAD_PLANE_{name}")
+
+        values: dict[str, object] = {}
+        for f in cls.__dataclass_fields__.values():
+            raw = get(f.name.upper())
+            if raw is None:
+                continue
+            default = f.default
+            if isinstance(default, bool):
+                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+            elif isinstance(default, int):
+                try:
+                    values[f.name] = int(raw)
+                except ValueError as exc:
+                    raise SettingsError(
+                        f"UPLOAD_PLANE_{f.name.upper()} must be an integer"
+                    ) from exc
+            elif isinstance(default, tuple):
+                values[f.name] = tuple(v.strip() for v in raw.split(",") if v.strip())
+            else:
+                values[f.name] = raw
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,222 @@
+"""The narrow S3 gateway: the only module that talks to boto3.
+
+Blocking boto3 calls run in worker threads; presigning is local (``signing.Presigner``) and needs none.
+Provider errors become domain errors here: a vanished multipart upload is ``StoredUploadGone``, an
+unreachable or failing store is ``StorageUnavailable`` (503, nothing changed).
+
+S3/MinIO notes:
+- ListParts pages at 1000 parts; a 10,000-part upload needs ten calls.
+- MinIO answers NoSuchUpload to a second CompleteMultipartUpload, where moto repeats the first answer;
+  callers must not rely on either and recover with HeadObject.
+- MinIO cannot list multipart uploads by prefix, so orphans are found from the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio.to_thread
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .errors import DomainError, StorageRejected, StorageUnavailable, StoredUploadGone
+from .settings import Settings
+from .signing import Presigner
+
+log = logging.getLogger("upload_plane.storage")
+T = TypeVar("T")
+
+_GONE = {"NoSuchUpload", "NoSuchKey", "404", "NotFound"}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPart:
+    part_number: int
+    size: int
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    size: int
+    etag: str
+    content_type: str
+
+
+class Storage:
+    def __init__(self, settings: Settings) -> None:
+        self.bucket = settings.s3_bucket
+        config = Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            retries={"mode": "standard", "max_attempts": 3},
+            connect_timeout=3,
+            read_timeout=30,
+            max_pool_connections=50,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self._client: Any = boto3.session.Session().client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url,
+            region_name=settings.s3_region,
+            aws_access_key_id=settings.s3_access_key_id,
+            aws_secret_access_key=settings.s3_secret_access_key,
+            config=config,
+        )
+        self.presigner = Presigner(
+            endpoint_url=settings.presign_endpoint_url,
+            bucket=settings.s3_bucket,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key,
+        )
+
+    # -- blocking calls, run off the event loop --------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+        def call() -> T:
+            try:
+                return fn(Bucket=self.bucket, **kwargs)
+            except ClientError as exc:
+                raise _translate(exc) from exc
+            except BotoCoreError as exc:
+                raise StorageUnavailable(
+                    "Object storage did not answer; nothing was changed"
+                ) from exc
+
+        return await anyio.to_thread.run_sync(call)
+
+    async def ping(self) -> None:
+        await self._run(self._client.head_bucket)
+
+    async def create_multipart(self, key: str, content_type: str) -> str:
+        resp = await self._run(
+            self._client.create_multipart_upload, Key=key, ContentType=content_type
+        )
+        return str(resp["UploadId"])
+
+    async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
+        """Every part S3 holds for the upload, following all ListParts pages."""
+        parts: list[StoredPart] = []
+        marker = 0
+        while True:
+            resp = await self._run(
+                self._client.list_parts,
+                Key=key,
+                UploadId=upload_id,
+                PartNumberMarker=marker,
+                MaxParts=1000,
+            )
+            for p in resp.get("Parts", []):
+                parts.append(StoredPart(int(p["PartNumber"]), int(p["Size"]), _unquote(p["ETag"])))
+            if not resp.get("IsTruncated"):
+                return parts
+            next_marker = int(resp.get("NextPartNumberMarker") or 0)
+            if next_marker <= marker:
+                return parts
+            marker = next_marker
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+    ) -> str:
+        resp = await self._run(
+            self._client.complete_multipart_upload,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": f'"{e}"'} for n, e in parts]},
+        )
+        return _unquote(resp.get("ETag", ""))
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            await self._run(self._client.abort_multipart_upload, Key=key, UploadId=upload_id)
+        except StoredUploadGone:
+            return
+
+    async def head_object(self, key: str) -> StoredObject | None:
+        try:
+            resp = await self._run(self._client.head_object, Key=key)
+        except StoredUploadGone:
+            return None
+        return StoredObject(
+            size=int(resp["ContentLength"]),
+            etag=_unquote(resp.get("ETag", "")),
+            content_type=str(resp.get("ContentType", "")),
+        )
+
+    async def ensure_bucket(self, cors_origins: Sequence[str]) -> None:
+        """Create the bucket if missing and set the CORS rules browsers need to PUT parts."""
+        try:
+            await self._run(self._client.head_bucket)
+        except StoredUploadGone:
+            await self._run(self._client.create_bucket)
+        rules = {
+            "CORSRules": [
+                {
+                    "AllowedOrigins": list(cors_origins) or ["*"],
+                    "AllowedMethods": ["GET", "PUT", "POST", "HEAD"],
+                    "AllowedHeaders": ["*"],
+                    "ExposeHeaders": ["ETag"],
+                    "MaxAgeSeconds": 3600,
+                }
+            ]
+        }
+        try:
+            await self._run(self._client.put_bucket_cors, CORSConfiguration=rules)
+        except StorageRejected as exc:  # MinIO: not implemented; it applies its global CORS setting
+            log.info("bucket CORS not set by the store (%s); relying on its global CORS", exc)
+
+    # -- local presigning -------------------------------------------------------------------------
+
+    def presign_part(
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        size: int,
+        expires_in: int,
+        checksum_sha256: str | None = None,
+    ) -> tuple[str, dict[str, str]]:
+        """A PUT URL for exactly one part, signing its Content-Length (and checksum if given)."""
+        headers = {"content-length": str(size)}
+        if checksum_sha256:
+            headers["x-amz-checksum-sha256"] = checksum_sha256
+        url = self.presigner.presign(
+            "PUT",
+            key,
+            params=(("uploadId", upload_id), ("partNumber", str(part_number))),
+            headers=headers,
+            expires_in=expires_in,
+        )
+        sent = {"Content-Length": str(size)}
+        if checksum_sha256:
+            sent["x-amz-checksum-sha256"] = checksum_sha256
+        return url, sent
+
+    def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str:
+        return self.presigner.presign(
+            "GET",
+            key,
+            params=(("response-content-disposition", content_disposition),),
+            expires_in=expires_in,
+        )
+
+
+def _unquote(etag: str) -> str:
+    return etag.strip().strip('"')
+
+
+def _translate(exc: ClientError) -> DomainError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    if code in _GONE or (code == "NoSuchBucket" and status == 404):
+        return StoredUploadGone(f"Object storage does not have it ({code})")
+    if status >= 500 or code in {"SlowDown", "ServiceUnavailable", "InternalError"}:
+        return StorageUnavailable("Object storage failed; nothing was changed")
+    return StorageRejected(f"Object storage refused the request ({code})", store_code=code)

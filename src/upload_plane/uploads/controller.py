@@ -1,0 +1,141 @@
+"""HTTP routes of uploads: start, sign parts, status, list, complete, abort."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, delete, get, post
+from litestar.params import Parameter
+
+from ..cases.controller import file_out
+from ..cases.schemas import FileOut
+from ..models import Upload, User
+from ..pagination import PageRequest
+from .schemas import (
+    CompleteRequest,
+    PartStateOut,
+    SignedPartOut,
+    SignRequest,
+    SignResponse,
+    UploadCreate,
+    UploadedPart,
+    UploadOut,
+    UploadPage,
+    UploadStatusOut,
+)
+from .service import PartState, UploadService
+
+
+def upload_fields(u: Upload) -> dict[str, Any]:
+    return {
+        "id": u.id,
+        "file_id": u.file_id,
+        "log_id": u.log_id,
+        "case_id": u.case_id,
+        "filename": u.filename,
+        "key": u.key,
+        "size": u.size,
+        "content_type": u.content_type,
+        "part_size": u.part_size,
+        "part_count": u.part_count,
+        "status": u.status,
+        "expires_at": u.expires_at,
+        "created_at": u.created_at,
+    }
+
+
+def part_state_out(state: PartState) -> PartStateOut:
+    return PartStateOut(
+        uploaded=[UploadedPart(p.part_number, p.size, p.etag) for p in state.uploaded],
+        missing=state.missing,
+        bytes_uploaded=state.bytes_uploaded,
+    )
+
+
+class LogUploadController(Controller):
+    path = "/logs/{log_id:str}/uploads"
+    tags = ["uploads"]
+
+    @post("/", summary="Start a multipart upload into a log")
+    async def start(
+        self,
+        log_id: str,
+        data: UploadCreate,
+        request: Request[User, Any, Any],
+        uploads: UploadService,
+    ) -> UploadOut:
+        upload = await uploads.start(
+            request.user,
+            log_id,
+            filename=data.filename,
+            size=data.size,
+            content_type=data.content_type,
+            sha256=data.sha256.lower() if data.sha256 else None,
+            part_size=data.part_size,
+        )
+        return UploadOut(**upload_fields(upload))
+
+
+class UploadController(Controller):
+    path = "/uploads"
+    tags = ["uploads"]
+
+    @get("/", summary="The caller's uploads, e.g. ?status=uploading to resume")
+    async def list(
+        self,
+        request: Request[User, Any, Any],
+        uploads: UploadService,
+        status: str | None = None,
+        log_id: str | None = None,
+        limit: int | None = Parameter(int, ge=1, le=500, required=False),
+        cursor: str | None = None,
+    ) -> UploadPage:
+        page = await uploads.list_mine(
+            request.user, status, log_id, PageRequest.parse(limit, cursor)
+        )
+        return UploadPage(
+            items=[UploadOut(**upload_fields(u)) for u in page.items], next_cursor=page.next_cursor
+        )
+
+    @get("/{upload_id:str}", summary="The upload with live part state from the store")
+    async def read(
+        self, upload_id: str, request: Request[User, Any, Any], uploads: UploadService
+    ) -> UploadStatusOut:
+        upload = await uploads.get(request.user, upload_id)
+        state = await uploads.part_state(upload)
+        return UploadStatusOut(**upload_fields(upload), parts=part_state_out(state))
+
+    @post("/{upload_id:str}/parts", summary="Presigned PUT URLs for parts", status_code=200)
+    async def sign(
+        self,
+        upload_id: str,
+        data: SignRequest,
+        request: Request[User, Any, Any],
+        uploads: UploadService,
+    ) -> SignResponse:
+        signed = await uploads.sign_parts(
+            request.user, upload_id, data.part_numbers, data.checksums_sha256
+        )
+        return SignResponse(
+            parts=[
+                SignedPartOut(p.part_number, p.url, "PUT", p.headers, p.size) for p in signed.parts
+            ],
+            expires_at=signed.expires_at,
+        )
+
+    @post("/{upload_id:str}/complete", summary="Verify parts and finish the file", status_code=200)
+    async def complete(
+        self,
+        upload_id: str,
+        request: Request[User, Any, Any],
+        uploads: UploadService,
+        data: CompleteRequest | None = None,
+    ) -> FileOut:
+        hint = [(p.part_number, p.etag) for p in data.parts] if data and data.parts else None
+        return file_out(await uploads.complete(request.user, upload_id, hint))
+
+    @delete("/{upload_id:str}", summary="Abort the upload; the file becomes failed")
+    async def abort(
+        self, upload_id: str, request: Request[User, Any, Any], uploads: UploadService
+    ) -> None:
+        await uploads.abort(request.user, upload_id)

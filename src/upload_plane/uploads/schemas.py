@@ -1,0 +1,88 @@
+"""Wire types of the uploads API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+Filename = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+ContentType = Annotated[
+    str, msgspec.Meta(max_length=255, pattern=r"^[\w.+-]+/[\w.+-]+(\s*;\s*[\w.+-]+=[\w.+\"-]+)*$")
+]
+Sha256Hex = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{64}$")]
+Sha256B64 = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/]{43}=$")]
+PartNumber = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+
+
+class UploadCreate(msgspec.Struct, forbid_unknown_fields=True):
+    filename: Filename
+    size: Annotated[int, msgspec.Meta(ge=0)]
+    content_type: ContentType | None = None
+    sha256: Sha256Hex | None = None
+    part_size: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class UploadOut(msgspec.Struct):
+    id: str
+    file_id: str
+    log_id: str
+    case_id: str
+    filename: str
+    key: str
+    size: int
+    content_type: str
+    part_size: int
+    part_count: int
+    status: str
+    expires_at: datetime
+    created_at: datetime
+
+
+class UploadedPart(msgspec.Struct):
+    part_number: int
+    size: int
+    etag: str
+
+
+class PartStateOut(msgspec.Struct):
+    uploaded: list[UploadedPart]
+    missing: list[int]
+    bytes_uploaded: int
+
+
+class UploadStatusOut(UploadOut):
+    parts: PartStateOut
+
+
+class UploadPage(msgspec.Struct):
+    items: list[UploadOut]
+    next_cursor: str | None
+
+
+class SignRequest(msgspec.Struct, forbid_unknown_fields=True):
+    part_numbers: Annotated[list[int], msgspec.Meta(min_length=1, max_length=10_000)]
+    checksums_sha256: dict[str, Sha256B64] | None = None
+
+
+class SignedPartOut(msgspec.Struct):
+    part_number: int
+    url: str
+    method: Literal["PUT"]
+    headers: dict[str, str]
+    size: int
+
+
+class SignResponse(msgspec.Struct):
+    parts: list[SignedPartOut]
+    expires_at: datetime
+
+
+class CompletePart(msgspec.Struct, forbid_unknown_fields=True):
+    part_number: PartNumber
+    etag: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class CompleteRequest(msgspec.Struct, forbid_unknown_fields=True):
+    parts: Annotated[list[CompletePart], msgspec.Meta(max_length=10_000)] | None = None
