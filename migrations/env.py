@@ -20,9 +20,7 @@ def database_url() -> str:
     return config.attributes.get("database_url") or Settings.from_env().database_url
 
 
-def include_object(
-    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
-) -> bool:
+def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
     return not (type_ == "table" and name == "alembic_version")
 
 

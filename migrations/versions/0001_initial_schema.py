@@ -78,7 +78,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("log_id", sa.String(length=36), nullable=False),
         sa.Column("case_id", sa.String(length=36), nullable=False),
-        sa.Column("filename", sa.String(length=1024), nullable=False),
+        sa.Column("filename", sa.Text(), nullable=False),
         sa.Column("content_type", sa.String(length=255), nullable=False),
         sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("key", sa.String(length=700), nullable=False),
@@ -115,7 +115,7 @@ def upgrade() -> None:
         sa.Column("log_id", sa.String(length=36), nullable=False),
         sa.Column("case_id", sa.String(length=36), nullable=False),
         sa.Column("s3_upload_id", sa.String(length=1024), nullable=False),
-        sa.Column("filename", sa.String(length=1024), nullable=False),
+        sa.Column("filename", sa.Text(), nullable=False),
         sa.Column("key", sa.String(length=700), nullable=False),
         sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("part_size", sa.BigInteger(), nullable=False),
@@ -149,33 +149,10 @@ def upgrade() -> None:
     with op.batch_alter_table("uploads", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_uploads_created_by"), ["created_by"], unique=False)
         batch_op.create_index(batch_op.f("ix_uploads_log_id"), ["log_id"], unique=False)
-        batch_op.create_index(
-            "ix_uploads_status_expires_at", ["status", "expires_at"], unique=False
-        )
+        batch_op.create_index("ix_uploads_status_expires_at", ["status", "expires_at"], unique=False)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("uploads", schema=None) as batch_op:
-        batch_op.drop_index("ix_uploads_status_expires_at")
-        batch_op.drop_index(batch_op.f("ix_uploads_log_id"))
-        batch_op.drop_index(batch_op.f("ix_uploads_created_by"))
-
-    op.drop_table("uploads")
-    with op.batch_alter_table("files", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_files_status"))
-        batch_op.drop_index(batch_op.f("ix_files_log_id"))
-        batch_op.drop_index(batch_op.f("ix_files_case_id"))
-
-    op.drop_table("files")
-    with op.batch_alter_table("logs", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_logs_case_id"))
-
-    op.drop_table("logs")
-    with op.batch_alter_table("cases", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_cases_created_by"))
-
-    op.drop_table("cases")
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_users_username"))
-
-    op.drop_table("users")
+    # Dropping a table drops its indexes; MySQL/MariaDB refuse to drop an index a foreign key needs.
+    for table in ("uploads", "files", "logs", "cases", "users"):
+        op.drop_table(table)

@@ -10,7 +10,7 @@ from typing import Any
 from litestar import Litestar, Request, Response, Router, get
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -45,11 +45,13 @@ async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def provide_cases(db_session: AsyncSession) -> CaseService:
+def provide_cases(db_session: NamedDependency[AsyncSession]) -> CaseService:
     return CaseService(db_session)
 
 
-def provide_uploads(db_session: AsyncSession, cases: CaseService, state: State) -> UploadService:
+def provide_uploads(
+    db_session: NamedDependency[AsyncSession], cases: NamedDependency[CaseService], state: State
+) -> UploadService:
     return UploadService(db_session, state.storage, state.settings, cases)
 
 
@@ -88,9 +90,7 @@ async def docs() -> Redirect:
 
 def _index_handler() -> Any:
     page = project_path("web-demo") / "index.html"
-    html = (
-        page.read_text() if page.exists() else "<h1>upload-plane</h1><p><a href=/docs>API</a></p>"
-    )
+    html = page.read_text() if page.exists() else "<h1>upload-plane</h1><p><a href=/docs>API</a></p>"
 
     @get("/", include_in_schema=False, media_type="text/html")
     async def index() -> str:
@@ -160,9 +160,7 @@ def create_app(settings: Settings) -> Litestar:
             path="/schema",
             render_plugins=[SwaggerRenderPlugin()],
             components=Components(
-                security_schemes={
-                    "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
-                }
+                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
             ),
         ),
         debug=False,

@@ -152,11 +152,10 @@ _HTTP_CODES = {
 
 
 def _problem(
-    status: int, code: str, title: str, detail: str, instance: str, **extra: Any
+    status: int, code: str, title: str, detail: str, instance: str, extra: dict[str, Any] | None = None
 ) -> Response[Any]:
-    body = {"type": "about:blank", "title": title, "status": status, "code": code, "detail": detail}
-    body["instance"] = instance
-    body.update(extra)
+    body = dict(extra or {})
+    body.update(type="about:blank", title=title, status=status, code=code, detail=detail, instance=instance)
     headers = {"Retry-After": "5"} if status == 503 else None
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -171,11 +170,11 @@ def problem_response(request: Request[Any, Any, Any], exc: Exception) -> Respons
         exc = translate_db_error(exc)
     if isinstance(exc, DomainError):
         status = _STATUS.get(type(exc), 400)
-        return _problem(status, exc.code, exc.title, exc.detail, path, **exc.extra)
+        return _problem(status, exc.code, exc.title, exc.detail, path, exc.extra)
     if isinstance(exc, ValidationException):
         errors = exc.extra if isinstance(exc.extra, list) else []
         return _problem(
-            400, "VALIDATION_ERROR", "The request is not valid", exc.detail, path, errors=errors
+            400, "VALIDATION_ERROR", "The request is not valid", exc.detail, path, {"errors": errors}
         )
     if isinstance(exc, NotFoundException):
         return _problem(404, "NOT_FOUND", "Not found", "No such resource", path)

@@ -87,9 +87,7 @@ class Settings:
                 try:
                     values[f.name] = int(raw)
                 except ValueError as exc:
-                    raise SettingsError(
-                        f"UPLOAD_PLANE_{f.name.upper()} must be an integer"
-                    ) from exc
+                    raise SettingsError(f"UPLOAD_PLANE_{f.name.upper()} must be an integer") from exc
             elif isinstance(default, tuple):
                 values[f.name] = tuple(v.strip() for v in raw.split(",") if v.strip())
             else:

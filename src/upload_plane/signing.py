@@ -1,49 +1,156 @@
 """A fast AWS Signature V4 query-string presigner for path-style S3 URLs.
 
-Pure functions, no I/O. It produces the same URL, byte for byte, as botocore's
-``generate_presigned_url`` for the operations we use (checked in tests/unit/test_signing.py), at a
-small fraction of the cost: the per-day signing key is cached and no request object is built.
+Pure functions of their inputs and the clock, no I/O. It produces the same URL, byte for byte, as
+botocore's ``generate_presigned_url`` with ``signature_version="s3v4"`` and path addressing
+(checked in tests/unit/test_signing.py), at a small fraction of the cost:
+
+- everything fixed per presigner (host, URL base, bucket path) is computed once;
+- everything fixed per second of the clock (``X-Amz-Date``, scope, credential, the HMAC state of the
+  day's signing key already fed the string-to-sign prefix) is computed once per second and reused;
+- ``presign_parts`` signs many parts of one multipart upload from one precomputed template, so a
+  part costs one SHA-256 of the canonical request, one HMAC and a few string joins.
+
+Endpoint handling mirrors botocore's: the URL keeps the endpoint's scheme and authority as written
+(``https://s3.example.com:443`` stays so in the URL), while the signed ``host`` header is the
+lower-cased host without a default port. A path prefix on the endpoint (``https://gw/s3``) has its
+dot segments and empty segments removed and is percent-encoded, as botocore's endpoint rules do.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+_STAMP_CACHE_SIZE = 16
+_sha256 = hashlib.sha256
 
 
-def _enc(value: str) -> str:
+@lru_cache(maxsize=4096)
+def _quote_value(value: str) -> str:
     return quote(value, safe="-_.~")
 
 
+def _enc(value: str) -> str:
+    """Percent-encode a query key or value as SigV4 (and botocore's ``percent_encode``) does."""
+    if value.isascii() and value.isalnum():
+        return value  # nothing to encode: the common case of part numbers, sizes and ids
+    return _quote_value(value)
+
+
+@lru_cache(maxsize=1024)
+def _quote_key(key: str) -> str:
+    """The object key as a URL path: everything but unreserved characters and ``/`` encoded."""
+    return quote(key, safe="/~")
+
+
+def _normalize_path(path: str) -> str:
+    """Drop empty and ``.`` segments and resolve ``..`` (botocore's ``remove_dot_segments``)."""
+    out: list[str] = []
+    for segment in path.split("/"):
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment and segment != ".":
+            out.append(segment)
+    return "/" + "".join(f"{s}/" for s in out)
+
+
+@lru_cache(maxsize=1024)
+def _header_block(host: str, headers: tuple[tuple[str, str], ...]) -> tuple[str, str]:
+    """The signed-headers list and canonical header lines for ``host`` plus ``headers``.
+
+    Names are lower-cased (a later duplicate wins) and values trimmed with inner whitespace runs
+    collapsed, as botocore does. Cached: part URLs mostly repeat the same Content-Length.
+    """
+    signed = {"host": host}
+    for name, value in headers:
+        signed[name.lower()] = " ".join(str(value).split())
+    names = sorted(signed)
+    return ";".join(names), "".join([f"{n}:{signed[n]}\n" for n in names])
+
+
 @lru_cache(maxsize=64)
-def _signing_key(secret: str, day: str, region: str, service: str) -> bytes:
-    key = hmac.new(f"AWS4{secret}".encode(), day.encode(), hashlib.sha256).digest()
+def _signing_pads(secret: str, day: str, region: str, service: str) -> tuple[Any, Any]:
+    """The day's signing key as HMAC inner/outer SHA-256 states, ready to ``copy()``.
+
+    HMAC(k, m) = H((k ^ opad) || H((k ^ ipad) || m)); with both keyed states precomputed an HMAC
+    costs two hash-object copies instead of building an ``hmac.HMAC``.
+    """
+    key = hmac.new(f"AWS4{secret}".encode(), day.encode(), _sha256).digest()
     for part in (region, service, "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    return key
+        key = hmac.new(key, part.encode(), _sha256).digest()
+    block = key.ljust(64, b"\0")  # a 32-byte key is shorter than SHA-256's 64-byte block
+    inner = _sha256(bytes(b ^ 0x36 for b in block))
+    outer = _sha256(bytes(b ^ 0x5C for b in block))
+    return inner, outer
+
+
+class _Stamp:
+    """What stays the same for every URL signed within one second of the clock."""
+
+    __slots__ = ("_auth", "amz_date", "credential", "inner", "outer")
+
+    def __init__(self, amz_date: str, credential: str, inner: Any, outer: Any) -> None:
+        self.amz_date = amz_date
+        self.credential = credential  # already percent-encoded
+        self.inner = inner  # HMAC inner state, already fed the string-to-sign prefix
+        self.outer = outer
+        self._auth: dict[tuple[int, str], tuple[tuple[tuple[str, str], ...], str]] = {}
+
+    def auth(self, expires_in: int, signed_headers: str) -> tuple[tuple[tuple[str, str], ...], str]:
+        """The encoded ``X-Amz-*`` pairs (in sorted order) and the same joined as a query string."""
+        cache_key = (expires_in, signed_headers)
+        found = self._auth.get(cache_key)
+        if found is None:
+            pairs = (
+                ("X-Amz-Algorithm", ALGORITHM),
+                ("X-Amz-Credential", self.credential),
+                ("X-Amz-Date", self.amz_date),
+                ("X-Amz-Expires", str(expires_in)),
+                ("X-Amz-SignedHeaders", _enc(signed_headers)),
+            )
+            found = (pairs, "&".join(f"{k}={v}" for k, v in pairs))
+            if len(self._auth) > 64:
+                self._auth.clear()
+            self._auth[cache_key] = found
+        return found
+
+    def sign(self, canonical_request: str) -> str:
+        """The hex signature of a canonical request."""
+        inner = self.inner.copy()
+        inner.update(_sha256(canonical_request.encode()).hexdigest().encode())
+        outer = self.outer.copy()
+        outer.update(inner.digest())
+        return str(outer.hexdigest())
 
 
 @dataclass(frozen=True, slots=True)
 class Presigner:
-    """Signs URLs for one endpoint, bucket and set of credentials."""
+    """Signs URLs for one endpoint, bucket and set of credentials.
+
+    Safe to share between threads: its only mutable state is a cache of per-second values, and
+    losing a race on it only means computing a value twice.
+    """
 
     endpoint_url: str
     bucket: str
     region: str
     access_key_id: str
-    secret_access_key: str
+    secret_access_key: str = field(repr=False)
     service: str = "s3"
-    _base: str = field(init=False, repr=False)
-    _host: str = field(init=False, repr=False)
-    _prefix: str = field(init=False, repr=False)
+    _base: str = field(init=False, repr=False, compare=False)
+    _host: str = field(init=False, repr=False, compare=False)
+    _prefix: str = field(init=False, repr=False, compare=False)
+    _stamps: dict[int, _Stamp] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.endpoint_url)
@@ -51,12 +158,43 @@ class Presigner:
         if ":" in host:
             host = f"[{host}]"
         default_port = {"http": 80, "https": 443}.get(parts.scheme)
-        if parts.port and parts.port != default_port:
+        if parts.port is not None and parts.port != default_port:
             host = f"{host}:{parts.port}"
-        prefix = parts.path.rstrip("/")
+        prefix = quote(_normalize_path(parts.path))
         object.__setattr__(self, "_host", host)
-        object.__setattr__(self, "_prefix", f"{prefix}/{quote(self.bucket, safe='~')}/")
-        object.__setattr__(self, "_base", f"{parts.scheme}://{host}")
+        object.__setattr__(self, "_prefix", f"{prefix}{quote(self.bucket, safe='')}/")
+        object.__setattr__(self, "_base", f"{parts.scheme}://{parts.netloc}")
+        object.__setattr__(self, "_stamps", {})
+
+    # -- clock -------------------------------------------------------------------------------------
+
+    def _stamp(self, now: datetime | None) -> _Stamp:
+        """Per-second values for ``now`` (aware, or naive meaning UTC; ``None`` for the clock)."""
+        if now is None:
+            second = int(time.time())
+        elif now.tzinfo is None:
+            second = int(now.replace(tzinfo=UTC).timestamp())
+        else:
+            second = int(now.timestamp())
+        stamp = self._stamps.get(second)
+        if stamp is None:
+            stamp = self._make_stamp(second)
+        return stamp
+
+    def _make_stamp(self, second: int) -> _Stamp:
+        amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second))
+        day = amz_date[:8]
+        scope = f"{day}/{self.region}/{self.service}/aws4_request"
+        inner, outer = _signing_pads(self.secret_access_key, day, self.region, self.service)
+        inner = inner.copy()
+        inner.update(f"{ALGORITHM}\n{amz_date}\n{scope}\n".encode())
+        stamp = _Stamp(amz_date, _enc(f"{self.access_key_id}/{scope}"), inner, outer)
+        if len(self._stamps) >= _STAMP_CACHE_SIZE:
+            self._stamps.clear()
+        self._stamps[second] = stamp
+        return stamp
+
+    # -- signing -----------------------------------------------------------------------------------
 
     def presign(
         self,
@@ -68,39 +206,88 @@ class Presigner:
         expires_in: int,
         now: datetime | None = None,
     ) -> str:
-        """Return a presigned URL. ``headers`` (lower-case names) are signed and must be sent."""
-        now = (now or datetime.now(UTC)).astimezone(UTC)
-        amz_date = now.strftime("%Y%m%dT%H%M%SZ")
-        day = amz_date[:8]
-        scope = f"{day}/{self.region}/{self.service}/aws4_request"
-        signed = {"host": self._host}
-        if headers:
-            for name, value in headers.items():
-                signed[name.lower()] = " ".join(str(value).split())
-        names = sorted(signed)
-        signed_headers = ";".join(names)
+        """Return a presigned URL. ``headers`` are signed and must be sent with exactly these values.
 
-        operation = [(k, _enc(v)) for k, v in params]
-        auth = [
-            ("X-Amz-Algorithm", ALGORITHM),
-            ("X-Amz-Credential", _enc(f"{self.access_key_id}/{scope}")),
-            ("X-Amz-Date", amz_date),
-            ("X-Amz-Expires", str(expires_in)),
-            ("X-Amz-SignedHeaders", _enc(signed_headers)),
-        ]
-        query = [*operation, *auth]
-        canonical_query = "&".join(f"{k}={v}" for k, v in sorted(query))
-        path = self._prefix + quote(key, safe="/~")
-        canonical_headers = "".join(f"{n}:{signed[n]}\n" for n in names)
-        canonical_request = (
-            f"{method}\n{path}\n{canonical_query}\n{canonical_headers}\n"
+        ``params`` keep their order in the URL (botocore puts operation parameters first).
+        ``now`` defaults to the clock; a naive datetime is taken as UTC.
+        """
+        stamp = self._stamp(now)
+        if headers:
+            signed_headers, canonical_headers = _header_block(self._host, tuple(headers.items()))
+        else:
+            signed_headers, canonical_headers = "host", f"host:{self._host}\n"
+        auth_pairs, auth_query = stamp.auth(expires_in, signed_headers)
+
+        path = self._prefix + _quote_key(key)
+        if params:
+            operation = [(_enc(k), _enc(v)) for k, v in params]
+            url_query = "&".join([f"{k}={v}" for k, v in operation]) + "&" + auth_query
+            operation.sort()
+            if operation[0] > auth_pairs[-1]:  # the usual case: lower-case names sort after X-Amz-*
+                canonical_query = auth_query + "&" + "&".join([f"{k}={v}" for k, v in operation])
+            else:
+                operation.extend(auth_pairs)
+                operation.sort()
+                canonical_query = "&".join([f"{k}={v}" for k, v in operation])
+        else:
+            url_query = canonical_query = auth_query
+        signature = stamp.sign(
+            f"{method.upper()}\n{path}\n{canonical_query}\n{canonical_headers}\n"
             f"{signed_headers}\n{UNSIGNED_PAYLOAD}"
         )
-        string_to_sign = (
-            f"{ALGORITHM}\n{amz_date}\n{scope}\n"
-            f"{hashlib.sha256(canonical_request.encode()).hexdigest()}"
-        )
-        key_bytes = _signing_key(self.secret_access_key, day, self.region, self.service)
-        signature = hmac.new(key_bytes, string_to_sign.encode(), hashlib.sha256).hexdigest()
-        query_string = "&".join(f"{k}={v}" for k, v in query)
-        return f"{self._base}{path}?{query_string}&X-Amz-Signature={signature}"
+        return f"{self._base}{path}?{url_query}&X-Amz-Signature={signature}"
+
+    def presign_parts(
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[tuple[int, int, str | None]],
+        expires_in: int,
+        now: datetime | None = None,
+    ) -> list[str]:
+        """PUT URLs for many parts of one multipart upload, in the order of ``parts``.
+
+        Each of ``parts`` is ``(part_number, content_length, checksum_sha256 or None)``. The result
+        for a part is exactly what ``presign("PUT", key, params=(("uploadId", upload_id),
+        ("partNumber", str(part_number))), headers={"content-length": str(content_length)}
+        [+ {"x-amz-checksum-sha256": checksum} when the checksum is non-empty], expires_in=...,
+        now=now)`` returns; all parts share one ``X-Amz-Date`` (``now``, or the clock read once).
+        """
+        stamp = self._stamp(now)
+        host = self._host
+        path = self._prefix + _quote_key(key)
+        upload = _enc(upload_id)
+        url_head = f"{self._base}{path}?uploadId={upload}&partNumber="
+
+        # Canonical request, with the auth pairs sorted before partNumber and uploadId:
+        #   PUT \n path \n X-Amz-...&partNumber=N&uploadId=U \n content-length:S \n host:H \n
+        #   [x-amz-checksum-sha256:C \n] \n signed-headers \n UNSIGNED-PAYLOAD
+        plain_names = "content-length;host"
+        _, plain_auth = stamp.auth(expires_in, plain_names)
+        plain_head = f"PUT\n{path}\n{plain_auth}&partNumber="
+        plain_tail = f"\nhost:{host}\n\n{plain_names}\n{UNSIGNED_PAYLOAD}"
+        summed_names = "content-length;host;x-amz-checksum-sha256"
+        _, summed_auth = stamp.auth(expires_in, summed_names)
+        summed_head = f"PUT\n{path}\n{summed_auth}&partNumber="
+        summed_host = f"\nhost:{host}\nx-amz-checksum-sha256:"
+        summed_tail = f"\n\n{summed_names}\n{UNSIGNED_PAYLOAD}"
+        mid = f"&uploadId={upload}\ncontent-length:"
+
+        inner, outer, sha256 = stamp.inner, stamp.outer, _sha256
+        urls: list[str] = []
+        append = urls.append
+        for part_number, size, checksum in parts:
+            number = str(part_number)
+            if checksum:
+                checksum = " ".join(str(checksum).split())
+                canonical = f"{summed_head}{number}{mid}{size}{summed_host}{checksum}{summed_tail}"
+                auth = summed_auth
+            else:
+                canonical = f"{plain_head}{number}{mid}{size}{plain_tail}"
+                auth = plain_auth
+            h = inner.copy()
+            h.update(sha256(canonical.encode()).hexdigest().encode())
+            o = outer.copy()
+            o.update(h.digest())
+            append(f"{url_head}{number}&{auth}&X-Amz-Signature={o.hexdigest()}")
+        return urls

@@ -85,9 +85,7 @@ class Storage:
             except ClientError as exc:
                 raise _translate(exc) from exc
             except BotoCoreError as exc:
-                raise StorageUnavailable(
-                    "Object storage did not answer; nothing was changed"
-                ) from exc
+                raise StorageUnavailable("Object storage did not answer; nothing was changed") from exc
 
         return await anyio.to_thread.run_sync(call)
 
@@ -95,9 +93,7 @@ class Storage:
         await self._run(self._client.head_bucket)
 
     async def create_multipart(self, key: str, content_type: str) -> str:
-        resp = await self._run(
-            self._client.create_multipart_upload, Key=key, ContentType=content_type
-        )
+        resp = await self._run(self._client.create_multipart_upload, Key=key, ContentType=content_type)
         return str(resp["UploadId"])
 
     async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
@@ -121,9 +117,7 @@ class Storage:
                 return parts
             marker = next_marker
 
-    async def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
-    ) -> str:
+    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]) -> str:
         resp = await self._run(
             self._client.complete_multipart_upload,
             Key=key,
@@ -217,6 +211,8 @@ def _translate(exc: ClientError) -> DomainError:
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     if code in _GONE or (code == "NoSuchBucket" and status == 404):
         return StoredUploadGone(f"Object storage does not have it ({code})")
+    if code == "NotImplemented":  # e.g. MinIO's PutBucketCors: a refusal, not an outage
+        return StorageRejected(f"Object storage does not implement this ({code})", store_code=code)
     if status >= 500 or code in {"SlowDown", "ServiceUnavailable", "InternalError"}:
         return StorageUnavailable("Object storage failed; nothing was changed")
     return StorageRejected(f"Object storage refused the request ({code})", store_code=code)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, get, post
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 
 from ..errors import NotFound
 from ..models import User
@@ -13,7 +13,7 @@ from .schemas import LoginRequest, TokenResponse, UserCreate, UserOut
 from .service import AuthService
 
 
-def provide_auth_service(db_session: Any, request: Request[Any, Any, Any]) -> AuthService:
+def provide_auth_service(db_session: NamedDependency[Any], request: Request[Any, Any, Any]) -> AuthService:
     settings = request.app.state.settings
     return AuthService(db_session, settings.jwt_secret, settings.access_token_ttl)
 
@@ -39,11 +39,9 @@ class LoginController(Controller):
     dependencies = {"auth": Provide(provide_auth_service, sync_to_thread=False)}
 
     @post("/login", summary="Exchange username and password for a bearer token", status_code=200)
-    async def login(self, data: LoginRequest, auth: AuthService) -> TokenResponse:
+    async def login(self, data: LoginRequest, auth: NamedDependency[AuthService]) -> TokenResponse:
         token = await auth.login(data.username, data.password)
-        return TokenResponse(
-            access_token=token.token, token_type="bearer", expires_in=token.expires_in
-        )
+        return TokenResponse(access_token=token.token, token_type="bearer", expires_in=token.expires_in)
 
 
 class UserController(Controller):
@@ -57,14 +55,14 @@ class UserController(Controller):
 
     @post("/users", summary="Create a user (admin)")
     async def create_user(
-        self, data: UserCreate, request: Request[User, Any, Any], auth: AuthService
+        self, data: UserCreate, request: Request[User, Any, Any], auth: NamedDependency[AuthService]
     ) -> UserOut:
         require_admin(request.user)
         return user_out(await auth.create_user(data.username, data.password, data.role))
 
     @get("/users", summary="List users (admin)")
     async def list_users(
-        self, request: Request[User, Any, Any], auth: AuthService
+        self, request: Request[User, Any, Any], auth: NamedDependency[AuthService]
     ) -> list[UserOut]:
         require_admin(request.user)
         return [user_out(u) for u in await auth.list_users()]

@@ -17,9 +17,7 @@ class AccessToken:
     expires_in: int
 
 
-def issue_access_token(
-    user_id: str, secret: str, ttl: int, now: datetime | None = None
-) -> AccessToken:
+def issue_access_token(user_id: str, secret: str, ttl: int, now: datetime | None = None) -> AccessToken:
     issued = now or datetime.now(UTC)
     claims = {
         "sub": user_id,
@@ -34,9 +32,7 @@ def issue_access_token(
 def read_access_token(token: str, secret: str) -> str | None:
     """The user id of a valid, unexpired access token; ``None`` for anything else."""
     try:
-        claims = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
-        )
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]})
     except jwt.PyJWTError:
         return None
     if claims.get("typ") != "access":

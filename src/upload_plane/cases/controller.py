@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, patch, post
+from litestar.di import NamedDependency
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_307_TEMPORARY_REDIRECT
 
@@ -76,7 +77,7 @@ class CaseController(Controller):
 
     @post("/", summary="Create a case")
     async def create(
-        self, data: CaseCreate, request: Request[User, Any, Any], cases: CaseService
+        self, data: CaseCreate, request: Request[User, Any, Any], cases: NamedDependency[CaseService]
     ) -> CaseOut:
         case = await cases.create_case(request.user, data.title, data.reference, data.description)
         return case_out(case)
@@ -85,7 +86,7 @@ class CaseController(Controller):
     async def list(
         self,
         request: Request[User, Any, Any],
-        cases: CaseService,
+        cases: NamedDependency[CaseService],
         limit: int | None = Limit,
         cursor: str | None = None,
     ) -> CasePage:
@@ -94,20 +95,28 @@ class CaseController(Controller):
 
     @get("/{case_id:str}", summary="One case")
     async def read(
-        self, case_id: str, request: Request[User, Any, Any], cases: CaseService
+        self, case_id: str, request: Request[User, Any, Any], cases: NamedDependency[CaseService]
     ) -> CaseOut:
         return case_out(await cases.get_case(request.user, case_id))
 
     @patch("/{case_id:str}", summary="Change a case's title, reference or description")
     async def update(
-        self, case_id: str, data: CaseUpdate, request: Request[User, Any, Any], cases: CaseService
+        self,
+        case_id: str,
+        data: CaseUpdate,
+        request: Request[User, Any, Any],
+        cases: NamedDependency[CaseService],
     ) -> CaseOut:
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
         return case_out(await cases.update_case(request.user, case_id, changes))
 
     @post("/{case_id:str}/logs", summary="Create a log in a case")
     async def create_log(
-        self, case_id: str, data: LogCreate, request: Request[User, Any, Any], cases: CaseService
+        self,
+        case_id: str,
+        data: LogCreate,
+        request: Request[User, Any, Any],
+        cases: NamedDependency[CaseService],
     ) -> LogOut:
         return log_out(await cases.create_log(request.user, case_id, data.name, data.description))
 
@@ -116,7 +125,7 @@ class CaseController(Controller):
         self,
         case_id: str,
         request: Request[User, Any, Any],
-        cases: CaseService,
+        cases: NamedDependency[CaseService],
         limit: int | None = Limit,
         cursor: str | None = None,
     ) -> LogPage:
@@ -130,7 +139,7 @@ class LogController(Controller):
 
     @get("/{log_id:str}", summary="One log")
     async def read(
-        self, log_id: str, request: Request[User, Any, Any], cases: CaseService
+        self, log_id: str, request: Request[User, Any, Any], cases: NamedDependency[CaseService]
     ) -> LogOut:
         return log_out(await cases.get_log(request.user, log_id))
 
@@ -139,14 +148,12 @@ class LogController(Controller):
         self,
         log_id: str,
         request: Request[User, Any, Any],
-        cases: CaseService,
+        cases: NamedDependency[CaseService],
         status: str | None = None,
         limit: int | None = Limit,
         cursor: str | None = None,
     ) -> FilePage:
-        page = await cases.list_files(
-            request.user, log_id, status, PageRequest.parse(limit, cursor)
-        )
+        page = await cases.list_files(request.user, log_id, status, PageRequest.parse(limit, cursor))
         return FilePage(items=[file_out(f) for f in page.items], next_cursor=page.next_cursor)
 
 
@@ -156,7 +163,7 @@ class FileController(Controller):
 
     @get("/{file_id:str}", summary="One file")
     async def read(
-        self, file_id: str, request: Request[User, Any, Any], cases: CaseService
+        self, file_id: str, request: Request[User, Any, Any], cases: NamedDependency[CaseService]
     ) -> FileOut:
         return file_out(await cases.get_file(request.user, file_id))
 
@@ -168,13 +175,11 @@ class FileController(Controller):
         self,
         file_id: str,
         request: Request[User, Any, Any],
-        uploads: UploadService,
+        uploads: NamedDependency[UploadService],
         redirect: bool = True,
     ) -> Response[DownloadOut]:
         link = await uploads.download_link(request.user, file_id)
         body = DownloadOut(url=link.url, expires_at=link.expires_at)
         if not redirect:
             return Response(body)
-        return Response(
-            body, status_code=HTTP_307_TEMPORARY_REDIRECT, headers={"Location": link.url}
-        )
+        return Response(body, status_code=HTTP_307_TEMPORARY_REDIRECT, headers={"Location": link.url})

@@ -24,9 +24,7 @@ class CaseService:
 
     # -- cases --------------------------------------------------------------------------------
 
-    async def create_case(
-        self, user: User, title: str, reference: str | None, description: str
-    ) -> Case:
+    async def create_case(self, user: User, title: str, reference: str | None, description: str) -> Case:
         if reference is not None:
             taken = await self.session.exec(select(Case.id).where(Case.reference == reference))
             if taken.first():
@@ -51,9 +49,7 @@ class CaseService:
     async def update_case(self, user: User, case_id: str, changes: dict[str, Any]) -> Case:
         case = await self.get_case(user, case_id)
         if "reference" in changes and changes["reference"] not in (None, case.reference):
-            taken = await self.session.exec(
-                select(Case.id).where(Case.reference == changes["reference"])
-            )
+            taken = await self.session.exec(select(Case.id).where(Case.reference == changes["reference"]))
             if taken.first():
                 raise Conflict(f"a case with reference {changes['reference']!r} already exists")
         for name, value in changes.items():
@@ -67,9 +63,7 @@ class CaseService:
 
     async def create_log(self, user: User, case_id: str, name: str, description: str) -> Log:
         case = await self.get_case(user, case_id)
-        taken = await self.session.exec(
-            select(Log.id).where(Log.case_id == case.id, Log.name == name)
-        )
+        taken = await self.session.exec(select(Log.id).where(Log.case_id == case.id, Log.name == name))
         if taken.first():
             raise Conflict(f"this case already has a log named {name!r}")
         log = Log(case_id=case.id, name=name, description=description, created_by=user.id)
@@ -92,9 +86,7 @@ class CaseService:
 
     # -- files --------------------------------------------------------------------------------
 
-    async def list_files(
-        self, user: User, log_id: str, status: str | None, page: PageRequest
-    ) -> Page[File]:
+    async def list_files(self, user: User, log_id: str, status: str | None, page: PageRequest) -> Page[File]:
         log = await self.get_log(user, log_id)
         query = select(File).where(File.log_id == log.id)
         if status is not None:

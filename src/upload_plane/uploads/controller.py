@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, delete, get, post
+from litestar.di import NamedDependency
 from litestar.params import Parameter
 
 from ..cases.controller import file_out
@@ -62,7 +63,7 @@ class LogUploadController(Controller):
         log_id: str,
         data: UploadCreate,
         request: Request[User, Any, Any],
-        uploads: UploadService,
+        uploads: NamedDependency[UploadService],
     ) -> UploadOut:
         upload = await uploads.start(
             request.user,
@@ -84,22 +85,20 @@ class UploadController(Controller):
     async def list(
         self,
         request: Request[User, Any, Any],
-        uploads: UploadService,
+        uploads: NamedDependency[UploadService],
         status: str | None = None,
         log_id: str | None = None,
         limit: int | None = Parameter(int, ge=1, le=500, required=False),
         cursor: str | None = None,
     ) -> UploadPage:
-        page = await uploads.list_mine(
-            request.user, status, log_id, PageRequest.parse(limit, cursor)
-        )
+        page = await uploads.list_mine(request.user, status, log_id, PageRequest.parse(limit, cursor))
         return UploadPage(
             items=[UploadOut(**upload_fields(u)) for u in page.items], next_cursor=page.next_cursor
         )
 
     @get("/{upload_id:str}", summary="The upload with live part state from the store")
     async def read(
-        self, upload_id: str, request: Request[User, Any, Any], uploads: UploadService
+        self, upload_id: str, request: Request[User, Any, Any], uploads: NamedDependency[UploadService]
     ) -> UploadStatusOut:
         upload = await uploads.get(request.user, upload_id)
         state = await uploads.part_state(upload)
@@ -111,15 +110,11 @@ class UploadController(Controller):
         upload_id: str,
         data: SignRequest,
         request: Request[User, Any, Any],
-        uploads: UploadService,
+        uploads: NamedDependency[UploadService],
     ) -> SignResponse:
-        signed = await uploads.sign_parts(
-            request.user, upload_id, data.part_numbers, data.checksums_sha256
-        )
+        signed = await uploads.sign_parts(request.user, upload_id, data.part_numbers, data.checksums_sha256)
         return SignResponse(
-            parts=[
-                SignedPartOut(p.part_number, p.url, "PUT", p.headers, p.size) for p in signed.parts
-            ],
+            parts=[SignedPartOut(p.part_number, p.url, "PUT", p.headers, p.size) for p in signed.parts],
             expires_at=signed.expires_at,
         )
 
@@ -128,7 +123,7 @@ class UploadController(Controller):
         self,
         upload_id: str,
         request: Request[User, Any, Any],
-        uploads: UploadService,
+        uploads: NamedDependency[UploadService],
         data: CompleteRequest | None = None,
     ) -> FileOut:
         hint = [(p.part_number, p.etag) for p in data.parts] if data and data.parts else None
@@ -136,6 +131,6 @@ class UploadController(Controller):
 
     @delete("/{upload_id:str}", summary="Abort the upload; the file becomes failed")
     async def abort(
-        self, upload_id: str, request: Request[User, Any, Any], uploads: UploadService
+        self, upload_id: str, request: Request[User, Any, Any], uploads: NamedDependency[UploadService]
     ) -> None:
         await uploads.abort(request.user, upload_id)

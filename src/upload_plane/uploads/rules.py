@@ -30,9 +30,7 @@ class FileStatus(StrEnum):
 
 
 _TRANSITIONS: dict[UploadStatus, frozenset[UploadStatus]] = {
-    UploadStatus.UPLOADING: frozenset(
-        {UploadStatus.COMPLETING, UploadStatus.ABORTED, UploadStatus.EXPIRED}
-    ),
+    UploadStatus.UPLOADING: frozenset({UploadStatus.COMPLETING, UploadStatus.ABORTED, UploadStatus.EXPIRED}),
     UploadStatus.COMPLETING: frozenset(
         {UploadStatus.COMPLETED, UploadStatus.UPLOADING, UploadStatus.EXPIRED}
     ),
@@ -123,9 +121,7 @@ def content_disposition(filename: str) -> str:
     display = unicodedata.normalize("NFC", filename).replace("\\", "/").rsplit("/", 1)[-1]
     display = "".join(ch for ch in display if unicodedata.category(ch) not in _BIDI_AND_INVISIBLE)
     fallback = (
-        "".join(
-            ch if 0x20 <= ord(ch) < 0x7F and ch not in '"\\%;' else "_" for ch in display
-        ).strip()
+        "".join(ch if 0x20 <= ord(ch) < 0x7F and ch not in '"\\%;' else "_" for ch in display).strip()
         or FALLBACK_NAME
     )
     encoded = quote(display or FALLBACK_NAME, safe="")

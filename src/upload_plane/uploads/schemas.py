@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
-Filename = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+# The original name is display-only (TEXT column: 16,000 characters fit in 64 KiB of utf8mb4).
+Filename = Annotated[str, msgspec.Meta(max_length=16_000)]
 ContentType = Annotated[
     str, msgspec.Meta(max_length=255, pattern=r"^[\w.+-]+/[\w.+-]+(\s*;\s*[\w.+-]+=[\w.+\"-]+)*$")
 ]

@@ -261,7 +261,7 @@ class UploadService:
 
     def _require_uploading(self, upload: Upload, now: datetime) -> None:
         if upload.status != UploadStatus.UPLOADING:
-            raise UploadNotUploading(f"the upload is {upload.status}", status=upload.status)
+            raise UploadNotUploading(f"the upload is {upload.status}", upload_status=upload.status)
         if upload.expires_at <= now:
             raise UploadExpired("the upload expired; start a new one")
 
@@ -277,15 +277,14 @@ class UploadService:
             if upload.status == UploadStatus.COMPLETED:
                 return await self._file_of(upload)
             if upload.status in (UploadStatus.ABORTED, UploadStatus.EXPIRED):
-                raise UploadNotUploading(f"the upload is {upload.status}", status=upload.status)
+                raise UploadNotUploading(f"the upload is {upload.status}", upload_status=upload.status)
             if upload.status == UploadStatus.UPLOADING:
                 if upload.expires_at <= now:
                     raise UploadExpired("the upload expired; start a new one")
                 if await self._claim(upload.id, UploadStatus.UPLOADING, now):
                     break
             elif (
-                upload.completing_since is None
-                or upload.completing_since < now - COMPLETING_STALE_AFTER
+                upload.completing_since is None or upload.completing_since < now - COMPLETING_STALE_AFTER
             ) and await self._claim(upload.id, UploadStatus.COMPLETING, now):
                 break  # the earlier completer died; take over and reconcile
             if anyio.current_time() > deadline:
@@ -300,7 +299,7 @@ class UploadService:
         stmt = update(Upload).where(col(Upload.id) == upload_id, col(Upload.status) == current)
         if current == UploadStatus.COMPLETING:
             stmt = stmt.where(col(Upload.completing_since) < now - COMPLETING_STALE_AFTER)
-        result = await self.session.execute(
+        result = await self.session.exec(
             stmt.values(status=UploadStatus.COMPLETING, completing_since=now, updated_at=now)
         )
         await self.session.commit()
@@ -316,17 +315,13 @@ class UploadService:
 
     async def _reload(self, upload_id: str) -> Upload:
         await self.session.commit()  # end the snapshot so the next read sees other transactions
-        stmt = (
-            select(Upload).where(Upload.id == upload_id).execution_options(populate_existing=True)
-        )
+        stmt = select(Upload).where(Upload.id == upload_id).execution_options(populate_existing=True)
         upload = (await self.session.exec(stmt)).first()
         if upload is None:
             raise NotFound("No such upload")
         return upload
 
-    async def _finish_claimed(
-        self, upload: Upload, client_parts: list[tuple[int, str]] | None
-    ) -> File:
+    async def _finish_claimed(self, upload: Upload, client_parts: list[tuple[int, str]] | None) -> File:
         try:
             etag = await self._complete_in_store(upload, client_parts)
         except StoredUploadGone:
@@ -342,9 +337,7 @@ class UploadService:
             raise StorageUnavailable("the completed object is not visible yet; retry")
         if stored.size != upload.size:
             await self._mark_dead(upload, UploadStatus.ABORTED)
-            raise ObjectMismatch(
-                f"the stored object has {stored.size} bytes, {upload.size} were planned"
-            )
+            raise ObjectMismatch(f"the stored object has {stored.size} bytes, {upload.size} were planned")
         file = await self._file_of(upload)
         now = utcnow()
         file.status = FileStatus.AVAILABLE
@@ -358,14 +351,10 @@ class UploadService:
         await self.session.flush()
         return file
 
-    async def _complete_in_store(
-        self, upload: Upload, client_parts: list[tuple[int, str]] | None
-    ) -> str:
+    async def _complete_in_store(self, upload: Upload, client_parts: list[tuple[int, str]] | None) -> str:
         """Verify every planned part from ListParts, then CompleteMultipartUpload."""
         plan = plan_of(upload)
-        stored = {
-            p.part_number: p for p in await self.storage.list_parts(upload.key, upload.s3_upload_id)
-        }
+        stored = {p.part_number: p for p in await self.storage.list_parts(upload.key, upload.s3_upload_id)}
         missing = [n for n in range(1, plan.part_count + 1) if n not in stored]
         if missing:
             raise PartsMissing(
@@ -384,9 +373,7 @@ class UploadService:
             )
         if client_parts:
             differing = sorted(
-                n
-                for n, etag in client_parts
-                if n not in stored or stored[n].etag != etag.strip().strip('"')
+                n for n, etag in client_parts if n not in stored or stored[n].etag != etag.strip().strip('"')
             )
             if differing:
                 raise PartEtagMismatch(
@@ -420,7 +407,7 @@ class UploadService:
         if upload.status == UploadStatus.ABORTED:
             return
         if upload.status != UploadStatus.UPLOADING:
-            raise UploadNotUploading(f"the upload is {upload.status}", status=upload.status)
+            raise UploadNotUploading(f"the upload is {upload.status}", upload_status=upload.status)
         await self.storage.abort_multipart(upload.key, upload.s3_upload_id)
         file = await self._file_of(upload)
         now = utcnow()
@@ -437,7 +424,7 @@ class UploadService:
     async def download_link(self, user: User, file_id: str) -> DownloadLink:
         file = await self.cases.get_file(user, file_id)
         if file.status != FileStatus.AVAILABLE:
-            raise FileNotAvailable(f"the file is {file.status}", status=file.status)
+            raise FileNotAvailable(f"the file is {file.status}", file_status=file.status)
         ttl = self.settings.download_url_ttl
         url = self.storage.presign_get(file.key, content_disposition(file.filename), ttl)
         return DownloadLink(url=url, expires_at=utcnow() + timedelta(seconds=ttl))

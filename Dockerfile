@@ -1,0 +1,27 @@
+# The upload-plane API image: `upload-plane serve` by default; also runs `migrate`, `init-storage`
+# and `users create`. WORKDIR /app holds migrations/, alembic.ini and web-demo/, which the commands
+# find from the working directory.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN groupadd --system --gid 10001 upload-plane \
+    && useradd --system --uid 10001 --gid upload-plane --home-dir /app --shell /usr/sbin/nologin upload-plane
+
+WORKDIR /app
+
+# Install the package (and its dependencies) into the system site-packages.
+COPY pyproject.toml README.md ./
+COPY src/ src/
+RUN pip install . && rm -rf build src/*.egg-info
+
+COPY alembic.ini ./
+COPY migrations/ migrations/
+COPY web-demo/ web-demo/
+
+USER upload-plane
+EXPOSE 8000
+CMD ["upload-plane", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,122 @@
+"""Plain helpers for API tests: an authenticated client and the upload flow, step by step."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from tests.conftest import ADMIN_PASSWORD, Backend
+
+MIB = 1024 * 1024
+PROBLEM = "application/problem+json"
+
+
+def client(backend: Backend, token: str | None = None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=f"{backend.base_url}/api/v1", headers=headers, timeout=60)
+
+
+def login(backend: Backend, username: str, password: str) -> httpx.Client:
+    with client(backend) as anon:
+        resp = anon.post("/auth/login", json={"username": username, "password": password})
+    assert resp.status_code == 200, resp.text
+    return client(backend, resp.json()["access_token"])
+
+
+def admin(backend: Backend) -> httpx.Client:
+    return login(backend, "admin", ADMIN_PASSWORD)
+
+
+def new_user(backend: Backend, role: str = "user") -> httpx.Client:
+    """A fresh user with its own token, so tests never see each other's data."""
+    name = f"user-{secrets.token_hex(6)}"
+    password = secrets.token_urlsafe(12)
+    with admin(backend) as adm:
+        resp = adm.post("/users", json={"username": name, "password": password, "role": role})
+        assert resp.status_code == 201, resp.text
+    return login(backend, name, password)
+
+
+def new_log(api: httpx.Client) -> dict[str, Any]:
+    case = api.post("/cases", json={"title": f"case {secrets.token_hex(4)}"})
+    assert case.status_code == 201, case.text
+    log = api.post(f"/cases/{case.json()['id']}/logs", json={"name": "bodycam"})
+    assert log.status_code == 201, log.text
+    return dict(log.json())
+
+
+def start_upload(api: httpx.Client, log_id: str, data: bytes, **extra: Any) -> dict[str, Any]:
+    body = {"filename": "evidence.bin", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    body.update(extra)
+    resp = api.post(f"/logs/{log_id}/uploads", json=body)
+    assert resp.status_code == 201, resp.text
+    return dict(resp.json())
+
+
+def part_bytes(data: bytes, upload: dict[str, Any], n: int) -> bytes:
+    size = upload["part_size"]
+    return data[(n - 1) * size : n * size]
+
+
+def sign(api: httpx.Client, upload_id: str, numbers: list[int]) -> dict[int, dict[str, Any]]:
+    resp = api.post(f"/uploads/{upload_id}/parts", json={"part_numbers": numbers})
+    assert resp.status_code == 200, resp.text
+    return {p["part_number"]: p for p in resp.json()["parts"]}
+
+
+def put_parts(
+    http: httpx.Client,
+    api: httpx.Client,
+    upload: dict[str, Any],
+    data: bytes,
+    numbers: list[int],
+    parallel: int = 4,
+) -> None:
+    """Sign and PUT ``numbers`` straight to the store, ``parallel`` at a time, in the given order."""
+    signed = sign(api, upload["id"], numbers)
+
+    def put(n: int) -> None:
+        part = signed[n]
+        body = part_bytes(data, upload, n)
+        assert len(body) == part["size"]
+        resp = http.put(part["url"], content=body, headers=part["headers"])
+        assert resp.status_code == 200, f"part {n}: {resp.status_code} {resp.text[:300]}"
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        list(pool.map(put, numbers))
+
+
+def complete(api: httpx.Client, upload_id: str) -> httpx.Response:
+    return api.post(f"/uploads/{upload_id}/complete", json={})
+
+
+def download(http: httpx.Client, api: httpx.Client, file_id: str) -> bytes:
+    resp = api.get(f"/files/{file_id}/download")
+    assert resp.status_code == 307, resp.text
+    got = http.get(resp.headers["location"])
+    assert got.status_code == 200, got.text[:300]
+    return got.content
+
+
+def upload_file(
+    http: httpx.Client, api: httpx.Client, log_id: str, data: bytes, **extra: Any
+) -> dict[str, Any]:
+    upload = start_upload(api, log_id, data, **extra)
+    put_parts(http, api, upload, data, list(range(1, upload["part_count"] + 1)))
+    resp = complete(api, upload["id"])
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())
+
+
+def assert_problem(resp: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith(PROBLEM), resp.headers["content-type"]
+    body = dict(resp.json())
+    assert body["code"] == code, body
+    assert body["status"] == status
+    assert body["detail"]
+    return body

@@ -1,0 +1,110 @@
+"""Shared fixtures: the app served for real (uvicorn on loopback) on two backends.
+
+``backend`` is parametrized: ``embedded`` (SQLite + moto's S3 server) and ``real`` (the private MariaDB
+and MinIO started by ``tests.services``). The same API test functions run against both.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from upload_plane.app import create_app
+from upload_plane.embedded import EmbeddedS3, free_port, prepare
+from upload_plane.settings import Settings
+
+pytest_plugins = ["tests.services"]
+
+ADMIN_PASSWORD = "admin-password-for-tests"
+JWT_SECRET = "test-secret-0123456789-0123456789-0123456789"
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    settings: Settings
+    base_url: str
+
+
+@contextmanager
+def serve(settings: Settings) -> Iterator[str]:
+    """Migrate, prepare the bucket and an admin, then run the app under uvicorn in a thread."""
+    prepare(settings, ADMIN_PASSWORD)
+    port = free_port()
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the API server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def base_settings(**changes: object) -> Settings:
+    return Settings(jwt_secret=JWT_SECRET, s3_bucket="evidence-tests").with_(**changes)
+
+
+@contextmanager
+def embedded_backend(workdir: Path, **changes: object) -> Iterator[Backend]:
+    s3 = EmbeddedS3()
+    endpoint = s3.start()
+    settings = base_settings(
+        database_url=f"sqlite+aiosqlite:///{workdir / 'api.db'}",
+        s3_endpoint_url=endpoint,
+        s3_public_endpoint_url=endpoint,
+        **changes,
+    )
+    try:
+        with serve(settings) as url:
+            yield Backend("embedded", settings, url)
+    finally:
+        s3.stop()
+
+
+@contextmanager
+def real_backend(request: pytest.FixtureRequest, database: str, **changes: object) -> Iterator[Backend]:
+    mariadb = request.getfixturevalue("mariadb")
+    minio = request.getfixturevalue("minio")
+    settings = base_settings(
+        database_url=mariadb.create_database(database),
+        s3_endpoint_url=minio.endpoint,
+        s3_public_endpoint_url=minio.endpoint,
+        s3_access_key_id=minio.access_key,
+        s3_secret_access_key=minio.secret_key,
+        s3_region=minio.region,
+        **changes,
+    )
+    with serve(settings) as url:
+        yield Backend("real", settings, url)
+
+
+@pytest.fixture(scope="session", params=["embedded", pytest.param("real", marks=pytest.mark.real)])
+def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    if request.param == "embedded":
+        with embedded_backend(tmp_path_factory.mktemp("embedded")) as b:
+            yield b
+    else:
+        with real_backend(request, "api_tests") as b:
+            yield b
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    """A plain client for talking to the store directly (presigned URLs), as a browser would."""
+    with httpx.Client(timeout=60) as client:
+        yield client
