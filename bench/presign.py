@@ -153,9 +153,7 @@ def identical() -> tuple[int, list[str]]:
                             expires_in=900,
                             now=instant,
                         )
-                        (batch,) = ours.presign_parts(
-                            key, UPLOAD_ID, [(n, PART_SIZE, None)], 900, instant
-                        )
+                        (batch,) = ours.presign_parts(key, UPLOAD_ID, [(n, PART_SIZE, None)], 900, instant)
                         compared += 1
                         if not expected == got == batch:
                             mismatches.append(f"{endpoint} {region} {key!r} #{n}")

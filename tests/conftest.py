@@ -59,10 +59,19 @@ def base_settings(**changes: object) -> Settings:
     return Settings(jwt_secret=JWT_SECRET, s3_bucket="evidence-tests").with_(**changes)
 
 
+_EMBEDDED_S3: dict[str, EmbeddedS3] = {}
+
+
+def stop_embedded_s3(endpoint: str) -> None:
+    """Take an embedded backend's store away (for outage tests)."""
+    _EMBEDDED_S3.pop(endpoint).stop()
+
+
 @contextmanager
 def embedded_backend(workdir: Path, **changes: object) -> Iterator[Backend]:
     s3 = EmbeddedS3()
     endpoint = s3.start()
+    _EMBEDDED_S3[endpoint] = s3
     settings = base_settings(
         database_url=f"sqlite+aiosqlite:///{workdir / 'api.db'}",
         s3_endpoint_url=endpoint,
@@ -73,7 +82,8 @@ def embedded_backend(workdir: Path, **changes: object) -> Iterator[Backend]:
         with serve(settings) as url:
             yield Backend("embedded", settings, url)
     finally:
-        s3.stop()
+        if _EMBEDDED_S3.pop(endpoint, None):
+            s3.stop()
 
 
 @contextmanager

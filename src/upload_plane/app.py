@@ -11,11 +11,13 @@ from litestar import Litestar, Request, Response, Router, get
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.middleware import DefineMiddleware
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware, DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Redirect
+from litestar.types import ASGIApp, Receive, Scope, Send
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .auth.controller import LoginController, UserController
@@ -23,7 +25,7 @@ from .auth.middleware import BearerAuthMiddleware
 from .cases.controller import CaseController, FileController, LogController
 from .cases.service import CaseService
 from .db import Database, create_database, transaction
-from .errors import PROBLEM_JSON, DomainError, problem_response
+from .errors import PROBLEM_JSON, DomainError, RequestTooLarge, problem_response
 from .paths import project_path
 from .settings import Settings
 from .storage import Storage
@@ -38,6 +40,25 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+
+
+class DeclaredBodyLimit(ASGIMiddleware):
+    """Refuse any request that declares a body over the limit, on every route, before any work.
+
+    Litestar's own ``request_max_body_size`` covers bodies that are read (including chunked ones);
+    this also covers routes that never read theirs, so no route can carry file bytes.
+    """
+
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                raise RequestTooLarge(f"request bodies are limited to {self.limit} bytes")
+        await next_app(scope, receive, send)
 
 
 async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
@@ -149,6 +170,7 @@ def create_app(settings: Settings) -> Litestar:
         if settings.cors_origins
         else None,
         request_max_body_size=settings.max_request_body,
+        middleware=[DeclaredBodyLimit(settings.max_request_body)],
         after_request=security_headers,
         openapi_config=OpenAPIConfig(
             title="upload-plane",

@@ -29,21 +29,6 @@ class FileStatus(StrEnum):
     FAILED = "failed"
 
 
-_TRANSITIONS: dict[UploadStatus, frozenset[UploadStatus]] = {
-    UploadStatus.UPLOADING: frozenset({UploadStatus.COMPLETING, UploadStatus.ABORTED, UploadStatus.EXPIRED}),
-    UploadStatus.COMPLETING: frozenset(
-        {UploadStatus.COMPLETED, UploadStatus.UPLOADING, UploadStatus.EXPIRED}
-    ),
-    UploadStatus.COMPLETED: frozenset(),
-    UploadStatus.ABORTED: frozenset(),
-    UploadStatus.EXPIRED: frozenset(),
-}
-
-
-def can_transition(current: str, target: UploadStatus) -> bool:
-    return target in _TRANSITIONS[UploadStatus(current)]
-
-
 @dataclass(frozen=True, slots=True)
 class PartPlan:
     size: int

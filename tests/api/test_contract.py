@@ -1,0 +1,220 @@
+"""Contract-level guarantees: body limits, OpenAPI completeness, key safety, recovery, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlmodel import select
+
+from tests.api.helpers import (
+    MIB,
+    assert_problem,
+    complete,
+    download,
+    new_log,
+    new_user,
+    put_parts,
+    sign,
+    start_upload,
+)
+from tests.conftest import Backend, embedded_backend
+from tests.unit.test_rules import HOSTILE_NAMES
+from upload_plane.db import create_database
+from upload_plane.models import File, Upload
+from upload_plane.storage import Storage
+
+SIZE_LIMIT = 1 * MIB
+
+
+def openapi(backend: Backend) -> dict[str, Any]:
+    resp = httpx.get(f"{backend.base_url}/schema/openapi.json")
+    assert resp.status_code == 200
+    return dict(resp.json())
+
+
+def concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "01a20000-0000-7000-8000-000000000000", path)
+
+
+def test_no_endpoint_accepts_a_body_over_the_json_limit(backend: Backend) -> None:
+    """File bytes cannot be routed through the API: every body-taking route refuses > 1 MiB."""
+    body = b"{" + b" " * (SIZE_LIMIT + 1) + b"}"
+    with new_user(backend) as api:
+        token = api.headers["Authorization"]
+    checked = 0
+    for path, ops in openapi(backend)["paths"].items():
+        for method in ops:
+            if method.upper() not in ("POST", "PUT", "PATCH", "DELETE"):
+                continue
+            for content_type in ("application/json", "application/octet-stream"):
+                resp = httpx.request(
+                    method.upper(),
+                    f"{backend.base_url}{concrete(path)}",
+                    content=body,
+                    headers={"Authorization": token, "Content-Type": content_type},
+                )
+                assert resp.status_code == 413, (method, path, resp.status_code, resp.text[:200])
+                assert_problem(resp, 413, "REQUEST_TOO_LARGE")
+                checked += 1
+    assert checked >= 10
+
+
+def test_openapi_lists_every_route_with_schemas(backend: Backend) -> None:
+    doc = openapi(backend)
+    paths = doc["paths"]
+    expected = {
+        ("post", "/api/v1/auth/login"),
+        ("get", "/api/v1/me"),
+        ("post", "/api/v1/users"),
+        ("get", "/api/v1/users"),
+        ("post", "/api/v1/cases"),
+        ("get", "/api/v1/cases"),
+        ("get", "/api/v1/cases/{case_id}"),
+        ("patch", "/api/v1/cases/{case_id}"),
+        ("post", "/api/v1/cases/{case_id}/logs"),
+        ("get", "/api/v1/cases/{case_id}/logs"),
+        ("get", "/api/v1/logs/{log_id}"),
+        ("get", "/api/v1/logs/{log_id}/files"),
+        ("get", "/api/v1/files/{file_id}"),
+        ("get", "/api/v1/files/{file_id}/download"),
+        ("post", "/api/v1/logs/{log_id}/uploads"),
+        ("get", "/api/v1/uploads"),
+        ("get", "/api/v1/uploads/{upload_id}"),
+        ("post", "/api/v1/uploads/{upload_id}/parts"),
+        ("post", "/api/v1/uploads/{upload_id}/complete"),
+        ("delete", "/api/v1/uploads/{upload_id}"),
+        ("get", "/health"),
+        ("get", "/ready"),
+    }
+    listed = {(m, p) for p, ops in paths.items() for m in ops}
+    assert expected <= listed, expected - listed
+    schemas = doc["components"]["schemas"]
+    for method, path in expected:
+        op = paths[path][method]
+        if method in ("post", "patch") and path != "/api/v1/uploads/{upload_id}/complete":
+            ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            assert ref.rsplit("/", 1)[-1] in schemas, (method, path)
+        ok = [code for code in op["responses"] if code.startswith("2")]
+        assert ok, (method, path)
+        if method != "delete" and path not in ("/health", "/ready"):
+            content = op["responses"][ok[0]].get("content", {})
+            assert content, (method, path)
+    assert "bearer" in doc["components"]["securitySchemes"]
+
+
+def test_hostile_filenames_keep_keys_under_the_log(backend: Backend) -> None:
+    with new_user(backend) as api:
+        log = new_log(api)
+        for name in HOSTILE_NAMES:
+            resp = api.post(f"/logs/{log['id']}/uploads", json={"filename": name, "size": 3})
+            assert resp.status_code == 201, (name[:40], resp.text[:300])
+            upload = resp.json()
+            prefix = f"cases/{log['case_id']}/logs/{log['id']}/{upload['file_id']}/"
+            assert upload["key"].startswith(prefix)
+            assert upload["key"][len(prefix) :]
+            assert upload["filename"] == name
+            assert api.get(f"/files/{upload['file_id']}").json()["filename"] == name
+
+
+def test_a_part_of_the_wrong_size_never_becomes_a_file(backend: Backend, http: httpx.Client) -> None:
+    """MinIO refuses a body that differs from the signed Content-Length; moto accepts it, and then
+    complete refuses with PART_SIZE_MISMATCH. Either way no file is made from the wrong part."""
+    data = os.urandom(5 * MIB + 5)
+    with new_user(backend) as api:
+        log = new_log(api)
+        upload = start_upload(api, log["id"], data, part_size=5 * MIB)
+        put_parts(http, api, upload, data, [1])
+        part = sign(api, upload["id"], [2])[2]
+        resp = http.put(part["url"], content=b"123456")  # 6 bytes where 5 were signed
+        if backend.name == "real":
+            assert resp.status_code == 403, resp.text
+            assert_problem(complete(api, upload["id"]), 409, "PARTS_MISSING")
+        else:
+            assert resp.status_code == 200
+            body = assert_problem(complete(api, upload["id"]), 409, "PART_SIZE_MISMATCH")
+            assert body["parts"] == [{"part_number": 2, "expected_size": 5, "size": 6}]
+        assert api.get(f"/files/{upload['file_id']}").json()["status"] == "uploading"
+        put_parts(http, api, upload, data, [2])
+        done = complete(api, upload["id"])
+        assert done.status_code == 200
+        assert download(http, api, done.json()["id"]) == data
+
+
+async def _upload_row(backend: Backend, upload_id: str) -> Upload:
+    db = create_database(backend.settings)
+    try:
+        async with db.sessions() as session:
+            row = (await session.exec(select(Upload).where(Upload.id == upload_id))).one()
+            return row
+    finally:
+        await db.dispose()
+
+
+def test_complete_whose_response_was_lost_is_recovered(backend: Backend, http: httpx.Client) -> None:
+    """The store completed the upload but the API never recorded it (crash, lost response):
+    the next complete finds the object with HeadObject and finishes the file."""
+    data = os.urandom(1000)
+    with new_user(backend) as api:
+        log = new_log(api)
+        upload = start_upload(api, log["id"], data)
+        put_parts(http, api, upload, data, [1])
+        row = asyncio.run(_upload_row(backend, upload["id"]))
+        storage = Storage(backend.settings)
+        parts = asyncio.run(storage.list_parts(row.key, row.s3_upload_id))
+        asyncio.run(storage.complete_multipart(row.key, row.s3_upload_id, [(1, parts[0].etag)]))
+        resp = complete(api, upload["id"])
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["status"] == "available"
+        assert download(http, api, resp.json()["id"]) == data
+
+
+async def _count_rows(backend: Backend) -> tuple[int, int]:
+    db = create_database(backend.settings)
+    try:
+        async with db.sessions() as session:
+            files = len((await session.exec(select(File.id))).all())
+            uploads = len((await session.exec(select(Upload.id))).all())
+            return files, uploads
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture
+def fragile_backend(tmp_path: Path) -> Any:
+    """An embedded backend of its own, so a test may take its store away."""
+    with embedded_backend(tmp_path) as b:
+        yield b
+
+
+def test_storage_outage_is_503_and_changes_nothing(fragile_backend: Backend, http: httpx.Client) -> None:
+    backend = fragile_backend
+    data = os.urandom(100)
+    with new_user(backend) as api:
+        log = new_log(api)
+        upload = start_upload(api, log["id"], data)
+        put_parts(http, api, upload, data, [1])
+        before = asyncio.run(_count_rows(backend))
+        s3_host = backend.settings.s3_endpoint_url
+        from tests.conftest import stop_embedded_s3
+
+        stop_embedded_s3(s3_host)
+        assert_problem(
+            api.post(f"/logs/{log['id']}/uploads", json={"filename": "a", "size": 1}),
+            503,
+            "STORAGE_UNAVAILABLE",
+        )
+        assert_problem(complete(api, upload["id"]), 503, "STORAGE_UNAVAILABLE")
+        assert_problem(api.get(f"/uploads/{upload['id']}"), 503, "STORAGE_UNAVAILABLE")
+        assert_problem(api.delete(f"/uploads/{upload['id']}"), 503, "STORAGE_UNAVAILABLE")
+        assert asyncio.run(_count_rows(backend)) == before
+        state = api.get(f"/files/{upload['file_id']}").json()
+        assert state["status"] == "uploading"
+        ready = httpx.get(f"{backend.base_url}/ready")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"] == "ok"
