@@ -17,6 +17,7 @@ import json
 import platform
 import sys
 import time
+import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -110,17 +111,37 @@ def measure() -> dict[str, float]:
 
 @contextmanager
 def frozen_botocore_clock(instant: dt.datetime) -> Iterator[None]:
-    """botocore >= 1.36 reads the time through ``botocore.auth.get_current_datetime``."""
-    original = botocore.auth.get_current_datetime
+    """Freeze the time botocore signs with.
 
-    def frozen(remove_tzinfo: bool = True) -> dt.datetime:
+    botocore >= 1.36 reads it through ``botocore.auth.get_current_datetime()``, older versions through
+    ``datetime.datetime.utcnow()`` in ``botocore.auth``; both are replaced. The identity check would
+    notice a clock that is not frozen: every URL would differ.
+    """
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz: dt.tzinfo | None = None) -> dt.datetime:  # type: ignore[override]
+            return instant.astimezone(tz) if tz else instant.replace(tzinfo=None)
+
+        @classmethod
+        def utcnow(cls) -> dt.datetime:  # type: ignore[override]
+            return instant.replace(tzinfo=None)
+
+    def get_current_datetime(remove_tzinfo: bool = True) -> dt.datetime:
         return instant.replace(tzinfo=None) if remove_tzinfo else instant
 
-    botocore.auth.get_current_datetime = frozen
+    shim = types.SimpleNamespace(**vars(dt))
+    shim.datetime = Frozen
+    saved = {name: getattr(botocore.auth, name, None) for name in ("datetime", "get_current_datetime")}
+    setattr(botocore.auth, "datetime", shim)  # noqa: B010
+    if saved["get_current_datetime"] is not None:
+        setattr(botocore.auth, "get_current_datetime", get_current_datetime)  # noqa: B010
     try:
         yield
     finally:
-        botocore.auth.get_current_datetime = original
+        for name, value in saved.items():
+            if value is not None:
+                setattr(botocore.auth, name, value)
 
 
 def identical() -> tuple[int, list[str]]:

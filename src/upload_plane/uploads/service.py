@@ -303,7 +303,7 @@ class UploadService:
             stmt.values(status=UploadStatus.COMPLETING, completing_since=now, updated_at=now)
         )
         await self.session.commit()
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        return bool(result.rowcount == 1)
 
     async def _release(self, upload: Upload) -> None:
         """Hand a claimed upload back to ``uploading`` (verification failed or the store is down)."""
