@@ -7,7 +7,7 @@ MINIO_MODULE := github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c
 MINIO_BIN_PATH := .cache/bin/minio
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-fast lint fmt typecheck bench minio clean
+.PHONY: help run test test-fast lint fmt bench minio clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'

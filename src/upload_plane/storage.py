@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -167,30 +168,24 @@ class Storage:
 
     # -- local presigning -------------------------------------------------------------------------
 
-    def presign_part(
+    def presign_parts(
         self,
         key: str,
         upload_id: str,
-        part_number: int,
-        size: int,
+        parts: Sequence[tuple[int, int, str | None]],
         expires_in: int,
-        checksum_sha256: str | None = None,
-    ) -> tuple[str, dict[str, str]]:
-        """A PUT URL for exactly one part, signing its Content-Length (and checksum if given)."""
-        headers = {"content-length": str(size)}
-        if checksum_sha256:
-            headers["x-amz-checksum-sha256"] = checksum_sha256
-        url = self.presigner.presign(
-            "PUT",
-            key,
-            params=(("uploadId", upload_id), ("partNumber", str(part_number))),
-            headers=headers,
-            expires_in=expires_in,
-        )
-        sent = {"Content-Length": str(size)}
-        if checksum_sha256:
-            sent["x-amz-checksum-sha256"] = checksum_sha256
-        return url, sent
+        now: datetime | None = None,
+    ) -> list[tuple[str, dict[str, str]]]:
+        """PUT URLs for parts ``(number, exact size, optional base64 SHA-256)``, each signing its
+        Content-Length (and checksum), with the headers the client must send."""
+        urls = self.presigner.presign_parts(key, upload_id, parts, expires_in, now)
+        signed = []
+        for (_, size, checksum), url in zip(parts, urls, strict=True):
+            headers = {"Content-Length": str(size)}
+            if checksum:
+                headers["x-amz-checksum-sha256"] = checksum
+            signed.append((url, headers))
+        return signed
 
     def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str:
         return self.presigner.presign(

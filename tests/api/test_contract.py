@@ -218,3 +218,20 @@ def test_storage_outage_is_503_and_changes_nothing(fragile_backend: Backend, htt
         ready = httpx.get(f"{backend.base_url}/ready")
         assert ready.status_code == 503
         assert ready.json()["checks"]["database"] == "ok"
+
+
+def test_status_counts_a_wrong_size_part_as_missing(backend: Backend, http: httpx.Client) -> None:
+    """Whether the store refuses a body that differs from the signed size (MinIO) or keeps it
+    (moto), a resuming client is told to send that part again."""
+    data = os.urandom(5 * MIB + 5)
+    with new_user(backend) as api:
+        log = new_log(api)
+        upload = start_upload(api, log["id"], data, part_size=5 * MIB)
+        put_parts(http, api, upload, data, [2])
+        part = sign(api, upload["id"], [1])[1]
+        put = http.put(part["url"], content=b"short")
+        assert put.status_code == (403 if backend.name == "real" else 200)
+        state = api.get(f"/uploads/{upload['id']}").json()["parts"]
+        assert state["missing"] == [1]
+        assert [p["part_number"] for p in state["uploaded"]] == [2]
+        assert state["bytes_uploaded"] == 5

@@ -1,7 +1,7 @@
 """The README's curl walkthrough, run verbatim against a real ``upload-plane dev``.
 
 The block after ``<!-- walkthrough -->`` in README.md is extracted and run with bash, as a reader would
-paste it, against the embedded server started as a subprocess in a temporary working directory (so its
+run it, against the embedded server started as a subprocess in a temporary working directory (so its
 ``./.data`` stays out of the checkout). If the README and the API drift apart, this test says so.
 """
 

@@ -260,7 +260,7 @@ def single(
     expires_in: int,
     now: dt.datetime | None,
 ) -> str:
-    """What ``Storage.presign_part`` asks of ``presign`` for one part."""
+    """What a single part URL asks of ``presign`` for one part."""
     number, size, checksum = part
     headers = {"content-length": str(size)}
     if checksum:
@@ -281,7 +281,7 @@ def test_presign_parts_equals_presign_for_each_part(endpoint: str) -> None:
     parts: list[tuple[int, int, str | None]] = [
         (1, 5 * 1024 * 1024, None),
         (2, 5 * 1024 * 1024, CHECKSUM),
-        (3, 5 * 1024 * 1024, ""),  # empty means no checksum, as in Storage.presign_part
+        (3, 5 * 1024 * 1024, ""),  # empty means no checksum
         (9_999, 123, " spaced  checksum "),  # trimmed and collapsed like any header value
         (10_000, 1, None),
         (1, 5 * 1024 * 1024, None),  # repeats are signed again, in place

@@ -41,6 +41,8 @@ class AuthService:
         return user
 
     async def set_password(self, username: str, password: str) -> User | None:
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise ValidationFailed(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
         user = (await self.session.exec(select(User).where(User.username == username))).first()
         if user:
             user.password_hash = hash_password(password)

@@ -211,13 +211,19 @@ class UploadService:
         except StoredUploadGone as exc:
             raise UploadExpired("The store no longer holds this upload's parts") from exc
         plan = plan_of(upload)
-        held = {p.part_number for p in stored if p.part_number <= plan.part_count}
-        missing = [n for n in range(1, plan.part_count + 1) if n not in held]
-        return PartState(
-            uploaded=sorted(stored, key=lambda p: p.part_number),
-            missing=missing,
-            bytes_uploaded=sum(p.size for p in stored),
+        # A part whose size differs from the plan (a store that did not enforce the signed
+        # Content-Length) must be sent again: it counts as missing, not as uploaded.
+        good = sorted(
+            (
+                p
+                for p in stored
+                if p.part_number <= plan.part_count and p.size == plan.part_bytes(p.part_number)
+            ),
+            key=lambda p: p.part_number,
         )
+        held = {p.part_number for p in good}
+        missing = [n for n in range(1, plan.part_count + 1) if n not in held]
+        return PartState(uploaded=good, missing=missing, bytes_uploaded=sum(p.size for p in good))
 
     # -- sign ---------------------------------------------------------------------------------
 
@@ -241,22 +247,22 @@ class UploadService:
             raise ValidationFailed(
                 f"part numbers must be within 1..{plan.part_count}", invalid_part_numbers=bad[:100]
             )
+        wanted = list(dict.fromkeys(part_numbers))
+        wanted_set = set(wanted)
         checksums = checksums_sha256 or {}
-        unknown = sorted(k for k in checksums if not k.isdigit() or int(k) not in part_numbers)
+        unknown = sorted(k for k in checksums if not k.isdigit() or int(k) not in wanted_set)
         if unknown:
             raise ValidationFailed(
-                "checksums_sha256 names parts that are not being signed",
-                invalid_part_numbers=unknown[:100],
+                "checksums_sha256 names parts that are not being signed", invalid_part_numbers=unknown[:100]
             )
         ttl = min(self.settings.part_url_ttl, int((upload.expires_at - now).total_seconds()))
         ttl = max(ttl, 1)
-        parts = []
-        for n in dict.fromkeys(part_numbers):
-            size = plan.part_bytes(n)
-            url, headers = self.storage.presign_part(
-                upload.key, upload.s3_upload_id, n, size, ttl, checksums.get(str(n))
-            )
-            parts.append(SignedPart(part_number=n, url=url, headers=headers, size=size))
+        plan_rows = [(n, plan.part_bytes(n), checksums.get(str(n))) for n in wanted]
+        signed = self.storage.presign_parts(upload.key, upload.s3_upload_id, plan_rows, ttl, now)
+        parts = [
+            SignedPart(part_number=n, url=url, headers=headers, size=size)
+            for (n, size, _), (url, headers) in zip(plan_rows, signed, strict=True)
+        ]
         return SignedParts(parts=parts, expires_at=now + timedelta(seconds=ttl))
 
     def _require_uploading(self, upload: Upload, now: datetime) -> None:
