@@ -22,7 +22,6 @@ import logging
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,10 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 from upload_plane.app import create_app
-from upload_plane.embedded import EmbeddedS3, free_port, prepare
+from upload_plane.embedded import EmbeddedS3, prepare, serve_in_thread
 from upload_plane.settings import MIB, Settings
 
 TARGET_MS = 150.0
@@ -58,28 +56,8 @@ def running_app(workdir: Path) -> Iterator[str]:
     )
     try:
         prepare(settings, ADMIN_PASSWORD)  # migrate, bucket + CORS, admin user
-        port = free_port()
-        config = uvicorn.Config(
-            create_app(settings),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the API server did not start")
-            time.sleep(0.02)
-        try:
-            yield f"http://127.0.0.1:{port}/api/v1"
-        finally:
-            server.should_exit = True
-            thread.join(timeout=15)
+        with serve_in_thread(create_app(settings)) as url:
+            yield f"{url}/api/v1"
     finally:
         s3.stop()
 

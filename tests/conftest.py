@@ -6,8 +6,6 @@ and MinIO started by ``tests.services``). The same API test functions run agains
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,10 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from upload_plane.app import create_app
-from upload_plane.embedded import EmbeddedS3, free_port, prepare
+from upload_plane.embedded import EmbeddedS3, prepare, serve_in_thread
 from upload_plane.settings import Settings
 
 pytest_plugins = ["tests.services"]
@@ -38,21 +35,8 @@ class Backend:
 def serve(settings: Settings) -> Iterator[str]:
     """Migrate, prepare the bucket and an admin, then run the app under uvicorn in a thread."""
     prepare(settings, ADMIN_PASSWORD)
-    port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the API server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    with serve_in_thread(create_app(settings)) as url:
+        yield url
 
 
 def base_settings(**changes: object) -> Settings:

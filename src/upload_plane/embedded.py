@@ -5,8 +5,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+from litestar import Litestar
 from sqlmodel import select
 
 from .auth.service import AuthService
@@ -70,3 +75,25 @@ async def _bootstrap(settings: Settings, admin_password: str | None) -> str | No
     finally:
         await db.dispose()
     return generated
+
+
+@contextmanager
+def serve_in_thread(app: Litestar, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run ``app`` under uvicorn in a background thread (tests, benchmarks); yields its base URL."""
+    import uvicorn
+
+    port = port or free_port(host)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the API server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
