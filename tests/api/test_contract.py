@@ -235,3 +235,17 @@ def test_status_counts_a_wrong_size_part_as_missing(backend: Backend, http: http
         assert state["missing"] == [1]
         assert [p["part_number"] for p in state["uploaded"]] == [2]
         assert state["bytes_uploaded"] == 5
+
+
+def test_content_type_allow_list(tmp_path: Path) -> None:
+    with embedded_backend(tmp_path, allowed_content_types=("video/*", "image/jpeg")) as backend:
+        with new_user(backend) as api:
+            log = new_log(api)
+            ok = {"filename": "a.mp4", "size": 1, "content_type": "video/mp4"}
+            assert api.post(f"/logs/{log['id']}/uploads", json=ok).status_code == 201
+            bad = {"filename": "a.exe", "size": 1, "content_type": "application/x-msdownload"}
+            assert_problem(api.post(f"/logs/{log['id']}/uploads", json=bad), 415, "CONTENT_TYPE_NOT_ALLOWED")
+            untyped = {"filename": "a.bin", "size": 1}  # defaults to application/octet-stream
+            assert_problem(
+                api.post(f"/logs/{log['id']}/uploads", json=untyped), 415, "CONTENT_TYPE_NOT_ALLOWED"
+            )

@@ -1,0 +1,59 @@
+"""Settings: read from UPLOAD_PLANE_* once, refused when unsafe for production."""
+
+from __future__ import annotations
+
+import pytest
+
+from upload_plane.settings import DEV_JWT_SECRET, MIB, Settings, SettingsError
+
+GOOD_SECRET = "a-real-secret-of-enough-length-0123456789"
+
+
+def test_reads_typed_values_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "UPLOAD_PLANE_DATABASE_URL": "mysql+asyncmy://u:p@db:3306/x",
+            "UPLOAD_PLANE_PART_SIZE": str(16 * MIB),
+            "UPLOAD_PLANE_ALLOWED_CONTENT_TYPES": "video/*, image/jpeg,",
+            "UPLOAD_PLANE_PRODUCTION": "true",
+            "UNRELATED": "ignored",
+        }
+    )
+    assert settings.database_url == "mysql+asyncmy://u:p@db:3306/x"
+    assert settings.part_size == 16 * MIB
+    assert settings.allowed_content_types == ("video/*", "image/jpeg")
+    assert settings.production is True
+    assert settings.s3_bucket == "evidence"
+
+
+def test_rejects_a_non_integer() -> None:
+    with pytest.raises(SettingsError, match="PART_SIZE must be an integer"):
+        Settings.from_env({"UPLOAD_PLANE_PART_SIZE": "8MiB"})
+
+
+@pytest.mark.parametrize("secret", ["", DEV_JWT_SECRET])
+def test_production_refuses_default_or_empty_jwt_secret(secret: str) -> None:
+    with pytest.raises(SettingsError, match="JWT_SECRET"):
+        Settings(production=True, jwt_secret=secret, s3_secret_access_key="real-key-1234").check()
+
+
+@pytest.mark.parametrize("key", ["", "testing", "minioadmin"])
+def test_production_refuses_default_store_secret(key: str) -> None:
+    with pytest.raises(SettingsError, match="S3_SECRET_ACCESS_KEY"):
+        Settings(production=True, jwt_secret=GOOD_SECRET, s3_secret_access_key=key).check()
+
+
+def test_production_starts_with_real_secrets() -> None:
+    Settings(production=True, jwt_secret=GOOD_SECRET, s3_secret_access_key="real-key-1234").check()
+
+
+def test_part_size_outside_s3_limits_is_refused() -> None:
+    with pytest.raises(SettingsError, match="PART_SIZE"):
+        Settings(part_size=4 * MIB).check()
+
+
+def test_warns_when_uploads_outlive_the_store() -> None:
+    warnings = Settings(upload_ttl=48 * 3600, store_upload_retention=24 * 3600).check()
+    assert len(warnings) == 1
+    assert "UPLOAD_TTL" in warnings[0]
+    assert Settings().check() == []
