@@ -238,14 +238,12 @@ def test_status_counts_a_wrong_size_part_as_missing(backend: Backend, http: http
 
 
 def test_content_type_allow_list(tmp_path: Path) -> None:
-    with embedded_backend(tmp_path, allowed_content_types=("video/*", "image/jpeg")) as backend:
-        with new_user(backend) as api:
-            log = new_log(api)
-            ok = {"filename": "a.mp4", "size": 1, "content_type": "video/mp4"}
-            assert api.post(f"/logs/{log['id']}/uploads", json=ok).status_code == 201
-            bad = {"filename": "a.exe", "size": 1, "content_type": "application/x-msdownload"}
-            assert_problem(api.post(f"/logs/{log['id']}/uploads", json=bad), 415, "CONTENT_TYPE_NOT_ALLOWED")
-            untyped = {"filename": "a.bin", "size": 1}  # defaults to application/octet-stream
-            assert_problem(
-                api.post(f"/logs/{log['id']}/uploads", json=untyped), 415, "CONTENT_TYPE_NOT_ALLOWED"
-            )
+    allowed = ("video/*", "image/jpeg")
+    with embedded_backend(tmp_path, allowed_content_types=allowed) as backend, new_user(backend) as api:
+        uploads = f"/logs/{new_log(api)['id']}/uploads"
+        ok = {"filename": "a.mp4", "size": 1, "content_type": "video/mp4"}
+        assert api.post(uploads, json=ok).status_code == 201
+        bad = {"filename": "a.exe", "size": 1, "content_type": "application/x-msdownload"}
+        assert_problem(api.post(uploads, json=bad), 415, "CONTENT_TYPE_NOT_ALLOWED")
+        untyped = {"filename": "a.bin", "size": 1}  # defaults to application/octet-stream
+        assert_problem(api.post(uploads, json=untyped), 415, "CONTENT_TYPE_NOT_ALLOWED")
