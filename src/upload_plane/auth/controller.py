@@ -6,9 +6,11 @@ from typing import Any
 
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody
 
 from ..errors import NotFound
 from ..models import User
+from .middleware import AuthedRequest
 from .schemas import LoginRequest, TokenResponse, UserCreate, UserOut
 from .service import AuthService
 
@@ -39,7 +41,7 @@ class LoginController(Controller):
     dependencies = {"auth": Provide(provide_auth_service, sync_to_thread=False)}
 
     @post("/login", summary="Exchange username and password for a bearer token", status_code=200)
-    async def login(self, data: LoginRequest, auth: NamedDependency[AuthService]) -> TokenResponse:
+    async def login(self, data: JSONBody[LoginRequest], auth: NamedDependency[AuthService]) -> TokenResponse:
         token = await auth.login(data.username, data.password)
         return TokenResponse(access_token=token.token, token_type="bearer", expires_in=token.expires_in)
 
@@ -50,19 +52,17 @@ class UserController(Controller):
     dependencies = {"auth": Provide(provide_auth_service, sync_to_thread=False)}
 
     @get("/me", summary="The signed-in user")
-    async def me(self, request: Request[User, Any, Any]) -> UserOut:
+    async def me(self, request: AuthedRequest) -> UserOut:
         return user_out(request.user)
 
     @post("/users", summary="Create a user (admin)")
     async def create_user(
-        self, data: UserCreate, request: Request[User, Any, Any], auth: NamedDependency[AuthService]
+        self, data: JSONBody[UserCreate], request: AuthedRequest, auth: NamedDependency[AuthService]
     ) -> UserOut:
         require_admin(request.user)
         return user_out(await auth.create_user(data.username, data.password, data.role))
 
     @get("/users", summary="List users (admin)")
-    async def list_users(
-        self, request: Request[User, Any, Any], auth: NamedDependency[AuthService]
-    ) -> list[UserOut]:
+    async def list_users(self, request: AuthedRequest, auth: NamedDependency[AuthService]) -> list[UserOut]:
         require_admin(request.user)
         return [user_out(u) for u in await auth.list_users()]

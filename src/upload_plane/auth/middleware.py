@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
+from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from ..errors import Unauthenticated
 from ..models import User
 from .tokens import read_access_token
+
+#: A request that passed authentication: ``request.user`` is the signed-in user.
+AuthedRequest: TypeAlias = Request[User, Any, Any]
 
 
 class BearerAuthMiddleware(AbstractAuthenticationMiddleware):

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated
 
 import msgspec
-from litestar import Controller, Request, Response, get, patch, post
+from litestar import Controller, Response, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_307_TEMPORARY_REDIRECT
 
-from ..models import Case, File, Log, User
+from ..auth.middleware import AuthedRequest
+from ..models import Case, File, Log
 from ..pagination import PageRequest
 from ..uploads.service import UploadService
 from .schemas import (
@@ -27,7 +28,7 @@ from .schemas import (
 )
 from .service import CaseService
 
-Limit = Parameter(int, ge=1, le=500, required=False, description="Page size (default 50)")
+PageLimit = Annotated[int | None, QueryParameter(ge=1, le=500, description="Page size (default 50)")]
 
 
 def case_out(c: Case) -> CaseOut:
@@ -77,7 +78,10 @@ class CaseController(Controller):
 
     @post("/", summary="Create a case")
     async def create(
-        self, data: CaseCreate, request: Request[User, Any, Any], cases: NamedDependency[CaseService]
+        self,
+        data: JSONBody[CaseCreate],
+        request: AuthedRequest,
+        cases: NamedDependency[CaseService],
     ) -> CaseOut:
         case = await cases.create_case(request.user, data.title, data.reference, data.description)
         return case_out(case)
@@ -85,26 +89,26 @@ class CaseController(Controller):
     @get("/", summary="List the cases the caller can see")
     async def list(
         self,
-        request: Request[User, Any, Any],
+        request: AuthedRequest,
         cases: NamedDependency[CaseService],
-        limit: int | None = Limit,
-        cursor: str | None = None,
+        limit: PageLimit = None,
+        cursor: FromQuery[str | None] = None,
     ) -> CasePage:
         page = await cases.list_cases(request.user, PageRequest.parse(limit, cursor))
         return CasePage(items=[case_out(c) for c in page.items], next_cursor=page.next_cursor)
 
     @get("/{case_id:str}", summary="One case")
     async def read(
-        self, case_id: str, request: Request[User, Any, Any], cases: NamedDependency[CaseService]
+        self, case_id: FromPath[str], request: AuthedRequest, cases: NamedDependency[CaseService]
     ) -> CaseOut:
         return case_out(await cases.get_case(request.user, case_id))
 
     @patch("/{case_id:str}", summary="Change a case's title, reference or description")
     async def update(
         self,
-        case_id: str,
-        data: CaseUpdate,
-        request: Request[User, Any, Any],
+        case_id: FromPath[str],
+        data: JSONBody[CaseUpdate],
+        request: AuthedRequest,
         cases: NamedDependency[CaseService],
     ) -> CaseOut:
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
@@ -113,9 +117,9 @@ class CaseController(Controller):
     @post("/{case_id:str}/logs", summary="Create a log in a case")
     async def create_log(
         self,
-        case_id: str,
-        data: LogCreate,
-        request: Request[User, Any, Any],
+        case_id: FromPath[str],
+        data: JSONBody[LogCreate],
+        request: AuthedRequest,
         cases: NamedDependency[CaseService],
     ) -> LogOut:
         return log_out(await cases.create_log(request.user, case_id, data.name, data.description))
@@ -123,11 +127,11 @@ class CaseController(Controller):
     @get("/{case_id:str}/logs", summary="List a case's logs")
     async def list_logs(
         self,
-        case_id: str,
-        request: Request[User, Any, Any],
+        case_id: FromPath[str],
+        request: AuthedRequest,
         cases: NamedDependency[CaseService],
-        limit: int | None = Limit,
-        cursor: str | None = None,
+        limit: PageLimit = None,
+        cursor: FromQuery[str | None] = None,
     ) -> LogPage:
         page = await cases.list_logs(request.user, case_id, PageRequest.parse(limit, cursor))
         return LogPage(items=[log_out(lg) for lg in page.items], next_cursor=page.next_cursor)
@@ -139,19 +143,19 @@ class LogController(Controller):
 
     @get("/{log_id:str}", summary="One log")
     async def read(
-        self, log_id: str, request: Request[User, Any, Any], cases: NamedDependency[CaseService]
+        self, log_id: FromPath[str], request: AuthedRequest, cases: NamedDependency[CaseService]
     ) -> LogOut:
         return log_out(await cases.get_log(request.user, log_id))
 
     @get("/{log_id:str}/files", summary="List a log's files")
     async def list_files(
         self,
-        log_id: str,
-        request: Request[User, Any, Any],
+        log_id: FromPath[str],
+        request: AuthedRequest,
         cases: NamedDependency[CaseService],
-        status: str | None = None,
-        limit: int | None = Limit,
-        cursor: str | None = None,
+        status: FromQuery[str | None] = None,
+        limit: PageLimit = None,
+        cursor: FromQuery[str | None] = None,
     ) -> FilePage:
         page = await cases.list_files(request.user, log_id, status, PageRequest.parse(limit, cursor))
         return FilePage(items=[file_out(f) for f in page.items], next_cursor=page.next_cursor)
@@ -163,7 +167,7 @@ class FileController(Controller):
 
     @get("/{file_id:str}", summary="One file")
     async def read(
-        self, file_id: str, request: Request[User, Any, Any], cases: NamedDependency[CaseService]
+        self, file_id: FromPath[str], request: AuthedRequest, cases: NamedDependency[CaseService]
     ) -> FileOut:
         return file_out(await cases.get_file(request.user, file_id))
 
@@ -173,10 +177,10 @@ class FileController(Controller):
     )
     async def download(
         self,
-        file_id: str,
-        request: Request[User, Any, Any],
+        file_id: FromPath[str],
+        request: AuthedRequest,
         uploads: NamedDependency[UploadService],
-        redirect: bool = True,
+        redirect: FromQuery[bool] = True,
     ) -> Response[DownloadOut]:
         link = await uploads.download_link(request.user, file_id)
         body = DownloadOut(url=link.url, expires_at=link.expires_at)

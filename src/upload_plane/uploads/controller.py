@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody
 
-from ..cases.controller import file_out
+from ..auth.middleware import AuthedRequest
+from ..cases.controller import PageLimit, file_out
 from ..cases.schemas import FileOut
-from ..models import Upload, User
+from ..models import Upload
 from ..pagination import PageRequest
 from .schemas import (
     CompleteRequest,
@@ -60,9 +61,9 @@ class LogUploadController(Controller):
     @post("/", summary="Start a multipart upload into a log")
     async def start(
         self,
-        log_id: str,
-        data: UploadCreate,
-        request: Request[User, Any, Any],
+        log_id: FromPath[str],
+        data: JSONBody[UploadCreate],
+        request: AuthedRequest,
         uploads: NamedDependency[UploadService],
     ) -> UploadOut:
         upload = await uploads.start(
@@ -84,12 +85,12 @@ class UploadController(Controller):
     @get("/", summary="The caller's uploads, e.g. ?status=uploading to resume")
     async def list(
         self,
-        request: Request[User, Any, Any],
+        request: AuthedRequest,
         uploads: NamedDependency[UploadService],
-        status: str | None = None,
-        log_id: str | None = None,
-        limit: int | None = Parameter(int, ge=1, le=500, required=False),
-        cursor: str | None = None,
+        status: FromQuery[str | None] = None,
+        log_id: FromQuery[str | None] = None,
+        limit: PageLimit = None,
+        cursor: FromQuery[str | None] = None,
     ) -> UploadPage:
         page = await uploads.list_mine(request.user, status, log_id, PageRequest.parse(limit, cursor))
         return UploadPage(
@@ -98,7 +99,10 @@ class UploadController(Controller):
 
     @get("/{upload_id:str}", summary="The upload with live part state from the store")
     async def read(
-        self, upload_id: str, request: Request[User, Any, Any], uploads: NamedDependency[UploadService]
+        self,
+        upload_id: FromPath[str],
+        request: AuthedRequest,
+        uploads: NamedDependency[UploadService],
     ) -> UploadStatusOut:
         upload = await uploads.get(request.user, upload_id)
         state = await uploads.part_state(upload)
@@ -107,9 +111,9 @@ class UploadController(Controller):
     @post("/{upload_id:str}/parts", summary="Presigned PUT URLs for parts", status_code=200)
     async def sign(
         self,
-        upload_id: str,
-        data: SignRequest,
-        request: Request[User, Any, Any],
+        upload_id: FromPath[str],
+        data: JSONBody[SignRequest],
+        request: AuthedRequest,
         uploads: NamedDependency[UploadService],
     ) -> SignResponse:
         signed = await uploads.sign_parts(request.user, upload_id, data.part_numbers, data.checksums_sha256)
@@ -121,16 +125,19 @@ class UploadController(Controller):
     @post("/{upload_id:str}/complete", summary="Verify parts and finish the file", status_code=200)
     async def complete(
         self,
-        upload_id: str,
-        request: Request[User, Any, Any],
+        upload_id: FromPath[str],
+        request: AuthedRequest,
         uploads: NamedDependency[UploadService],
-        data: CompleteRequest | None = None,
+        data: JSONBody[CompleteRequest | None] = None,
     ) -> FileOut:
         hint = [(p.part_number, p.etag) for p in data.parts] if data and data.parts else None
         return file_out(await uploads.complete(request.user, upload_id, hint))
 
     @delete("/{upload_id:str}", summary="Abort the upload; the file becomes failed")
     async def abort(
-        self, upload_id: str, request: Request[User, Any, Any], uploads: NamedDependency[UploadService]
+        self,
+        upload_id: FromPath[str],
+        request: AuthedRequest,
+        uploads: NamedDependency[UploadService],
     ) -> None:
         await uploads.abort(request.user, upload_id)
