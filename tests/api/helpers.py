@@ -8,8 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+from sqlmodel import select
 
 from tests.conftest import ADMIN_PASSWORD, Backend
+from upload_plane.db import create_database
+from upload_plane.models import File, Upload
 
 MIB = 1024 * 1024
 PROBLEM = "application/problem+json"
@@ -120,3 +123,16 @@ def assert_problem(resp: httpx.Response, status: int, code: str) -> dict[str, An
     assert body["status"] == status
     assert body["detail"]
     return body
+
+
+async def db_snapshot(backend: Backend) -> list[tuple[str, str, str]]:
+    """Every upload with its status and its file's status, read straight from the database."""
+    db = create_database(backend.settings)
+    try:
+        async with db.sessions() as session:
+            rows = await session.exec(
+                select(Upload.id, Upload.status, File.status).join(File, File.id == Upload.file_id)
+            )
+            return sorted((str(a), str(b), str(c)) for a, b, c in rows.all())
+    finally:
+        await db.dispose()

@@ -16,6 +16,7 @@ from tests.api.helpers import (
     MIB,
     assert_problem,
     complete,
+    db_snapshot,
     download,
     new_log,
     new_user,
@@ -26,7 +27,7 @@ from tests.api.helpers import (
 from tests.conftest import Backend, embedded_backend
 from tests.unit.test_rules import HOSTILE_NAMES
 from upload_plane.db import create_database
-from upload_plane.models import File, Upload
+from upload_plane.models import Upload
 from upload_plane.storage import Storage
 
 SIZE_LIMIT = 1 * MIB
@@ -174,17 +175,6 @@ def test_complete_whose_response_was_lost_is_recovered(backend: Backend, http: h
         assert download(http, api, resp.json()["id"]) == data
 
 
-async def _count_rows(backend: Backend) -> tuple[int, int]:
-    db = create_database(backend.settings)
-    try:
-        async with db.sessions() as session:
-            files = len((await session.exec(select(File.id))).all())
-            uploads = len((await session.exec(select(Upload.id))).all())
-            return files, uploads
-    finally:
-        await db.dispose()
-
-
 @pytest.fixture
 def fragile_backend(tmp_path: Path) -> Any:
     """An embedded backend of its own, so a test may take its store away."""
@@ -199,7 +189,7 @@ def test_storage_outage_is_503_and_changes_nothing(fragile_backend: Backend, htt
         log = new_log(api)
         upload = start_upload(api, log["id"], data)
         put_parts(http, api, upload, data, [1])
-        before = asyncio.run(_count_rows(backend))
+        before = asyncio.run(db_snapshot(backend))
         s3_host = backend.settings.s3_endpoint_url
         from tests.conftest import stop_embedded_s3
 
@@ -212,7 +202,7 @@ def test_storage_outage_is_503_and_changes_nothing(fragile_backend: Backend, htt
         assert_problem(complete(api, upload["id"]), 503, "STORAGE_UNAVAILABLE")
         assert_problem(api.get(f"/uploads/{upload['id']}"), 503, "STORAGE_UNAVAILABLE")
         assert_problem(api.delete(f"/uploads/{upload['id']}"), 503, "STORAGE_UNAVAILABLE")
-        assert asyncio.run(_count_rows(backend)) == before
+        assert asyncio.run(db_snapshot(backend)) == before
         state = api.get(f"/files/{upload['file_id']}").json()
         assert state["status"] == "uploading"
         ready = httpx.get(f"{backend.base_url}/ready")

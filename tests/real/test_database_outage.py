@@ -7,13 +7,18 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlmodel import select
 
-from tests.api.helpers import assert_problem, complete, new_log, new_user, put_parts, start_upload
+from tests.api.helpers import (
+    assert_problem,
+    complete,
+    db_snapshot,
+    new_log,
+    new_user,
+    put_parts,
+    start_upload,
+)
 from tests.conftest import Backend, base_settings, serve
 from tests.services import MariaDB, MinIO
-from upload_plane.db import create_database
-from upload_plane.models import File, Upload
 
 pytestmark = pytest.mark.real
 
@@ -42,18 +47,6 @@ def outage_backend(mariadb: MariaDB, minio: MinIO) -> Iterator[Backend]:
         mariadb.execute(f"DROP USER IF EXISTS {ACCOUNT}", "DROP DATABASE IF EXISTS outage_tests")
 
 
-async def _snapshot(backend: Backend) -> list[tuple[str, str, str]]:
-    db = create_database(backend.settings)
-    try:
-        async with db.sessions() as session:
-            rows = await session.exec(
-                select(Upload.id, Upload.status, File.status).join(File, File.id == Upload.file_id)
-            )
-            return sorted((str(a), str(b), str(c)) for a, b, c in rows.all())
-    finally:
-        await db.dispose()
-
-
 def test_database_outage_is_503_and_changes_nothing(
     outage_backend: Backend, mariadb: MariaDB, http: httpx.Client
 ) -> None:
@@ -63,7 +56,7 @@ def test_database_outage_is_503_and_changes_nothing(
         log = new_log(api)
         upload = start_upload(api, log["id"], data)
         put_parts(http, api, upload, data, [1])
-        before = asyncio.run(_snapshot(backend))
+        before = asyncio.run(db_snapshot(backend))
 
         mariadb.execute(f"ALTER USER {ACCOUNT} ACCOUNT LOCK", "KILL CONNECTION USER 'outage_app'")
         try:
@@ -81,7 +74,7 @@ def test_database_outage_is_503_and_changes_nothing(
         finally:
             mariadb.execute(f"ALTER USER {ACCOUNT} ACCOUNT UNLOCK")
 
-        assert asyncio.run(_snapshot(backend)) == before
+        assert asyncio.run(db_snapshot(backend)) == before
         done = complete(api, upload["id"])
         assert done.status_code == 200, done.text
         assert httpx.get(f"{backend.base_url}/ready").status_code == 200

@@ -209,6 +209,8 @@ class UploadService:
         try:
             stored = await self.storage.list_parts(upload.key, upload.s3_upload_id)
         except StoredUploadGone as exc:
+            if upload.status == UploadStatus.COMPLETING:  # the store finished; the row follows
+                return PartState(uploaded=[], missing=[], bytes_uploaded=upload.size)
             raise UploadExpired("The store no longer holds this upload's parts") from exc
         plan = plan_of(upload)
         # A part whose size differs from the plan (a store that did not enforce the signed
@@ -298,7 +300,15 @@ class UploadService:
             await anyio.sleep(0.05)
             upload = await self._reload(upload.id)
         upload = await self._reload(upload.id)
-        return await self._finish_claimed(upload, client_parts)
+        try:
+            return await self._finish_claimed(upload, client_parts)
+        except (UploadExpired, ObjectMismatch):
+            raise  # terminal, already recorded
+        except Exception:
+            # Verification failed, or the store or database failed mid-way. Handing the upload back
+            # is safe even if the store did complete: the next complete finds the object (HeadObject).
+            await self._release_quietly(upload.id)
+            raise
 
     async def _claim(self, upload_id: str, current: UploadStatus, now: datetime) -> bool:
         """Move the row to ``completing`` if it is still ``current``; committed, so others see it."""
@@ -311,13 +321,20 @@ class UploadService:
         await self.session.commit()
         return bool(result.rowcount == 1)
 
-    async def _release(self, upload: Upload) -> None:
-        """Hand a claimed upload back to ``uploading`` (verification failed or the store is down)."""
-        upload.status = UploadStatus.UPLOADING
-        upload.completing_since = None
-        upload.updated_at = utcnow()
-        self.session.add(upload)
-        await self.session.commit()
+    async def _release_quietly(self, upload_id: str) -> None:
+        """Hand a claimed upload back to ``uploading``; if even that fails, the stale-claim takeover
+        in ``complete`` recovers it after ``COMPLETING_STALE_AFTER``."""
+        try:
+            await self.session.rollback()
+            stmt = (
+                update(Upload)
+                .where(col(Upload.id) == upload_id, col(Upload.status) == UploadStatus.COMPLETING)
+                .values(status=UploadStatus.UPLOADING, completing_since=None, updated_at=utcnow())
+            )
+            await self.session.exec(stmt)
+            await self.session.commit()
+        except Exception:
+            log.warning("could not release the completing claim on upload %s", upload_id)
 
     async def _reload(self, upload_id: str) -> Upload:
         await self.session.commit()  # end the snapshot so the next read sees other transactions
@@ -331,10 +348,7 @@ class UploadService:
         try:
             etag = await self._complete_in_store(upload, client_parts)
         except StoredUploadGone:
-            etag = None
-        except Exception:
-            await self._release(upload)
-            raise
+            etag = None  # gone from the store: completed earlier (response lost) or purged
         stored = await self.storage.head_object(upload.key)
         if stored is None:
             if etag is None:  # neither the multipart upload nor the object exists
