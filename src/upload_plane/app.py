@@ -138,10 +138,10 @@ def create_app(settings: Settings) -> Litestar:
         finally:
             await db.dispose()
 
+    public_api = Router(path="/api/v1", route_handlers=[LoginController])
     api = Router(
         path="/api/v1",
         route_handlers=[
-            LoginController,
             UserController,
             CaseController,
             LogController,
@@ -149,9 +149,7 @@ def create_app(settings: Settings) -> Litestar:
             LogUploadController,
             UploadController,
         ],
-        middleware=[
-            DefineMiddleware(BearerAuthMiddleware, exclude=["^/api/v1/auth/login$"]),
-        ],
+        middleware=[DefineMiddleware(BearerAuthMiddleware)],
         security=[{"bearer": []}],
     )
 
@@ -161,7 +159,7 @@ def create_app(settings: Settings) -> Litestar:
         return response
 
     return Litestar(
-        route_handlers=[api, health, ready, docs, _index_handler()],
+        route_handlers=[public_api, api, health, ready, docs, _index_handler()],
         dependencies={
             "db_session": Provide(provide_db_session),
             "cases": Provide(provide_cases, sync_to_thread=False),

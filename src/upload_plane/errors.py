@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from litestar import MediaType, Request, Response
+import msgspec
+from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from sqlalchemy.exc import DBAPIError
 
@@ -171,6 +173,8 @@ def problem_response(request: Request[Any, Any, Any], exc: Exception) -> Respons
     if isinstance(exc, DomainError):
         status = _STATUS.get(type(exc), 400)
         return _problem(status, exc.code, exc.title, exc.detail, path, exc.extra)
+    if isinstance(exc, RecursionError):  # JSON nested deeper than the decoder's recursion limit
+        return _problem(400, "VALIDATION_ERROR", "The request is not valid", "JSON nested too deeply", path)
     if isinstance(exc, ValidationException):
         errors = exc.extra if isinstance(exc.extra, list) else []
         return _problem(
@@ -191,5 +195,36 @@ def problem_response(request: Request[Any, Any, Any], exc: Exception) -> Respons
     )
 
 
-EXCEPTION_HANDLERS = {Exception: problem_response}
-MEDIA_TYPE = MediaType.JSON
+class Problem(msgspec.Struct):
+    """RFC 9457 problem details, as every error of this API is shaped (OpenAPI documentation)."""
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str
+    instance: str
+
+
+_DESCRIPTIONS = {
+    400: "Invalid request (VALIDATION_ERROR)",
+    401: "Missing or invalid token (UNAUTHENTICATED)",
+    404: "No such resource, or not visible to the caller (NOT_FOUND)",
+    409: "Conflicts with the current state (e.g. UPLOAD_NOT_UPLOADING, PARTS_MISSING, PART_SIZE_MISMATCH)",
+    410: "The upload expired (UPLOAD_EXPIRED)",
+    413: "Too large (FILE_TOO_LARGE, REQUEST_TOO_LARGE)",
+    415: "Content type not allowed (CONTENT_TYPE_NOT_ALLOWED)",
+    502: "Object storage refused the request (STORAGE_REJECTED)",
+    503: "A dependency is unavailable; nothing changed (STORAGE_UNAVAILABLE, DATABASE_UNAVAILABLE)",
+}
+
+
+def problems(*extra: int, public: bool = False) -> dict[int, ResponseSpec]:
+    """OpenAPI error responses for a handler: the common ones plus ``extra`` status codes."""
+    common = (400, 413, 503) if public else (400, 401, 404, 413, 503)
+    return {
+        status: ResponseSpec(
+            data_container=Problem, media_type=PROBLEM_JSON, description=_DESCRIPTIONS[status]
+        )
+        for status in sorted({*common, *extra})
+    }

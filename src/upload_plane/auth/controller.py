@@ -8,7 +8,7 @@ from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody
 
-from ..errors import NotFound
+from ..errors import NotFound, problems
 from ..models import User
 from .middleware import AuthedRequest
 from .schemas import LoginRequest, TokenResponse, UserCreate, UserOut
@@ -40,7 +40,13 @@ class LoginController(Controller):
     tags = ["auth"]
     dependencies = {"auth": Provide(provide_auth_service, sync_to_thread=False)}
 
-    @post("/login", summary="Exchange username and password for a bearer token", status_code=200)
+    @post(
+        "/login",
+        summary="Exchange username and password for a bearer token",
+        status_code=200,
+        responses=problems(public=True),
+        security=[],
+    )
     async def login(self, data: JSONBody[LoginRequest], auth: NamedDependency[AuthService]) -> TokenResponse:
         token = await auth.login(data.username, data.password)
         return TokenResponse(access_token=token.token, token_type="bearer", expires_in=token.expires_in)
@@ -51,18 +57,18 @@ class UserController(Controller):
     tags = ["auth"]
     dependencies = {"auth": Provide(provide_auth_service, sync_to_thread=False)}
 
-    @get("/me", summary="The signed-in user")
+    @get("/me", summary="The signed-in user", responses=problems())
     async def me(self, request: AuthedRequest) -> UserOut:
         return user_out(request.user)
 
-    @post("/users", summary="Create a user (admin)")
+    @post("/users", summary="Create a user (admin)", responses=problems(409))
     async def create_user(
         self, data: JSONBody[UserCreate], request: AuthedRequest, auth: NamedDependency[AuthService]
     ) -> UserOut:
         require_admin(request.user)
         return user_out(await auth.create_user(data.username, data.password, data.role))
 
-    @get("/users", summary="List users (admin)")
+    @get("/users", summary="List users (admin)", responses=problems())
     async def list_users(self, request: AuthedRequest, auth: NamedDependency[AuthService]) -> list[UserOut]:
         require_admin(request.user)
         return [user_out(u) for u in await auth.list_users()]

@@ -7,10 +7,12 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, Response, get, patch, post
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_307_TEMPORARY_REDIRECT
 
 from ..auth.middleware import AuthedRequest
+from ..errors import problems
 from ..models import Case, File, Log
 from ..pagination import PageRequest
 from ..uploads.service import UploadService
@@ -76,7 +78,7 @@ class CaseController(Controller):
     path = "/cases"
     tags = ["cases"]
 
-    @post("/", summary="Create a case")
+    @post("/", summary="Create a case", responses=problems(409))
     async def create(
         self,
         data: JSONBody[CaseCreate],
@@ -86,7 +88,7 @@ class CaseController(Controller):
         case = await cases.create_case(request.user, data.title, data.reference, data.description)
         return case_out(case)
 
-    @get("/", summary="List the cases the caller can see")
+    @get("/", summary="List the cases the caller can see", responses=problems())
     async def list(
         self,
         request: AuthedRequest,
@@ -97,13 +99,15 @@ class CaseController(Controller):
         page = await cases.list_cases(request.user, PageRequest.parse(limit, cursor))
         return CasePage(items=[case_out(c) for c in page.items], next_cursor=page.next_cursor)
 
-    @get("/{case_id:str}", summary="One case")
+    @get("/{case_id:str}", summary="One case", responses=problems())
     async def read(
         self, case_id: FromPath[str], request: AuthedRequest, cases: NamedDependency[CaseService]
     ) -> CaseOut:
         return case_out(await cases.get_case(request.user, case_id))
 
-    @patch("/{case_id:str}", summary="Change a case's title, reference or description")
+    @patch(
+        "/{case_id:str}", summary="Change a case's title, reference or description", responses=problems(409)
+    )
     async def update(
         self,
         case_id: FromPath[str],
@@ -114,7 +118,7 @@ class CaseController(Controller):
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
         return case_out(await cases.update_case(request.user, case_id, changes))
 
-    @post("/{case_id:str}/logs", summary="Create a log in a case")
+    @post("/{case_id:str}/logs", summary="Create a log in a case", responses=problems(409))
     async def create_log(
         self,
         case_id: FromPath[str],
@@ -124,7 +128,7 @@ class CaseController(Controller):
     ) -> LogOut:
         return log_out(await cases.create_log(request.user, case_id, data.name, data.description))
 
-    @get("/{case_id:str}/logs", summary="List a case's logs")
+    @get("/{case_id:str}/logs", summary="List a case's logs", responses=problems())
     async def list_logs(
         self,
         case_id: FromPath[str],
@@ -141,13 +145,13 @@ class LogController(Controller):
     path = "/logs"
     tags = ["cases"]
 
-    @get("/{log_id:str}", summary="One log")
+    @get("/{log_id:str}", summary="One log", responses=problems())
     async def read(
         self, log_id: FromPath[str], request: AuthedRequest, cases: NamedDependency[CaseService]
     ) -> LogOut:
         return log_out(await cases.get_log(request.user, log_id))
 
-    @get("/{log_id:str}/files", summary="List a log's files")
+    @get("/{log_id:str}/files", summary="List a log's files", responses=problems())
     async def list_files(
         self,
         log_id: FromPath[str],
@@ -165,7 +169,7 @@ class FileController(Controller):
     path = "/files"
     tags = ["files"]
 
-    @get("/{file_id:str}", summary="One file")
+    @get("/{file_id:str}", summary="One file", responses=problems())
     async def read(
         self, file_id: FromPath[str], request: AuthedRequest, cases: NamedDependency[CaseService]
     ) -> FileOut:
@@ -174,6 +178,10 @@ class FileController(Controller):
     @get(
         "/{file_id:str}/download",
         summary="Download: 307 to a presigned GET, or {url, expires_at} with ?redirect=false",
+        responses={
+            **problems(409),
+            307: ResponseSpec(data_container=None, description="Redirect to a presigned GET (Location)"),
+        },
     )
     async def download(
         self,

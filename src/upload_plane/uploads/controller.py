@@ -11,6 +11,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from ..auth.middleware import AuthedRequest
 from ..cases.controller import PageLimit, file_out
 from ..cases.schemas import FileOut
+from ..errors import problems
 from ..models import Upload
 from ..pagination import PageRequest
 from .schemas import (
@@ -58,7 +59,7 @@ class LogUploadController(Controller):
     path = "/logs/{log_id:str}/uploads"
     tags = ["uploads"]
 
-    @post("/", summary="Start a multipart upload into a log")
+    @post("/", summary="Start a multipart upload into a log", responses=problems(409, 413, 415, 502))
     async def start(
         self,
         log_id: FromPath[str],
@@ -82,7 +83,7 @@ class UploadController(Controller):
     path = "/uploads"
     tags = ["uploads"]
 
-    @get("/", summary="The caller's uploads, e.g. ?status=uploading to resume")
+    @get("/", summary="The caller's uploads, e.g. ?status=uploading to resume", responses=problems())
     async def list(
         self,
         request: AuthedRequest,
@@ -97,7 +98,11 @@ class UploadController(Controller):
             items=[UploadOut(**upload_fields(u)) for u in page.items], next_cursor=page.next_cursor
         )
 
-    @get("/{upload_id:str}", summary="The upload with live part state from the store")
+    @get(
+        "/{upload_id:str}",
+        summary="The upload with live part state from the store",
+        responses=problems(410, 502),
+    )
     async def read(
         self,
         upload_id: FromPath[str],
@@ -108,7 +113,12 @@ class UploadController(Controller):
         state = await uploads.part_state(upload)
         return UploadStatusOut(**upload_fields(upload), parts=part_state_out(state))
 
-    @post("/{upload_id:str}/parts", summary="Presigned PUT URLs for parts", status_code=200)
+    @post(
+        "/{upload_id:str}/parts",
+        summary="Presigned PUT URLs for parts",
+        status_code=200,
+        responses=problems(409, 410),
+    )
     async def sign(
         self,
         upload_id: FromPath[str],
@@ -122,7 +132,12 @@ class UploadController(Controller):
             expires_at=signed.expires_at,
         )
 
-    @post("/{upload_id:str}/complete", summary="Verify parts and finish the file", status_code=200)
+    @post(
+        "/{upload_id:str}/complete",
+        summary="Verify parts and finish the file",
+        status_code=200,
+        responses=problems(409, 410, 502),
+    )
     async def complete(
         self,
         upload_id: FromPath[str],
@@ -133,7 +148,9 @@ class UploadController(Controller):
         hint = [(p.part_number, p.etag) for p in data.parts] if data and data.parts else None
         return file_out(await uploads.complete(request.user, upload_id, hint))
 
-    @delete("/{upload_id:str}", summary="Abort the upload; the file becomes failed")
+    @delete(
+        "/{upload_id:str}", summary="Abort the upload; the file becomes failed", responses=problems(409, 502)
+    )
     async def abort(
         self,
         upload_id: FromPath[str],

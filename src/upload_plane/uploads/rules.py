@@ -13,6 +13,7 @@ MIN_PART_SIZE = 5 * MIB
 MAX_PART_SIZE = 5 * 1024 * MIB
 MAX_PARTS = 10_000
 SAFE_NAME_MAX_BYTES = 200
+DISPOSITION_MAX_BYTES = 255  # keeps the presigned download URL (which carries it twice) short
 
 
 class UploadStatus(StrEnum):
@@ -79,16 +80,22 @@ def safe_name(filename: str) -> str:
     name = _SPACES.sub(" ", name).strip()
     name = name.lstrip(". ")
     name = name.rstrip(". ")
-    if len(name.encode()) > SAFE_NAME_MAX_BYTES:
-        stem, dot, ext = name.rpartition(".")
-        if not dot or len(ext.encode()) > 16 or not stem:
-            stem, ext = name, ""
-        budget = SAFE_NAME_MAX_BYTES - (len(ext.encode()) + 1 if ext else 0)
-        stem = stem.encode()[:budget].decode(errors="ignore").rstrip(". ")
-        name = f"{stem}.{ext}" if ext else stem
+    name = truncate_name(name, SAFE_NAME_MAX_BYTES)
     if not name.strip("_"):
         return FALLBACK_NAME
     return name
+
+
+def truncate_name(name: str, max_bytes: int) -> str:
+    """Cut ``name`` to ``max_bytes`` of UTF-8, keeping a short extension when there is one."""
+    if len(name.encode()) <= max_bytes:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not dot or len(ext.encode()) > 16 or not stem:
+        stem, ext = name, ""
+    budget = max_bytes - (len(ext.encode()) + 1 if ext else 0)
+    stem = stem.encode()[:budget].decode(errors="ignore").rstrip(". ")
+    return f"{stem}.{ext}" if ext else stem
 
 
 def object_key(case_id: str, log_id: str, file_id: str, filename: str) -> str:
@@ -105,6 +112,7 @@ def content_disposition(filename: str) -> str:
 
     display = unicodedata.normalize("NFC", filename).replace("\\", "/").rsplit("/", 1)[-1]
     display = "".join(ch for ch in display if unicodedata.category(ch) not in _BIDI_AND_INVISIBLE)
+    display = truncate_name(display, DISPOSITION_MAX_BYTES)
     fallback = (
         "".join(ch if 0x20 <= ord(ch) < 0x7F and ch not in '"\\%;' else "_" for ch in display).strip()
         or FALLBACK_NAME

@@ -9,12 +9,18 @@ import msgspec
 
 # The original name is display-only (TEXT column: 16,000 characters fit in 64 KiB of utf8mb4).
 Filename = Annotated[str, msgspec.Meta(max_length=16_000)]
+_TOKEN = r"[A-Za-z0-9!#$&^_.+-]+"  # RFC 9110 token characters that make sense in a media type
 ContentType = Annotated[
-    str, msgspec.Meta(max_length=255, pattern=r"^[\w.+-]+/[\w.+-]+(\s*;\s*[\w.+-]+=[\w.+\"-]+)*$")
+    str,
+    msgspec.Meta(
+        max_length=255,
+        pattern=rf'^{_TOKEN}/{_TOKEN}([ \t]*;[ \t]*{_TOKEN}=({_TOKEN}|"[^"\\\x00-\x1f\x7f]*"))*$',
+    ),
 ]
 Sha256Hex = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{64}$")]
 Sha256B64 = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/]{43}=$")]
 PartNumber = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+PartKey = Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]{0,4}$")]  # a part number as a JSON key
 
 
 class UploadCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -64,7 +70,7 @@ class UploadPage(msgspec.Struct):
 
 class SignRequest(msgspec.Struct, forbid_unknown_fields=True):
     part_numbers: Annotated[list[int], msgspec.Meta(min_length=1, max_length=10_000)]
-    checksums_sha256: dict[str, Sha256B64] | None = None
+    checksums_sha256: dict[PartKey, Sha256B64] | None = None
 
 
 class SignedPartOut(msgspec.Struct):

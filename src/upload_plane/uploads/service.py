@@ -252,7 +252,9 @@ class UploadService:
         wanted = list(dict.fromkeys(part_numbers))
         wanted_set = set(wanted)
         checksums = checksums_sha256 or {}
-        unknown = sorted(k for k in checksums if not k.isdigit() or int(k) not in wanted_set)
+        unknown = sorted(
+            k for k in checksums if not (k.isascii() and k.isdigit()) or int(k) not in wanted_set
+        )
         if unknown:
             raise ValidationFailed(
                 "checksums_sha256 names parts that are not being signed", invalid_part_numbers=unknown[:100]
