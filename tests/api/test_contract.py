@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from tests.api.helpers import (
 from tests.conftest import Backend, embedded_backend
 from tests.unit.test_rules import HOSTILE_NAMES
 from upload_plane.db import create_database
-from upload_plane.models import Upload
+from upload_plane.models import Upload, utcnow
 from upload_plane.storage import Storage
 
 SIZE_LIMIT = 1 * MIB
@@ -237,3 +238,32 @@ def test_content_type_allow_list(tmp_path: Path) -> None:
         assert_problem(api.post(uploads, json=bad), 415, "CONTENT_TYPE_NOT_ALLOWED")
         untyped = {"filename": "a.bin", "size": 1}  # defaults to application/octet-stream
         assert_problem(api.post(uploads, json=untyped), 415, "CONTENT_TYPE_NOT_ALLOWED")
+
+
+async def _stick_in_completing(backend: Backend, upload_id: str, since_minutes: int) -> None:
+    """Leave the row as a completer that crashed between claiming and finishing would."""
+    db = create_database(backend.settings)
+    try:
+        async with db.sessions() as session:
+            row = (await session.exec(select(Upload).where(Upload.id == upload_id))).one()
+            row.status = "completing"
+            row.completing_since = utcnow() - timedelta(minutes=since_minutes)
+            session.add(row)
+            await session.commit()
+    finally:
+        await db.dispose()
+
+
+def test_a_crashed_completer_is_taken_over(backend: Backend, http: httpx.Client) -> None:
+    data = os.urandom(5000)
+    with new_user(backend) as api:
+        upload = start_upload(api, new_log(api)["id"], data)
+        put_parts(http, api, upload, data, [1])
+        asyncio.run(_stick_in_completing(backend, upload["id"], since_minutes=10))
+        status = api.get(f"/uploads/{upload['id']}").json()
+        assert status["status"] == "completing"
+        assert status["parts"]["missing"] == []
+        resp = complete(api, upload["id"])
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["status"] == "available"
+        assert download(http, api, resp.json()["id"]) == data

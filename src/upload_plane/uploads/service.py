@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import anyio
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -316,7 +316,10 @@ class UploadService:
         """Move the row to ``completing`` if it is still ``current``; committed, so others see it."""
         stmt = update(Upload).where(col(Upload.id) == upload_id, col(Upload.status) == current)
         if current == UploadStatus.COMPLETING:
-            stmt = stmt.where(col(Upload.completing_since) < now - COMPLETING_STALE_AFTER)
+            cutoff = now - COMPLETING_STALE_AFTER
+            stmt = stmt.where(
+                or_(col(Upload.completing_since).is_(None), col(Upload.completing_since) < cutoff)
+            )
         result = await self.session.exec(
             stmt.values(status=UploadStatus.COMPLETING, completing_since=now, updated_at=now)
         )
