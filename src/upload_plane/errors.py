@@ -209,6 +209,7 @@ class Problem(msgspec.Struct):
 _DESCRIPTIONS = {
     400: "Invalid request (VALIDATION_ERROR)",
     401: "Missing or invalid token (UNAUTHENTICATED)",
+    403: "Visible, but not allowed to the caller (FORBIDDEN)",
     404: "No such resource, or not visible to the caller (NOT_FOUND)",
     409: "Conflicts with the current state (e.g. UPLOAD_NOT_UPLOADING, PARTS_MISSING, PART_SIZE_MISMATCH)",
     410: "The upload expired (UPLOAD_EXPIRED)",

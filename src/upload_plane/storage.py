@@ -133,6 +133,10 @@ class Storage:
         except StoredUploadGone:
             return
 
+    async def delete_object(self, key: str) -> None:
+        """Delete the object; deleting one that does not exist succeeds (S3 semantics)."""
+        await self._run(self._client.delete_object, Key=key)
+
     async def head_object(self, key: str) -> StoredObject | None:
         try:
             resp = await self._run(self._client.head_object, Key=key)

@@ -85,6 +85,7 @@ def test_openapi_lists_every_route_with_schemas(backend: Backend) -> None:
         ("get", "/api/v1/logs/{log_id}/files"),
         ("get", "/api/v1/files/{file_id}"),
         ("get", "/api/v1/files/{file_id}/download"),
+        ("delete", "/api/v1/files/{file_id}"),
         ("post", "/api/v1/logs/{log_id}/uploads"),
         ("get", "/api/v1/uploads"),
         ("get", "/api/v1/uploads/{upload_id}"),

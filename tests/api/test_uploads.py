@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +12,7 @@ import pytest
 
 from tests.api.helpers import (
     MIB,
+    admin,
     assert_problem,
     complete,
     download,
@@ -22,6 +24,7 @@ from tests.api.helpers import (
     upload_file,
 )
 from tests.conftest import Backend
+from upload_plane.storage import Storage
 
 PART = 5 * MIB
 
@@ -215,8 +218,6 @@ def test_other_users_see_nothing(backend: Backend, http: httpx.Client) -> None:
         assert_problem(stranger.delete(f"/uploads/{pending['id']}"), 404, "NOT_FOUND")
         assert stranger.get("/cases").json()["items"] == []
         # ...while an admin sees everything.
-        from tests.api.helpers import admin
-
         with admin(backend) as adm:
             assert adm.get(f"/files/{file['id']}").status_code == 200
 
@@ -270,3 +271,25 @@ def test_pagination_walks_every_case_once(backend: Backend) -> None:
         assert len(seen) == len(created)
         assert_problem(api.get("/cases", params={"limit": 501}), 400, "VALIDATION_ERROR")
         assert_problem(api.get("/cases", params={"cursor": "%%%"}), 400, "VALIDATION_ERROR")
+
+
+def test_only_admins_delete_files_and_the_object_goes_too(backend: Backend, http: httpx.Client) -> None:
+    data = os.urandom(300)
+    with new_user(backend) as owner, new_user(backend) as stranger, admin(backend) as adm:
+        log = new_log(owner)
+        file = upload_file(http, owner, log["id"], data)
+        stored_url = owner.get(f"/files/{file['id']}/download").headers["location"]
+        assert_problem(owner.delete(f"/files/{file['id']}"), 403, "FORBIDDEN")
+        assert_problem(stranger.delete(f"/files/{file['id']}"), 404, "NOT_FOUND")
+        assert http.get(stored_url).status_code == 200
+
+        assert adm.delete(f"/files/{file['id']}").status_code == 204
+        assert_problem(owner.get(f"/files/{file['id']}"), 404, "NOT_FOUND")
+        assert_problem(adm.delete(f"/files/{file['id']}"), 404, "NOT_FOUND")
+        assert asyncio.run(Storage(backend.settings).head_object(file["key"])) is None  # object gone
+        assert owner.get(f"/logs/{log['id']}/files").json()["items"] == []
+
+        pending = start_upload(owner, log["id"], data)
+        put_parts(http, owner, pending, data, [1])
+        assert adm.delete(f"/files/{pending['file_id']}").status_code == 204
+        assert_problem(owner.get(f"/uploads/{pending['id']}"), 404, "NOT_FOUND")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, Response, get, patch, post
+from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
@@ -174,6 +174,12 @@ class FileController(Controller):
         self, file_id: FromPath[str], request: AuthedRequest, cases: NamedDependency[CaseService]
     ) -> FileOut:
         return file_out(await cases.get_file(request.user, file_id))
+
+    @delete("/{file_id:str}", summary="Delete a file and its object (admin)", responses=problems(403, 502))
+    async def delete(
+        self, file_id: FromPath[str], request: AuthedRequest, uploads: NamedDependency[UploadService]
+    ) -> None:
+        await uploads.delete_file(request.user, file_id)
 
     @get(
         "/{file_id:str}/download",

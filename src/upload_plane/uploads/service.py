@@ -28,6 +28,7 @@ from ..errors import (
     ContentTypeNotAllowed,
     FileNotAvailable,
     FileTooLarge,
+    Forbidden,
     NotFound,
     ObjectMismatch,
     PartEtagMismatch,
@@ -442,6 +443,24 @@ class UploadService:
         file.updated_at = now
         self.session.add(upload)
         self.session.add(file)
+        await self.session.flush()
+
+    # -- delete -------------------------------------------------------------------------------
+
+    async def delete_file(self, user: User, file_id: str) -> None:
+        """Admins only. The store goes first (an outage changes nothing), then the rows: an open
+        upload is aborted, a finished object deleted; a repeated delete after a failure finishes it."""
+        file = await self.cases.get_file(user, file_id)
+        if user.role != "admin":
+            raise Forbidden("only administrators may delete evidence")
+        upload = (await self.session.exec(select(Upload).where(Upload.file_id == file.id))).first()
+        if upload is not None and upload.status in (UploadStatus.UPLOADING, UploadStatus.COMPLETING):
+            await self.storage.abort_multipart(upload.key, upload.s3_upload_id)
+        await self.storage.delete_object(file.key)
+        if upload is not None:
+            await self.session.delete(upload)
+            await self.session.flush()
+        await self.session.delete(file)
         await self.session.flush()
 
     # -- download -----------------------------------------------------------------------------
