@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
+
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .errors import ValidationFailed
 
@@ -60,3 +63,11 @@ def page_of(rows: list[R], limit: int) -> Page[R]:
         return Page(items=rows, next_cursor=None)
     items = rows[:limit]
     return Page(items=items, next_cursor=encode_cursor(items[-1].id))
+
+
+async def paginate(session: AsyncSession, query: Any, model: Any, page: PageRequest) -> Page[Any]:
+    """Run ``query`` (a select of ``model``) newest first, one page after ``page.after_id``."""
+    if page.after_id is not None:
+        query = query.where(col(model.id) < page.after_id)
+    query = query.order_by(col(model.id).desc()).limit(page.limit + 1)
+    return page_of(list((await session.exec(query)).all()), page.limit)

@@ -110,7 +110,7 @@ class Storage:
                 MaxParts=1000,
             )
             for p in resp.get("Parts", []):
-                parts.append(StoredPart(int(p["PartNumber"]), int(p["Size"]), _unquote(p["ETag"])))
+                parts.append(StoredPart(int(p["PartNumber"]), int(p["Size"]), normalize_etag(p["ETag"])))
             if not resp.get("IsTruncated"):
                 return parts
             next_marker = int(resp.get("NextPartNumberMarker") or 0)
@@ -125,7 +125,7 @@ class Storage:
             UploadId=upload_id,
             MultipartUpload={"Parts": [{"PartNumber": n, "ETag": f'"{e}"'} for n, e in parts]},
         )
-        return _unquote(resp.get("ETag", ""))
+        return normalize_etag(resp.get("ETag", ""))
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         try:
@@ -144,7 +144,7 @@ class Storage:
             return None
         return StoredObject(
             size=int(resp["ContentLength"]),
-            etag=_unquote(resp.get("ETag", "")),
+            etag=normalize_etag(resp.get("ETag", "")),
             content_type=str(resp.get("ContentType", "")),
         )
 
@@ -200,7 +200,8 @@ class Storage:
         )
 
 
-def _unquote(etag: str) -> str:
+def normalize_etag(etag: str) -> str:
+    """An ETag without surrounding whitespace and quotes (stores and clients differ)."""
     return etag.strip().strip('"')
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tests.conftest import ADMIN_PASSWORD, Backend
 from upload_plane.db import create_database
@@ -125,14 +128,26 @@ def assert_problem(resp: httpx.Response, status: int, code: str) -> dict[str, An
     return body
 
 
-async def db_snapshot(backend: Backend) -> list[tuple[str, str, str]]:
-    """Every upload with its status and its file's status, read straight from the database."""
+@asynccontextmanager
+async def backend_db(backend: Backend) -> AsyncIterator[AsyncSession]:
+    """A session on the backend's database, beside the API (to inspect or stage rows)."""
     db = create_database(backend.settings)
     try:
         async with db.sessions() as session:
-            rows = await session.exec(
-                select(Upload.id, Upload.status, File.status).join(File, File.id == Upload.file_id)
-            )
-            return sorted((str(a), str(b), str(c)) for a, b, c in rows.all())
+            yield session
     finally:
         await db.dispose()
+
+
+async def upload_row(backend: Backend, upload_id: str) -> Upload:
+    async with backend_db(backend) as session:
+        return (await session.exec(select(Upload).where(Upload.id == upload_id))).one()
+
+
+async def db_snapshot(backend: Backend) -> list[tuple[str, str, str]]:
+    """Every upload with its status and its file's status, read straight from the database."""
+    async with backend_db(backend) as session:
+        rows = await session.exec(
+            select(Upload.id, Upload.status, File.status).join(File, File.id == Upload.file_id)
+        )
+        return sorted((str(a), str(b), str(c)) for a, b, c in rows.all())

@@ -16,6 +16,7 @@ from sqlmodel import select
 from tests.api.helpers import (
     MIB,
     assert_problem,
+    backend_db,
     complete,
     db_snapshot,
     download,
@@ -24,10 +25,10 @@ from tests.api.helpers import (
     put_parts,
     sign,
     start_upload,
+    upload_row,
 )
 from tests.conftest import Backend, embedded_backend
 from tests.unit.test_rules import HOSTILE_NAMES
-from upload_plane.db import create_database
 from upload_plane.models import Upload, utcnow
 from upload_plane.storage import Storage
 
@@ -149,16 +150,6 @@ def test_a_part_of_the_wrong_size_never_becomes_a_file(backend: Backend, http: h
         assert download(http, api, done.json()["id"]) == data
 
 
-async def _upload_row(backend: Backend, upload_id: str) -> Upload:
-    db = create_database(backend.settings)
-    try:
-        async with db.sessions() as session:
-            row = (await session.exec(select(Upload).where(Upload.id == upload_id))).one()
-            return row
-    finally:
-        await db.dispose()
-
-
 def test_complete_whose_response_was_lost_is_recovered(backend: Backend, http: httpx.Client) -> None:
     """The store completed the upload but the API never recorded it (crash, lost response):
     the next complete finds the object with HeadObject and finishes the file."""
@@ -167,7 +158,7 @@ def test_complete_whose_response_was_lost_is_recovered(backend: Backend, http: h
         log = new_log(api)
         upload = start_upload(api, log["id"], data)
         put_parts(http, api, upload, data, [1])
-        row = asyncio.run(_upload_row(backend, upload["id"]))
+        row = asyncio.run(upload_row(backend, upload["id"]))
         storage = Storage(backend.settings)
         parts = asyncio.run(storage.list_parts(row.key, row.s3_upload_id))
         asyncio.run(storage.complete_multipart(row.key, row.s3_upload_id, [(1, parts[0].etag)]))
@@ -243,16 +234,12 @@ def test_content_type_allow_list(tmp_path: Path) -> None:
 
 async def _stick_in_completing(backend: Backend, upload_id: str, since_minutes: int) -> None:
     """Leave the row as a completer that crashed between claiming and finishing would."""
-    db = create_database(backend.settings)
-    try:
-        async with db.sessions() as session:
-            row = (await session.exec(select(Upload).where(Upload.id == upload_id))).one()
-            row.status = "completing"
-            row.completing_since = utcnow() - timedelta(minutes=since_minutes)
-            session.add(row)
-            await session.commit()
-    finally:
-        await db.dispose()
+    async with backend_db(backend) as session:
+        row = (await session.exec(select(Upload).where(Upload.id == upload_id))).one()
+        row.status = "completing"
+        row.completing_since = utcnow() - timedelta(minutes=since_minutes)
+        session.add(row)
+        await session.commit()
 
 
 def test_a_crashed_completer_is_taken_over(backend: Backend, http: httpx.Client) -> None:

@@ -9,10 +9,9 @@ import httpx
 import pytest
 from sqlmodel import select
 
-from tests.api.helpers import assert_problem, new_log, new_user
+from tests.api.helpers import assert_problem, backend_db, new_log, new_user
 from tests.conftest import Backend
 from tests.services import MariaDB
-from upload_plane.db import create_database
 from upload_plane.models import File, Upload
 
 pytestmark = pytest.mark.real
@@ -41,14 +40,10 @@ def test_concurrent_inits_in_one_log_do_not_collide(real: Backend) -> None:
 
 
 async def _rows_named(backend: Backend, filename: str) -> tuple[int, int]:
-    db = create_database(backend.settings)
-    try:
-        async with db.sessions() as session:
-            files = (await session.exec(select(File.id).where(File.filename == filename))).all()
-            uploads = (await session.exec(select(Upload.id).where(Upload.filename == filename))).all()
-            return len(files), len(uploads)
-    finally:
-        await db.dispose()
+    async with backend_db(backend) as session:
+        files = (await session.exec(select(File.id).where(File.filename == filename))).all()
+        uploads = (await session.exec(select(Upload.id).where(Upload.filename == filename))).all()
+        return len(files), len(uploads)
 
 
 def test_a_transaction_that_fails_halfway_leaves_no_row(real: Backend, mariadb: MariaDB) -> None:

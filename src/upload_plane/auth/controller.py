@@ -45,7 +45,6 @@ class LoginController(Controller):
         summary="Exchange username and password for a bearer token",
         status_code=200,
         responses=problems(public=True),
-        security=[],
     )
     async def login(self, data: JSONBody[LoginRequest], auth: NamedDependency[AuthService]) -> TokenResponse:
         token = await auth.login(data.username, data.password)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import col, select
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from ..errors import Conflict, NotFound, ValidationFailed
 from ..models import Case, File, Log, User, utcnow
-from ..pagination import Page, PageRequest, page_of
+from ..pagination import Page, PageRequest, paginate
 
 FILE_STATUSES = ("uploading", "available", "failed")
 
@@ -38,7 +38,7 @@ class CaseService:
         query = select(Case)
         if user.role != "admin":
             query = query.where(Case.created_by == user.id)
-        return await self._page(query, Case, page)
+        return await paginate(self.session, query, Case, page)
 
     async def get_case(self, user: User, case_id: str) -> Case:
         case = await self.session.get(Case, case_id)
@@ -73,7 +73,7 @@ class CaseService:
 
     async def list_logs(self, user: User, case_id: str, page: PageRequest) -> Page[Log]:
         case = await self.get_case(user, case_id)
-        return await self._page(select(Log).where(Log.case_id == case.id), Log, page)
+        return await paginate(self.session, select(Log).where(Log.case_id == case.id), Log, page)
 
     async def get_log(self, user: User, log_id: str) -> Log:
         log = await self.session.get(Log, log_id)
@@ -93,7 +93,7 @@ class CaseService:
             if status not in FILE_STATUSES:
                 raise ValidationFailed(f"status must be one of {', '.join(FILE_STATUSES)}")
             query = query.where(File.status == status)
-        return await self._page(query, File, page)
+        return await paginate(self.session, query, File, page)
 
     async def get_file(self, user: User, file_id: str) -> File:
         file = await self.session.get(File, file_id)
@@ -103,12 +103,3 @@ class CaseService:
         if case is None or not can_see_case(user, case):
             raise NotFound("No such file")
         return file
-
-    # -- helpers ------------------------------------------------------------------------------
-
-    async def _page(self, query: Any, model: Any, page: PageRequest) -> Page[Any]:
-        if page.after_id is not None:
-            query = query.where(col(model.id) < page.after_id)
-        query = query.order_by(col(model.id).desc()).limit(page.limit + 1)
-        rows = list((await self.session.exec(query)).all())
-        return page_of(rows, page.limit)

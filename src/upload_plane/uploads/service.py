@@ -43,9 +43,9 @@ from ..errors import (
 )
 from ..ids import new_id
 from ..models import File, Upload, User, utcnow
-from ..pagination import Page, PageRequest, page_of
+from ..pagination import Page, PageRequest, paginate
 from ..settings import Settings
-from ..storage import Storage, StoredPart
+from ..storage import Storage, StoredPart, normalize_etag
 from .rules import FileStatus, PartPlan, UploadStatus, content_disposition, object_key, plan_parts
 
 log = logging.getLogger("upload_plane.uploads")
@@ -196,10 +196,7 @@ class UploadService:
             query = query.where(Upload.status == status)
         if log_id is not None:
             query = query.where(Upload.log_id == log_id)
-        if page.after_id is not None:
-            query = query.where(col(Upload.id) < page.after_id)
-        query = query.order_by(col(Upload.id).desc()).limit(page.limit + 1)
-        return page_of(list((await self.session.exec(query)).all()), page.limit)
+        return await paginate(self.session, query, Upload, page)
 
     async def part_state(self, upload: Upload) -> PartState:
         """Live part state from ListParts; a finished upload reports its final state."""
@@ -399,7 +396,7 @@ class UploadService:
             )
         if client_parts:
             differing = sorted(
-                n for n, etag in client_parts if n not in stored or stored[n].etag != etag.strip().strip('"')
+                n for n, etag in client_parts if n not in stored or stored[n].etag != normalize_etag(etag)
             )
             if differing:
                 raise PartEtagMismatch(
