@@ -105,6 +105,17 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
+#: The server runs with defaults the application did not choose, as many installed servers do:
+#: latin1 (MariaDB's built-in default) and a case-insensitive collation, a permissive sql_mode that
+#: truncates instead of refusing, and a time zone that is not UTC. The application must pin what it
+#: needs (utf8mb4 tables, strict mode, UTC) itself.
+SERVER_DEFAULTS = (
+    "--character-set-server=latin1",
+    "--collation-server=latin1_swedish_ci",
+    "--sql-mode=",
+    "--default-time-zone=+05:30",
+)
+
 
 @dataclass(frozen=True)
 class MariaDB:
@@ -115,19 +126,19 @@ class MariaDB:
     socket_path: Path
 
     def url(self, database: str) -> str:
-        return (
-            f"mysql+asyncmy://{self.user}:{self.password}@{self.host}:{self.port}/{database}?charset=utf8mb4"
-        )
+        """As an operator would write it: no charset (the application pins utf8mb4 itself)."""
+        return f"mysql+asyncmy://{self.user}:{self.password}@{self.host}:{self.port}/{database}"
 
     def execute(self, *statements: str) -> None:
         """Run statements as root over the unix socket (root has no TCP account)."""
         asyncio.run(_execute_as_root(self.socket_path, statements))
 
     def create_database(self, name: str) -> str:
-        """Create a new, empty utf8mb4 database and return its async URL (fails if ``name`` exists)."""
+        """Create a new, empty database with the server's defaults (latin1, see ``SERVER_DEFAULTS``),
+        as ``CREATE DATABASE`` without a character set does in production; return its async URL."""
         if not _IDENTIFIER.match(name):
             raise ValueError(f"not a plain database name: {name!r}")
-        self.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        self.execute(f"CREATE DATABASE `{name}`")
         return self.url(name)
 
 
@@ -204,8 +215,7 @@ def run_mariadb(
                 "--innodb-log-file-size=32M",
                 "--innodb-flush-log-at-trx-commit=2",
                 "--innodb-doublewrite=0",
-                "--character-set-server=utf8mb4",
-                "--collation-server=utf8mb4_unicode_ci",
+                *SERVER_DEFAULTS,
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,

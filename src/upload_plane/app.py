@@ -19,17 +19,21 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Redirect
 from litestar.types import ASGIApp, Receive, Scope, Send
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .auth.controller import LoginController, UserController
 from .auth.middleware import BearerAuthMiddleware
-from .cases.controller import CaseController, FileController, LogController
+from .cases.controller import CaseController, LogController
 from .cases.service import CaseService
-from .db import Database, create_database, transaction
-from .errors import PROBLEM_JSON, DomainError, RequestTooLarge, problem_response
+from .db import Database, close_request_session, create_database, request_session, schema_charset_problems
+from .errors import DomainError, RequestTooLarge
+from .files.controller import FileController
+from .files.service import FileService
 from .paths import project_path
+from .problems import PROBLEM_JSON, ApiRequest, problem_response
 from .settings import Settings
-from .storage import Storage
+from .storage import S3Storage, Storage
 from .uploads.controller import LogUploadController, UploadController
 from .uploads.service import UploadService
 
@@ -62,9 +66,27 @@ class DeclaredBodyLimit(ASGIMiddleware):
         await next_app(scope, receive, send)
 
 
-async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
-    async for session in transaction(state.db):
+class RequestSessionCloser(ASGIMiddleware):
+    """Close the request's database session (``db.request_session``) once the response is sent."""
+
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        try:
+            await next_app(scope, receive, send)
+        finally:
+            await close_request_session(scope)  # type: ignore[arg-type]
+
+
+async def provide_db_session(request: Request[Any, Any, Any], state: State) -> AsyncIterator[AsyncSession]:
+    """The request's session (shared with authentication), committed when the handler succeeds."""
+    session = request_session(request.scope, state.db)  # type: ignore[arg-type]
+    try:
         yield session
+    except BaseException:
+        await session.rollback()
+        raise
+    await session.commit()
 
 
 def provide_cases(db_session: NamedDependency[AsyncSession]) -> CaseService:
@@ -77,12 +99,23 @@ def provide_uploads(
     return UploadService(db_session, state.storage, state.settings, cases)
 
 
+def provide_files(
+    db_session: NamedDependency[AsyncSession],
+    cases: NamedDependency[CaseService],
+    uploads: NamedDependency[UploadService],
+    state: State,
+) -> FileService:
+    return FileService(db_session, state.storage, state.settings, cases, uploads)
+
+
 @get("/health", tags=["operations"], summary="The process is alive")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/ready", tags=["operations"], summary="The database and the bucket are reachable")
+@get(
+    "/ready", tags=["operations"], summary="The database (with a utf8mb4 schema) and the bucket are reachable"
+)
 async def ready(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     checks: dict[str, str] = {}
     for name, probe in (("database", state.db.ping), ("storage", state.storage.ping)):
@@ -91,6 +124,8 @@ async def ready(request: Request[Any, Any, Any], state: State) -> Response[Any]:
             checks[name] = "ok"
         except DomainError as exc:
             checks[name] = exc.detail
+    if checks["database"] == "ok":
+        checks["schema"] = await _schema_check(state)
     if all(v == "ok" for v in checks.values()):
         return Response({"status": "ready", "checks": checks})
     body = {
@@ -98,11 +133,25 @@ async def ready(request: Request[Any, Any, Any], state: State) -> Response[Any]:
         "title": "Not ready",
         "status": 503,
         "code": "NOT_READY",
-        "detail": "A dependency is unavailable",
+        "detail": "A dependency is unavailable or misconfigured",
         "instance": request.url.path,
         "checks": checks,
     }
     return Response(body, status_code=503, media_type=PROBLEM_JSON)
+
+
+async def _schema_check(state: State) -> str:
+    """``ok`` once the schema was found utf8mb4 (then not asked again), else what is wrong."""
+    if state.get("schema_ok"):
+        return "ok"
+    try:
+        problems = await schema_charset_problems(state.db.engine)
+    except SQLAlchemyError:
+        return "could not be read"
+    if problems:
+        return f"tables are not utf8mb4 (run upload-plane migrate): {'; '.join(problems[:5])}"
+    state.schema_ok = True
+    return "ok"
 
 
 @get("/docs", include_in_schema=False)
@@ -121,7 +170,8 @@ def _index_handler() -> Any:
     return index
 
 
-def create_app(settings: Settings) -> Litestar:
+def create_app(settings: Settings, *, storage: Storage | None = None) -> Litestar:
+    """The application. ``storage`` replaces the S3 gateway (tests wrap it to count store calls)."""
     for warning in settings.check():
         log.warning(warning)
 
@@ -129,7 +179,7 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         db: Database = create_database(settings)
         app.state.db = db
-        app.state.storage = Storage(settings)
+        app.state.storage = storage if storage is not None else S3Storage(settings)
         # Long-lived objects built so far never become garbage; keeping them out of the collector's
         # generations stops full collections from stalling large responses (10,000 signed parts).
         gc.freeze()
@@ -164,6 +214,7 @@ def create_app(settings: Settings) -> Litestar:
             "db_session": Provide(provide_db_session),
             "cases": Provide(provide_cases, sync_to_thread=False),
             "uploads": Provide(provide_uploads, sync_to_thread=False),
+            "files": Provide(provide_files, sync_to_thread=False),
         },
         exception_handlers={Exception: problem_response},
         lifespan=[lifespan],
@@ -172,7 +223,8 @@ def create_app(settings: Settings) -> Litestar:
         if settings.cors_origins
         else None,
         request_max_body_size=settings.max_request_body,
-        middleware=[DeclaredBodyLimit(settings.max_request_body)],
+        middleware=[DeclaredBodyLimit(settings.max_request_body), RequestSessionCloser()],
+        request_class=ApiRequest,
         after_request=security_headers,
         openapi_config=OpenAPIConfig(
             title="upload-plane",

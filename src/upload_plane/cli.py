@@ -80,18 +80,25 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from .migrate import upgrade
+    from .migrate import charset_problems, upgrade
 
-    upgrade(Settings.from_env().database_url, args.revision)
+    url = Settings.from_env().database_url
+    upgrade(url, args.revision)
     print(f"database migrated to {args.revision}")
+    problems = charset_problems(url)
+    if problems:
+        print("upload-plane: these columns are not utf8mb4 with a binary collation:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_init_storage(args: argparse.Namespace) -> int:
-    from .storage import Storage
+    from .storage import S3Storage
 
     settings = Settings.from_env()
-    asyncio.run(Storage(settings).ensure_bucket(settings.cors_origins))
+    asyncio.run(S3Storage(settings).ensure_bucket(settings.cors_origins))
     print(f"bucket {settings.s3_bucket!r} ready at {settings.s3_endpoint_url}")
     return 0
 

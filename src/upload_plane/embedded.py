@@ -19,7 +19,7 @@ from .db import create_database
 from .migrate import upgrade
 from .models import User
 from .settings import Settings
-from .storage import Storage
+from .storage import S3Storage
 
 DEV_DATABASE_URL = "sqlite+aiosqlite:///./.data/upload-plane.db"
 
@@ -59,7 +59,7 @@ def prepare(settings: Settings, admin_password: str | None) -> str | None:
 
 
 async def _bootstrap(settings: Settings, admin_password: str | None) -> str | None:
-    await Storage(settings).ensure_bucket(settings.cors_origins)
+    await S3Storage(settings).ensure_bucket(settings.cors_origins)
     db = create_database(settings)
     generated = None
     try:

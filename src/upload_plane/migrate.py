@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from .db import ensure_sqlite_dir
+from .db import engine_url, ensure_sqlite_dir, schema_charset_problems
 from .paths import project_path
 
 
@@ -23,3 +26,16 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 
 def downgrade(database_url: str, revision: str = "base") -> None:
     command.downgrade(alembic_config(database_url), revision)
+
+
+def charset_problems(database_url: str) -> list[str]:
+    """Columns that are not utf8mb4 with the pinned binary collation (MySQL/MariaDB only)."""
+
+    async def check() -> list[str]:
+        engine = create_async_engine(engine_url(database_url))
+        try:
+            return await schema_charset_problems(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(check())

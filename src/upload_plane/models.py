@@ -62,9 +62,12 @@ class User(SQLModel, table=True):
 
 class Case(SQLModel, table=True):
     __tablename__ = "cases"
+    # A reference is unique among its creator's cases: unique across all cases, a clash would tell
+    # the creator that a case they cannot see exists.
+    __table_args__ = (sa.UniqueConstraint("created_by", "reference", name="uq_cases_creator_reference"),)
     id: str = _id()
     title: str = Field(max_length=200)
-    reference: str | None = Field(default=None, max_length=100, unique=True)
+    reference: str | None = Field(default=None, max_length=100)
     description: str = Field(default="", max_length=4000)
     created_by: str = _fk("users.id")
     created_at: datetime = _ts()
@@ -115,7 +118,9 @@ class Upload(SQLModel, table=True):
     content_type: str = Field(max_length=255)
     status: str = Field(default="uploading", max_length=16)
     expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
-    completing_since: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    # The claim of the request or worker that holds the row in a held state (uploads/state.py).
+    claim_token: str | None = Field(default=None, max_length=32)
+    claimed_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     created_by: str = _fk("users.id")
     created_at: datetime = _ts()
     updated_at: datetime = _ts()

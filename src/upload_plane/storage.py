@@ -1,13 +1,24 @@
-"""The narrow S3 gateway: the only module that talks to boto3.
+"""The narrow storage gateway: what the upload service needs from S3, and the boto3 implementation.
 
-Blocking boto3 calls run in worker threads; presigning is local (``signing.Presigner``) and needs none.
-Provider errors become domain errors here: a vanished multipart upload is ``StoredUploadGone``, an
-unreachable or failing store is ``StorageUnavailable`` (503, nothing changed).
+``Storage`` is the protocol the services depend on; ``S3Storage`` is the only module that talks to
+boto3 (tests add a counting wrapper and an in-memory fake). Blocking boto3 calls run in worker
+threads; presigning is local (``signing.Presigner``) and needs none.
+
+Provider errors become domain errors here, per operation:
+- a multipart upload the store no longer knows (``NoSuchUpload``) is ``StoredUploadGone`` — it was
+  completed, aborted or purged, and the caller decides which with HeadObject;
+- parts the store refuses to assemble (``InvalidPart``, ``InvalidPartOrder``, ``EntityTooSmall``) are
+  ``PartsChanged``: a part was sent again while complete ran, a client race;
+- a missing bucket (``NoSuchBucket``), a 5xx or no answer is ``StorageUnavailable`` (503, nothing
+  changed) — never a verdict about an upload;
+- any other refusal is ``StorageRejected``.
 
 S3/MinIO notes:
 - ListParts pages at 1000 parts; a 10,000-part upload needs ten calls.
 - MinIO answers NoSuchUpload to a second CompleteMultipartUpload, where moto repeats the first answer;
   callers must not rely on either and recover with HeadObject.
+- HeadObject has no body, so a missing key and a missing bucket both arrive as a bare 404; the
+  gateway asks HeadBucket before calling an object missing.
 - MinIO cannot list multipart uploads by prefix, so orphans are found from the database.
 """
 
@@ -17,21 +28,26 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio.to_thread
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import DomainError, StorageRejected, StorageUnavailable, StoredUploadGone
+from .errors import DomainError, PartsChanged, StorageRejected, StorageUnavailable, StoredUploadGone
 from .settings import Settings
 from .signing import Presigner
 
 log = logging.getLogger("upload_plane.storage")
 T = TypeVar("T")
 
-_GONE = {"NoSuchUpload", "NoSuchKey", "404", "NotFound"}
+_UPLOAD_GONE = frozenset({"NoSuchUpload"})
+_OBJECT_GONE = frozenset({"NoSuchKey", "404", "NotFound"})
+_PARTS_CHANGED = frozenset({"InvalidPart", "InvalidPartOrder", "EntityTooSmall"})
+_UNAVAILABLE = frozenset(
+    {"NoSuchBucket", "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +64,67 @@ class StoredObject:
     content_type: str
 
 
-class Storage:
+@dataclass(frozen=True, slots=True)
+class PartToSign:
+    part_number: int
+    size: int
+    checksum_sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignedUrl:
+    url: str
+    headers: dict[str, str]
+
+
+class Storage(Protocol):
+    """What the services need from object storage. Every method raises only domain errors."""
+
+    async def ping(self) -> None: ...
+
+    async def create_multipart(self, key: str, content_type: str) -> str:
+        """Start a multipart upload; its upload id."""
+        ...
+
+    async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
+        """Every part the store holds (all pages). ``StoredUploadGone`` if it no longer knows it."""
+        ...
+
+    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]) -> str:
+        """Assemble ``(part number, etag)`` in order; the object's ETag. ``StoredUploadGone``,
+        ``PartsChanged``."""
+        ...
+
+    async def abort_multipart(self, key: str, upload_id: str) -> bool:
+        """Abort; ``False`` when the store no longer knew the upload (completed, aborted, purged)."""
+        ...
+
+    async def head_object(self, key: str) -> StoredObject | None:
+        """The object's size and ETag, ``None`` if there is no such object."""
+        ...
+
+    async def delete_object(self, key: str) -> None:
+        """Delete the object; deleting one that does not exist succeeds."""
+        ...
+
+    def presign_parts(
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[PartToSign],
+        expires_in: int,
+        now: datetime | None = None,
+    ) -> list[SignedUrl]:
+        """A PUT URL per part signing its exact Content-Length (and checksum), with the headers the
+        client must send; local, no I/O."""
+        ...
+
+    def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str: ...
+
+
+class S3Storage:
+    """``Storage`` over boto3 (blocking calls in worker threads) and the local presigner."""
+
     def __init__(self, settings: Settings) -> None:
         self.bucket = settings.s3_bucket
         config = Config(
@@ -79,12 +155,12 @@ class Storage:
 
     # -- blocking calls, run off the event loop --------------------------------------------------
 
-    async def _run(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+    async def _run(self, fn: Callable[..., T], /, *, gone: frozenset[str] = frozenset(), **kwargs: Any) -> T:
         def call() -> T:
             try:
                 return fn(Bucket=self.bucket, **kwargs)
             except ClientError as exc:
-                raise _translate(exc) from exc
+                raise translate_s3_error(exc, gone) from exc
             except BotoCoreError as exc:
                 raise StorageUnavailable("Object storage did not answer; nothing was changed") from exc
 
@@ -98,12 +174,12 @@ class Storage:
         return str(resp["UploadId"])
 
     async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
-        """Every part S3 holds for the upload, following all ListParts pages."""
         parts: list[StoredPart] = []
         marker = 0
         while True:
             resp = await self._run(
                 self._client.list_parts,
+                gone=_UPLOAD_GONE,
                 Key=key,
                 UploadId=upload_id,
                 PartNumberMarker=marker,
@@ -121,26 +197,30 @@ class Storage:
     async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]) -> str:
         resp = await self._run(
             self._client.complete_multipart_upload,
+            gone=_UPLOAD_GONE,
             Key=key,
             UploadId=upload_id,
             MultipartUpload={"Parts": [{"PartNumber": n, "ETag": f'"{e}"'} for n, e in parts]},
         )
         return normalize_etag(resp.get("ETag", ""))
 
-    async def abort_multipart(self, key: str, upload_id: str) -> None:
+    async def abort_multipart(self, key: str, upload_id: str) -> bool:
         try:
-            await self._run(self._client.abort_multipart_upload, Key=key, UploadId=upload_id)
+            await self._run(
+                self._client.abort_multipart_upload, gone=_UPLOAD_GONE, Key=key, UploadId=upload_id
+            )
         except StoredUploadGone:
-            return
+            return False
+        return True
 
     async def delete_object(self, key: str) -> None:
-        """Delete the object; deleting one that does not exist succeeds (S3 semantics)."""
         await self._run(self._client.delete_object, Key=key)
 
     async def head_object(self, key: str) -> StoredObject | None:
         try:
-            resp = await self._run(self._client.head_object, Key=key)
+            resp = await self._run(self._client.head_object, gone=_OBJECT_GONE, Key=key)
         except StoredUploadGone:
+            await self.ping()  # a bare 404 may mean the bucket is gone: that is an outage
             return None
         return StoredObject(
             size=int(resp["ContentLength"]),
@@ -151,7 +231,7 @@ class Storage:
     async def ensure_bucket(self, cors_origins: Sequence[str]) -> None:
         """Create the bucket if missing and set the CORS rules browsers need to PUT parts."""
         try:
-            await self._run(self._client.head_bucket)
+            await self._run(self._client.head_bucket, gone=frozenset({"404", "NoSuchBucket", "NotFound"}))
         except StoredUploadGone:
             await self._run(self._client.create_bucket)
         rules = {
@@ -176,19 +256,18 @@ class Storage:
         self,
         key: str,
         upload_id: str,
-        parts: Sequence[tuple[int, int, str | None]],
+        parts: Sequence[PartToSign],
         expires_in: int,
         now: datetime | None = None,
-    ) -> list[tuple[str, dict[str, str]]]:
-        """PUT URLs for parts ``(number, exact size, optional base64 SHA-256)``, each signing its
-        Content-Length (and checksum), with the headers the client must send."""
-        urls = self.presigner.presign_parts(key, upload_id, parts, expires_in, now)
+    ) -> list[SignedUrl]:
+        rows = [(p.part_number, p.size, p.checksum_sha256) for p in parts]
+        urls = self.presigner.presign_parts(key, upload_id, rows, expires_in, now)
         signed = []
-        for (_, size, checksum), url in zip(parts, urls, strict=True):
-            headers = {"Content-Length": str(size)}
-            if checksum:
-                headers["x-amz-checksum-sha256"] = checksum
-            signed.append((url, headers))
+        for part, url in zip(parts, urls, strict=True):
+            headers = {"Content-Length": str(part.size)}
+            if part.checksum_sha256:
+                headers["x-amz-checksum-sha256"] = part.checksum_sha256
+            signed.append(SignedUrl(url, headers))
         return signed
 
     def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str:
@@ -205,14 +284,23 @@ def normalize_etag(etag: str) -> str:
     return etag.strip().strip('"')
 
 
-def _translate(exc: ClientError) -> DomainError:
+def translate_s3_error(exc: ClientError, gone: frozenset[str] = frozenset()) -> DomainError:
+    """A store's error answer as a domain error; ``gone`` are the codes that mean "no such thing"
+    for this operation (see the module docstring)."""
     error = exc.response.get("Error", {})
     code = str(error.get("Code", ""))
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    if code in _GONE or (code == "NoSuchBucket" and status == 404):
+    if code in gone:
         return StoredUploadGone(f"Object storage does not have it ({code})")
-    if code == "NotImplemented":  # e.g. MinIO's PutBucketCors: a refusal, not an outage
+    if code in _PARTS_CHANGED:
+        return PartsChanged(
+            f"the store refused to assemble the parts ({code}); a part was sent again while completing. "
+            "Check the parts and complete again"
+        )
+    if code == "NotImplemented":  # e.g. MinIO's PutBucketCors (501): a refusal, not an outage
         return StorageRejected(f"Object storage does not implement this ({code})", store_code=code)
-    if status >= 500 or code in {"SlowDown", "ServiceUnavailable", "InternalError"}:
+    if code in _UNAVAILABLE or status >= 500:
+        if code == "NoSuchBucket":
+            log.error("the bucket does not exist: check UPLOAD_PLANE_S3_BUCKET or run init-storage")
         return StorageUnavailable("Object storage failed; nothing was changed")
     return StorageRejected(f"Object storage refused the request ({code})", store_code=code)

@@ -30,7 +30,7 @@ from tests.api.helpers import (
 from tests.conftest import Backend, embedded_backend
 from tests.unit.test_rules import HOSTILE_NAMES
 from upload_plane.models import Upload, utcnow
-from upload_plane.storage import Storage
+from upload_plane.storage import S3Storage
 
 SIZE_LIMIT = 1 * MIB
 
@@ -159,7 +159,7 @@ def test_complete_whose_response_was_lost_is_recovered(backend: Backend, http: h
         upload = start_upload(api, log["id"], data)
         put_parts(http, api, upload, data, [1])
         row = asyncio.run(upload_row(backend, upload["id"]))
-        storage = Storage(backend.settings)
+        storage = S3Storage(backend.settings)
         parts = asyncio.run(storage.list_parts(row.key, row.s3_upload_id))
         asyncio.run(storage.complete_multipart(row.key, row.s3_upload_id, [(1, parts[0].etag)]))
         resp = complete(api, upload["id"])
@@ -237,7 +237,7 @@ async def _stick_in_completing(backend: Backend, upload_id: str, since_minutes: 
     async with backend_db(backend) as session:
         row = (await session.exec(select(Upload).where(Upload.id == upload_id))).one()
         row.status = "completing"
-        row.completing_since = utcnow() - timedelta(minutes=since_minutes)
+        row.claimed_at = utcnow() - timedelta(minutes=since_minutes)
         session.add(row)
         await session.commit()
 

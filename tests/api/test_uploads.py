@@ -24,7 +24,7 @@ from tests.api.helpers import (
     upload_file,
 )
 from tests.conftest import Backend
-from upload_plane.storage import Storage
+from upload_plane.storage import S3Storage
 
 PART = 5 * MIB
 
@@ -286,7 +286,7 @@ def test_only_admins_delete_files_and_the_object_goes_too(backend: Backend, http
         assert adm.delete(f"/files/{file['id']}").status_code == 204
         assert_problem(owner.get(f"/files/{file['id']}"), 404, "NOT_FOUND")
         assert_problem(adm.delete(f"/files/{file['id']}"), 404, "NOT_FOUND")
-        assert asyncio.run(Storage(backend.settings).head_object(file["key"])) is None  # object gone
+        assert asyncio.run(S3Storage(backend.settings).head_object(file["key"])) is None  # object gone
         assert owner.get(f"/logs/{log['id']}/files").json()["items"] == []
 
         pending = start_upload(owner, log["id"], data)

@@ -29,7 +29,7 @@ ACCOUNT = "'outage_app'@'127.0.0.1'"
 def outage_backend(mariadb: MariaDB, minio: MinIO) -> Iterator[Backend]:
     """An API server whose database account this test may lock, leaving the others alone."""
     mariadb.execute(
-        "CREATE DATABASE outage_tests CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
+        "CREATE DATABASE outage_tests",
         f"CREATE USER {ACCOUNT} IDENTIFIED BY 'outage-pass'",
         f"GRANT ALL PRIVILEGES ON outage_tests.* TO {ACCOUNT}",
     )

@@ -8,8 +8,9 @@ from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody
 
-from ..errors import NotFound, problems
+from ..errors import NotFound
 from ..models import User
+from ..problems import problems
 from .middleware import AuthedRequest
 from .schemas import LoginRequest, TokenResponse, UserCreate, UserOut
 from .service import AuthService

@@ -8,6 +8,7 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
+from ..db import request_session
 from ..errors import Unauthenticated
 from ..models import User
 from .tokens import read_access_token
@@ -28,8 +29,7 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         user_id = read_access_token(token.strip(), state.settings.jwt_secret)
         if user_id is None:
             raise Unauthenticated("The token is invalid or has expired")
-        async with state.db.sessions() as session:
-            user = await session.get(User, user_id)
+        user = await request_session(connection.scope, state.db).get(User, user_id)  # type: ignore[arg-type]
         if user is None or user.disabled:
             raise Unauthenticated("The token's user no longer exists or is disabled")
         return AuthenticationResult(user=user, auth=token)

@@ -7,12 +7,12 @@ from typing import Annotated, Literal
 
 import msgspec
 
-Username = Annotated[str, msgspec.Meta(min_length=1, max_length=150, pattern=r"^[A-Za-z0-9_.@-]+$")]
+Username = Annotated[str, msgspec.Meta(min_length=1, max_length=150)]  # rules: auth/usernames.py
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 
 
 class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
-    username: Annotated[str, msgspec.Meta(min_length=1, max_length=150)]
+    username: Username
     password: Password
 
 

@@ -57,29 +57,3 @@ class LogOut(msgspec.Struct):
 class LogPage(msgspec.Struct):
     items: list[LogOut]
     next_cursor: str | None
-
-
-class FileOut(msgspec.Struct):
-    id: str
-    log_id: str
-    case_id: str
-    filename: str
-    content_type: str
-    size: int
-    key: str
-    sha256: str | None
-    etag: str | None
-    status: str
-    created_by: str
-    created_at: datetime
-    updated_at: datetime
-
-
-class FilePage(msgspec.Struct):
-    items: list[FileOut]
-    next_cursor: str | None
-
-
-class DownloadOut(msgspec.Struct):
-    url: str
-    expires_at: datetime

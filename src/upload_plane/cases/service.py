@@ -1,4 +1,8 @@
-"""Cases, logs and files. Visibility: the creator of a case and admins; others get NotFound."""
+"""Cases and logs. Visibility: the creator of a case and admins; others get NotFound.
+
+A case reference is unique among its creator's cases only: a clash with a case the caller cannot see
+would confirm that it exists.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,9 @@ from typing import Any
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from ..errors import Conflict, NotFound, ValidationFailed
-from ..models import Case, File, Log, User, utcnow
+from ..errors import Conflict, NotFound
+from ..models import Case, Log, User, utcnow
 from ..pagination import Page, PageRequest, paginate
-
-FILE_STATUSES = ("uploading", "available", "failed")
 
 
 def can_see_case(user: User, case: Case) -> bool:
@@ -26,13 +28,16 @@ class CaseService:
 
     async def create_case(self, user: User, title: str, reference: str | None, description: str) -> Case:
         if reference is not None:
-            taken = await self.session.exec(select(Case.id).where(Case.reference == reference))
-            if taken.first():
-                raise Conflict(f"a case with reference {reference!r} already exists")
+            await self._check_reference_free(user, reference)
         case = Case(title=title, reference=reference, description=description, created_by=user.id)
         self.session.add(case)
         await self.session.flush()
         return case
+
+    async def _check_reference_free(self, user: User, reference: str, creator: str | None = None) -> None:
+        stmt = select(Case.id).where(Case.created_by == (creator or user.id), Case.reference == reference)
+        if (await self.session.exec(stmt)).first():
+            raise Conflict(f"a case by the same creator already has reference {reference!r}")
 
     async def list_cases(self, user: User, page: PageRequest) -> Page[Case]:
         query = select(Case)
@@ -49,9 +54,7 @@ class CaseService:
     async def update_case(self, user: User, case_id: str, changes: dict[str, Any]) -> Case:
         case = await self.get_case(user, case_id)
         if "reference" in changes and changes["reference"] not in (None, case.reference):
-            taken = await self.session.exec(select(Case.id).where(Case.reference == changes["reference"]))
-            if taken.first():
-                raise Conflict(f"a case with reference {changes['reference']!r} already exists")
+            await self._check_reference_free(user, changes["reference"], creator=case.created_by)
         for name, value in changes.items():
             setattr(case, name, value)
         case.updated_at = utcnow()
@@ -83,23 +86,3 @@ class CaseService:
         if case is None or not can_see_case(user, case):
             raise NotFound("No such log")
         return log
-
-    # -- files --------------------------------------------------------------------------------
-
-    async def list_files(self, user: User, log_id: str, status: str | None, page: PageRequest) -> Page[File]:
-        log = await self.get_log(user, log_id)
-        query = select(File).where(File.log_id == log.id)
-        if status is not None:
-            if status not in FILE_STATUSES:
-                raise ValidationFailed(f"status must be one of {', '.join(FILE_STATUSES)}")
-            query = query.where(File.status == status)
-        return await paginate(self.session, query, File, page)
-
-    async def get_file(self, user: User, file_id: str) -> File:
-        file = await self.session.get(File, file_id)
-        if file is None:
-            raise NotFound("No such file")
-        case = await self.session.get(Case, file.case_id)
-        if case is None or not can_see_case(user, case):
-            raise NotFound("No such file")
-        return file

@@ -9,11 +9,12 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from ..auth.middleware import AuthedRequest
-from ..cases.controller import PageLimit, file_out
-from ..cases.schemas import FileOut
-from ..errors import problems
+from ..cases.controller import PageLimit
+from ..files.controller import file_out
+from ..files.schemas import FileOut
 from ..models import Upload
 from ..pagination import PageRequest
+from ..problems import problems
 from .schemas import (
     CompleteRequest,
     PartStateOut,

@@ -1,4 +1,4 @@
-"""Pure rules of the upload domain: part plan, object keys, filename hygiene, state transitions."""
+"""Pure rules of the upload domain: part plan, object keys, filename hygiene (states: ``state.py``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass
-from enum import StrEnum
 
 MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB
@@ -14,20 +13,6 @@ MAX_PART_SIZE = 5 * 1024 * MIB
 MAX_PARTS = 10_000
 SAFE_NAME_MAX_BYTES = 200
 DISPOSITION_MAX_BYTES = 255  # keeps the presigned download URL (which carries it twice) short
-
-
-class UploadStatus(StrEnum):
-    UPLOADING = "uploading"
-    COMPLETING = "completing"
-    COMPLETED = "completed"
-    ABORTED = "aborted"
-    EXPIRED = "expired"
-
-
-class FileStatus(StrEnum):
-    UPLOADING = "uploading"
-    AVAILABLE = "available"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,34 +1,39 @@
-"""The multipart upload flow: start, sign parts, report progress, complete, abort, download.
+"""The multipart upload flow: start, sign parts, report progress, complete, abort.
+
+State changes follow ``state.py``: a change that needs the store claims the row first (committed),
+calls the store holding no database connection, then finishes with a compare-and-set that must match
+its claim. So concurrent and repeated completes send one CompleteMultipartUpload and return the same
+file; abort and complete cannot both win; and a worker that lost its claim changes nothing.
 
 Order of effects, so that failures leave nothing half-written:
 - start: CreateMultipartUpload first (an outage changes nothing), then the rows; if the rows cannot be
   written the multipart upload is aborted again.
-- complete: the row is *claimed* (``uploading`` -> ``completing``, committed) so that exactly one
-  request sends CompleteMultipartUpload; concurrent and repeated completes wait for and return the
-  same file. If the store says the upload is gone, HeadObject decides whether an earlier complete
-  succeeded (its response was lost) and the file is recovered.
-- abort: AbortMultipartUpload first, then the rows.
+- complete: claim ``completing``; ListParts and check every planned part; CompleteMultipartUpload;
+  HeadObject; finish ``completed`` (file ``available``). If the store says the upload is gone,
+  HeadObject decides whether an earlier complete succeeded (its answer was lost) and the file is
+  recovered. Any failure that is not a verdict hands the claim back (``uploading``).
+- abort: claim ``aborting``; AbortMultipartUpload; finish ``aborted`` (file ``failed``). If the store
+  no longer knew the upload and holds its object, the upload had been completed: that stands.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import anyio
-from sqlalchemy import or_, update
-from sqlalchemy.exc import DBAPIError
-from sqlmodel import col, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from ..cases.service import CaseService
 from ..errors import (
     ContentTypeNotAllowed,
-    FileNotAvailable,
+    DomainError,
     FileTooLarge,
-    Forbidden,
     NotFound,
     ObjectMismatch,
     PartEtagMismatch,
@@ -45,14 +50,17 @@ from ..ids import new_id
 from ..models import File, Upload, User, utcnow
 from ..pagination import Page, PageRequest, paginate
 from ..settings import Settings
-from ..storage import Storage, StoredPart, normalize_etag
-from .rules import FileStatus, PartPlan, UploadStatus, content_disposition, object_key, plan_parts
+from ..storage import PartToSign, Storage, StoredPart, normalize_etag
+from . import state
+from .rules import PartPlan, object_key, plan_parts
+from .state import Claim, FileStatus, UploadStatus
 
 log = logging.getLogger("upload_plane.uploads")
 
 MAX_PARTS_PER_CALL = 10_000
-COMPLETING_STALE_AFTER = timedelta(minutes=2)
-COMPLETE_WAIT_SECONDS = 60.0
+#: How long a request waits for another request's claim (a concurrent complete) to finish.
+CLAIM_WAIT_SECONDS = 60.0
+_POLL_FIRST, _POLL_MAX = 0.01, 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +84,6 @@ class PartState:
     bytes_uploaded: int
 
 
-@dataclass(frozen=True, slots=True)
-class DownloadLink:
-    url: str
-    expires_at: datetime
-
-
 def plan_of(upload: Upload) -> PartPlan:
     return PartPlan(size=upload.size, part_size=upload.part_size, part_count=upload.part_count)
 
@@ -89,6 +91,10 @@ def plan_of(upload: Upload) -> PartPlan:
 def content_type_allowed(content_type: str, allowed: tuple[str, ...]) -> bool:
     base = content_type.split(";", 1)[0].strip().lower()
     return not allowed or any(fnmatch.fnmatchcase(base, pattern.lower()) for pattern in allowed)
+
+
+def not_uploading(upload: Upload) -> UploadNotUploading:
+    return UploadNotUploading(f"the upload is {upload.status}", upload_status=upload.status)
 
 
 class UploadService:
@@ -129,6 +135,7 @@ class UploadService:
 
         file_id = new_id()
         key = object_key(log_row.case_id, log_row.id, file_id, filename)
+        await self.session.commit()  # hold no connection while the store answers
         s3_upload_id = await self.storage.create_multipart(key, content_type)
         now = utcnow()
         file = File(
@@ -167,7 +174,9 @@ class UploadService:
             await self.session.flush()
             self.session.add(upload)
             await self.session.flush()
-        except DBAPIError:
+            await self.session.commit()
+        except SQLAlchemyError:
+            await self.session.rollback()
             await self._abort_quietly(key, s3_upload_id)
             raise
         return upload
@@ -175,16 +184,21 @@ class UploadService:
     async def _abort_quietly(self, key: str, s3_upload_id: str) -> None:
         try:
             await self.storage.abort_multipart(key, s3_upload_id)
-        except Exception:  # the store's own stale-upload expiry cleans up what this misses
+        except DomainError:  # the store's own stale-upload expiry cleans up what this misses
             log.warning("could not abort multipart upload for %s after a failed start", key)
 
     # -- read ---------------------------------------------------------------------------------
 
     async def get(self, user: User, upload_id: str) -> Upload:
-        upload = await self.session.get(Upload, upload_id)
+        upload = await self._load(upload_id)
         if upload is None or (user.role != "admin" and upload.created_by != user.id):
             raise NotFound("No such upload")
         return upload
+
+    async def _load(self, upload_id: str) -> Upload | None:
+        """The row as committed now (never a copy the session read earlier)."""
+        stmt = select(Upload).where(Upload.id == upload_id).execution_options(populate_existing=True)
+        return (await self.session.exec(stmt)).first()
 
     async def list_mine(
         self, user: User, status: str | None, log_id: str | None, page: PageRequest
@@ -199,11 +213,12 @@ class UploadService:
         return await paginate(self.session, query, Upload, page)
 
     async def part_state(self, upload: Upload) -> PartState:
-        """Live part state from ListParts; a finished upload reports its final state."""
+        """Live part state from ListParts while the upload is open; a finished one reports its end."""
         if upload.status == UploadStatus.COMPLETED:
             return PartState(uploaded=[], missing=[], bytes_uploaded=upload.size)
-        if upload.status in (UploadStatus.ABORTED, UploadStatus.EXPIRED):
+        if upload.status not in (UploadStatus.UPLOADING, UploadStatus.COMPLETING):
             return PartState(uploaded=[], missing=[], bytes_uploaded=0)
+        await self.session.commit()  # hold no connection while the store answers
         try:
             stored = await self.storage.list_parts(upload.key, upload.s3_upload_id)
         except StoredUploadGone as exc:
@@ -236,7 +251,10 @@ class UploadService:
     ) -> SignedParts:
         upload = await self.get(user, upload_id)
         now = utcnow()
-        self._require_uploading(upload, now)
+        if upload.status != UploadStatus.UPLOADING:
+            raise not_uploading(upload)
+        if upload.expires_at <= now:
+            raise UploadExpired("the upload expired; start a new one")
         plan = plan_of(upload)
         if not part_numbers:
             raise ValidationFailed("part_numbers must not be empty")
@@ -259,19 +277,82 @@ class UploadService:
             )
         ttl = min(self.settings.part_url_ttl, int((upload.expires_at - now).total_seconds()))
         ttl = max(ttl, 1)
-        plan_rows = [(n, plan.part_bytes(n), checksums.get(str(n))) for n in wanted]
-        signed = self.storage.presign_parts(upload.key, upload.s3_upload_id, plan_rows, ttl, now)
+        to_sign = [PartToSign(n, plan.part_bytes(n), checksums.get(str(n))) for n in wanted]
+        signed = self.storage.presign_parts(upload.key, upload.s3_upload_id, to_sign, ttl, now)
         parts = [
-            SignedPart(part_number=n, url=url, headers=headers, size=size)
-            for (n, size, _), (url, headers) in zip(plan_rows, signed, strict=True)
+            SignedPart(part_number=p.part_number, url=s.url, headers=s.headers, size=p.size)
+            for p, s in zip(to_sign, signed, strict=True)
         ]
         return SignedParts(parts=parts, expires_at=now + timedelta(seconds=ttl))
 
-    def _require_uploading(self, upload: Upload, now: datetime) -> None:
-        if upload.status != UploadStatus.UPLOADING:
-            raise UploadNotUploading(f"the upload is {upload.status}", upload_status=upload.status)
-        if upload.expires_at <= now:
-            raise UploadExpired("the upload expired; start a new one")
+    # -- claims -------------------------------------------------------------------------------
+
+    async def claim_when_free(
+        self, upload: Upload, expect: Collection[UploadStatus], to: UploadStatus, settled: Collection[str]
+    ) -> tuple[Upload, Claim | None]:
+        """Claim ``upload`` from one of ``expect`` into ``to``, waiting while another worker holds
+        it. Returns the row and the claim; or the row and ``None`` once it is in one of ``settled``
+        (the caller answers from it). Raises ``UploadBusy`` when the other worker takes too long.
+        The claim is committed before this returns."""
+        deadline = anyio.current_time() + CLAIM_WAIT_SECONDS
+        delay = _POLL_FIRST
+        while True:
+            if upload.status in settled:
+                return upload, None
+            now = utcnow()
+            free = upload.status in expect
+            stale = upload.status == to and state.is_stale(upload.claimed_at, now)
+            if free or stale:
+                held = await state.claim(self.session, upload.id, expect, to, now)
+                await self.session.commit()
+                if held is not None:
+                    return upload, held
+            elif upload.status not in state.HELD:
+                raise not_uploading(upload)
+            if anyio.current_time() > deadline:
+                raise UploadBusy(f"another request holds this upload ({upload.status}); retry", retry_after=2)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, _POLL_MAX)
+            reloaded = await self._load(upload.id)
+            await self.session.commit()  # release the connection while waiting
+            if reloaded is None:
+                raise NotFound("No such upload")
+            upload = reloaded
+
+    async def _hand_back(self, held: Claim) -> None:
+        """Return a claim to ``uploading`` after a failure that is not a verdict. If even that fails,
+        the claim goes stale and the next claim takes it over after ``CLAIM_STALE_AFTER``."""
+        try:
+            await self.session.rollback()
+            await state.finish(self.session, held, UploadStatus.UPLOADING, utcnow())
+            await self.session.commit()
+        except (SQLAlchemyError, DomainError):
+            log.warning("could not hand back the %s claim on upload %s", held.status, held.upload_id)
+
+    async def _finish(
+        self, held: Claim, upload: Upload, to: UploadStatus, *, etag: str | None = None
+    ) -> bool:
+        """Finish ``held`` with ``to`` and the file along; committed. ``False`` if the claim was lost."""
+        values = {"etag": etag} if etag is not None else None
+        done = await state.finish(
+            self.session, held, to, utcnow(), file_id=upload.file_id, file_values=values
+        )
+        if done:
+            await self.session.commit()
+        else:
+            await self.session.rollback()
+        return done
+
+    async def _after_lost_claim(self, upload_id: str) -> File:
+        """Another worker took over our claim and may have finished: answer with its result."""
+        upload = await self._load(upload_id)
+        if upload is None:
+            raise NotFound("No such upload")
+        if upload.status == UploadStatus.COMPLETED:
+            return await self._file_of(upload)
+        if upload.status in state.HELD:
+            raise UploadBusy(f"another request holds this upload ({upload.status}); retry", retry_after=2)
+        raise not_uploading(upload)
 
     # -- complete -----------------------------------------------------------------------------
 
@@ -279,100 +360,49 @@ class UploadService:
         self, user: User, upload_id: str, client_parts: list[tuple[int, str]] | None = None
     ) -> File:
         upload = await self.get(user, upload_id)
-        deadline = anyio.current_time() + COMPLETE_WAIT_SECONDS
-        while True:
-            now = utcnow()
+        if upload.status == UploadStatus.UPLOADING and upload.expires_at <= utcnow():
+            raise UploadExpired("the upload expired; start a new one")
+        upload, held = await self.claim_when_free(
+            upload,
+            expect=(UploadStatus.UPLOADING,),
+            to=UploadStatus.COMPLETING,
+            settled=(UploadStatus.COMPLETED, UploadStatus.ABORTED, UploadStatus.EXPIRED),
+        )
+        if held is None:
             if upload.status == UploadStatus.COMPLETED:
                 return await self._file_of(upload)
-            if upload.status in (UploadStatus.ABORTED, UploadStatus.EXPIRED):
-                raise UploadNotUploading(f"the upload is {upload.status}", upload_status=upload.status)
-            if upload.status == UploadStatus.UPLOADING:
-                if upload.expires_at <= now:
-                    raise UploadExpired("the upload expired; start a new one")
-                if await self._claim(upload.id, UploadStatus.UPLOADING, now):
-                    break
-            elif (
-                upload.completing_since is None or upload.completing_since < now - COMPLETING_STALE_AFTER
-            ) and await self._claim(upload.id, UploadStatus.COMPLETING, now):
-                break  # the earlier completer died; take over and reconcile
-            if anyio.current_time() > deadline:
-                raise UploadBusy("another request is still completing this upload; retry")
-            await anyio.sleep(0.05)
-            upload = await self._reload(upload.id)
-        upload = await self._reload(upload.id)
+            raise not_uploading(upload)
         try:
-            return await self._finish_claimed(upload, client_parts)
+            return await self._complete_claimed(held, upload, client_parts)
         except (UploadExpired, ObjectMismatch):
-            raise  # terminal, already recorded
+            raise  # verdicts, already recorded
         except Exception:
             # Verification failed, or the store or database failed mid-way. Handing the upload back
             # is safe even if the store did complete: the next complete finds the object (HeadObject).
-            await self._release_quietly(upload.id)
+            await self._hand_back(held)
             raise
 
-    async def _claim(self, upload_id: str, current: UploadStatus, now: datetime) -> bool:
-        """Move the row to ``completing`` if it is still ``current``; committed, so others see it."""
-        stmt = update(Upload).where(col(Upload.id) == upload_id, col(Upload.status) == current)
-        if current == UploadStatus.COMPLETING:
-            cutoff = now - COMPLETING_STALE_AFTER
-            stmt = stmt.where(
-                or_(col(Upload.completing_since).is_(None), col(Upload.completing_since) < cutoff)
-            )
-        result = await self.session.exec(
-            stmt.values(status=UploadStatus.COMPLETING, completing_since=now, updated_at=now)
-        )
-        await self.session.commit()
-        return bool(result.rowcount == 1)
-
-    async def _release_quietly(self, upload_id: str) -> None:
-        """Hand a claimed upload back to ``uploading``; if even that fails, the stale-claim takeover
-        in ``complete`` recovers it after ``COMPLETING_STALE_AFTER``."""
+    async def _complete_claimed(
+        self, held: Claim, upload: Upload, client_parts: list[tuple[int, str]] | None
+    ) -> File:
         try:
-            await self.session.rollback()
-            stmt = (
-                update(Upload)
-                .where(col(Upload.id) == upload_id, col(Upload.status) == UploadStatus.COMPLETING)
-                .values(status=UploadStatus.UPLOADING, completing_since=None, updated_at=utcnow())
-            )
-            await self.session.exec(stmt)
-            await self.session.commit()
-        except Exception:
-            log.warning("could not release the completing claim on upload %s", upload_id)
-
-    async def _reload(self, upload_id: str) -> Upload:
-        await self.session.commit()  # end the snapshot so the next read sees other transactions
-        stmt = select(Upload).where(Upload.id == upload_id).execution_options(populate_existing=True)
-        upload = (await self.session.exec(stmt)).first()
-        if upload is None:
-            raise NotFound("No such upload")
-        return upload
-
-    async def _finish_claimed(self, upload: Upload, client_parts: list[tuple[int, str]] | None) -> File:
-        try:
-            etag = await self._complete_in_store(upload, client_parts)
+            etag: str | None = await self._complete_in_store(upload, client_parts)
         except StoredUploadGone:
-            etag = None  # gone from the store: completed earlier (response lost) or purged
+            etag = None  # gone from the store: completed earlier (answer lost) or purged
         stored = await self.storage.head_object(upload.key)
         if stored is None:
             if etag is None:  # neither the multipart upload nor the object exists
-                await self._mark_dead(upload, UploadStatus.EXPIRED)
+                if not await self._finish(held, upload, UploadStatus.EXPIRED):
+                    return await self._after_lost_claim(upload.id)
                 raise UploadExpired("the store no longer holds this upload; start a new one")
             raise StorageUnavailable("the completed object is not visible yet; retry")
         if stored.size != upload.size:
-            await self._mark_dead(upload, UploadStatus.ABORTED)
+            if not await self._finish(held, upload, UploadStatus.ABORTED):
+                return await self._after_lost_claim(upload.id)
             raise ObjectMismatch(f"the stored object has {stored.size} bytes, {upload.size} were planned")
-        file = await self._file_of(upload)
-        now = utcnow()
-        file.status = FileStatus.AVAILABLE
-        file.etag = stored.etag or etag
-        file.updated_at = now
-        upload.status = UploadStatus.COMPLETED
-        upload.completing_since = None
-        upload.updated_at = now
-        self.session.add(file)
-        self.session.add(upload)
-        await self.session.flush()
-        return file
+        if not await self._finish(held, upload, UploadStatus.COMPLETED, etag=stored.etag or etag or ""):
+            return await self._after_lost_claim(upload.id)
+        return await self._file_of(upload)
 
     async def _complete_in_store(self, upload: Upload, client_parts: list[tuple[int, str]] | None) -> str:
         """Verify every planned part from ListParts, then CompleteMultipartUpload."""
@@ -405,20 +435,9 @@ class UploadService:
         ordered = [(n, stored[n].etag) for n in range(1, plan.part_count + 1)]
         return await self.storage.complete_multipart(upload.key, upload.s3_upload_id, ordered)
 
-    async def _mark_dead(self, upload: Upload, status: UploadStatus) -> None:
-        file = await self._file_of(upload)
-        now = utcnow()
-        upload.status = status
-        upload.completing_since = None
-        upload.updated_at = now
-        file.status = FileStatus.FAILED
-        file.updated_at = now
-        self.session.add(upload)
-        self.session.add(file)
-        await self.session.commit()
-
     async def _file_of(self, upload: Upload) -> File:
-        file = await self.session.get(File, upload.file_id)
+        stmt = select(File).where(File.id == upload.file_id).execution_options(populate_existing=True)
+        file = (await self.session.exec(stmt)).first()
         if file is None:
             raise NotFound("No such file")
         return file
@@ -426,46 +445,39 @@ class UploadService:
     # -- abort --------------------------------------------------------------------------------
 
     async def abort(self, user: User, upload_id: str) -> None:
+        """Abort an open upload: afterwards it is ``aborted`` (idempotent). A completed or expired
+        upload, or one the store had already completed, answers ``UploadNotUploading``."""
         upload = await self.get(user, upload_id)
-        if upload.status == UploadStatus.ABORTED:
-            return
-        if upload.status != UploadStatus.UPLOADING:
-            raise UploadNotUploading(f"the upload is {upload.status}", upload_status=upload.status)
-        await self.storage.abort_multipart(upload.key, upload.s3_upload_id)
-        file = await self._file_of(upload)
-        now = utcnow()
-        upload.status = UploadStatus.ABORTED
-        upload.updated_at = now
-        file.status = FileStatus.FAILED
-        file.updated_at = now
-        self.session.add(upload)
-        self.session.add(file)
-        await self.session.flush()
+        upload, held = await self.claim_when_free(
+            upload,
+            expect=(UploadStatus.UPLOADING,),
+            to=UploadStatus.ABORTING,
+            settled=(UploadStatus.COMPLETED, UploadStatus.ABORTED, UploadStatus.EXPIRED),
+        )
+        if held is None:
+            if upload.status == UploadStatus.ABORTED:
+                return
+            raise not_uploading(upload)
+        ended = await self.end_in_store(held, upload, UploadStatus.ABORTED)
+        if ended != UploadStatus.ABORTED:
+            raise UploadNotUploading(f"the upload is {ended}", upload_status=ended)
 
-    # -- delete -------------------------------------------------------------------------------
-
-    async def delete_file(self, user: User, file_id: str) -> None:
-        """Admins only. The store goes first (an outage changes nothing), then the rows: an open
-        upload is aborted, a finished object deleted; a repeated delete after a failure finishes it."""
-        file = await self.cases.get_file(user, file_id)
-        if user.role != "admin":
-            raise Forbidden("only administrators may delete evidence")
-        upload = (await self.session.exec(select(Upload).where(Upload.file_id == file.id))).first()
-        if upload is not None and upload.status in (UploadStatus.UPLOADING, UploadStatus.COMPLETING):
-            await self.storage.abort_multipart(upload.key, upload.s3_upload_id)
-        await self.storage.delete_object(file.key)
-        if upload is not None:
-            await self.session.delete(upload)
-            await self.session.flush()
-        await self.session.delete(file)
-        await self.session.flush()
-
-    # -- download -----------------------------------------------------------------------------
-
-    async def download_link(self, user: User, file_id: str) -> DownloadLink:
-        file = await self.cases.get_file(user, file_id)
-        if file.status != FileStatus.AVAILABLE:
-            raise FileNotAvailable(f"the file is {file.status}", file_status=file.status)
-        ttl = self.settings.download_url_ttl
-        url = self.storage.presign_get(file.key, content_disposition(file.filename), ttl)
-        return DownloadLink(url=url, expires_at=utcnow() + timedelta(seconds=ttl))
+    async def end_in_store(self, held: Claim, upload: Upload, to: UploadStatus) -> UploadStatus:
+        """Abort the multipart upload under an ``aborting``/``expiring`` claim and finish with ``to``;
+        the status the upload ended in. If the store no longer knew the upload but holds its object,
+        it had been completed (a complete whose answer was lost): ``completed`` stands."""
+        try:
+            existed = await self.storage.abort_multipart(upload.key, upload.s3_upload_id)
+            stored = None if existed else await self.storage.head_object(upload.key)
+        except Exception:
+            await self._hand_back(held)
+            raise
+        if stored is not None and stored.size == upload.size:
+            log.warning("upload %s was completed in the store before it could be %s", upload.id, to)
+            to = UploadStatus.COMPLETED
+        if not await self._finish(held, upload, to, etag=stored.etag if stored is not None else None):
+            current = await self._load(upload.id)
+            if current is None:
+                raise NotFound("No such upload")
+            return UploadStatus(current.status)
+        return to

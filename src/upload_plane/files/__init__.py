@@ -1,0 +1,1 @@
+"""Files: read, list, download and delete the evidence an upload produced."""

@@ -1,0 +1,77 @@
+"""HTTP routes of files: read, list a log's files, download, delete."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import Controller, Response, delete, get
+from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath, FromQuery
+from litestar.status_codes import HTTP_307_TEMPORARY_REDIRECT
+
+from ..auth.middleware import AuthedRequest
+from ..cases.controller import PageLimit
+from ..models import File
+from ..pagination import PageRequest
+from ..problems import problems
+from .schemas import DownloadOut, FileOut, FilePage
+from .service import FileService
+
+
+def file_out(f: File) -> FileOut:
+    return msgspec.convert(f, FileOut, from_attributes=True)
+
+
+class FileController(Controller):
+    path = "/"
+    tags = ["files"]
+
+    @get("/logs/{log_id:str}/files", summary="List a log's files", responses=problems())
+    async def list_in_log(
+        self,
+        log_id: FromPath[str],
+        request: AuthedRequest,
+        files: NamedDependency[FileService],
+        status: FromQuery[str | None] = None,
+        limit: PageLimit = None,
+        cursor: FromQuery[str | None] = None,
+    ) -> FilePage:
+        page = await files.list_in_log(request.user, log_id, status, PageRequest.parse(limit, cursor))
+        return FilePage(items=[file_out(f) for f in page.items], next_cursor=page.next_cursor)
+
+    @get("/files/{file_id:str}", summary="One file", responses=problems())
+    async def read(
+        self, file_id: FromPath[str], request: AuthedRequest, files: NamedDependency[FileService]
+    ) -> FileOut:
+        return file_out(await files.get(request.user, file_id))
+
+    @delete(
+        "/files/{file_id:str}",
+        summary="Delete a file and its object (admin)",
+        responses=problems(403, 409, 502),
+    )
+    async def delete(
+        self, file_id: FromPath[str], request: AuthedRequest, files: NamedDependency[FileService]
+    ) -> None:
+        await files.delete(request.user, file_id)
+
+    @get(
+        "/files/{file_id:str}/download",
+        summary="Download: 307 to a presigned GET, or {url, expires_at} with ?redirect=false",
+        responses={
+            **problems(409),
+            307: ResponseSpec(data_container=None, description="Redirect to a presigned GET (Location)"),
+        },
+    )
+    async def download(
+        self,
+        file_id: FromPath[str],
+        request: AuthedRequest,
+        files: NamedDependency[FileService],
+        redirect: FromQuery[bool] = True,
+    ) -> Response[DownloadOut]:
+        link = await files.download_link(request.user, file_id)
+        body = DownloadOut(url=link.url, expires_at=link.expires_at)
+        if not redirect:
+            return Response(body)
+        return Response(body, status_code=HTTP_307_TEMPORARY_REDIRECT, headers={"Location": link.url})

@@ -1,0 +1,33 @@
+"""Wire types of files."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+
+class FileOut(msgspec.Struct):
+    id: str
+    log_id: str
+    case_id: str
+    filename: str
+    content_type: str
+    size: int
+    key: str
+    sha256: str | None
+    etag: str | None
+    status: str
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class FilePage(msgspec.Struct):
+    items: list[FileOut]
+    next_cursor: str | None
+
+
+class DownloadOut(msgspec.Struct):
+    url: str
+    expires_at: datetime
