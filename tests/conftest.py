@@ -17,6 +17,7 @@ import pytest
 from upload_plane.app import create_app
 from upload_plane.embedded import EmbeddedS3, prepare, serve_in_thread
 from upload_plane.settings import Settings
+from upload_plane.storage import Storage
 
 pytest_plugins = ["tests.services"]
 
@@ -32,10 +33,11 @@ class Backend:
 
 
 @contextmanager
-def serve(settings: Settings) -> Iterator[str]:
-    """Migrate, prepare the bucket and an admin, then run the app under uvicorn in a thread."""
+def serve(settings: Settings, storage: Storage | None = None) -> Iterator[str]:
+    """Migrate, prepare the bucket and an admin, then run the app under uvicorn in a thread
+    (with ``storage`` in place of the S3 gateway when given)."""
     prepare(settings, ADMIN_PASSWORD)
-    with serve_in_thread(create_app(settings)) as url:
+    with serve_in_thread(create_app(settings, storage=storage)) as url:
         yield url
 
 
@@ -100,5 +102,20 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 @pytest.fixture
 def http() -> Iterator[httpx.Client]:
     """A plain client for talking to the store directly (presigned URLs), as a browser would."""
-    with httpx.Client(timeout=60) as client:
+    from tests.api.helpers import record_server_errors
+
+    with httpx.Client(timeout=60, event_hooks={"response": [record_server_errors]}) as client:
         yield client
+
+
+@pytest.fixture(autouse=True)
+def no_server_errors(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail any test whose clients saw a 5xx, unless it is marked ``expects_5xx`` (outage tests)."""
+    from tests.api.helpers import SERVER_ERRORS
+
+    SERVER_ERRORS.clear()
+    yield
+    seen = list(SERVER_ERRORS)
+    SERVER_ERRORS.clear()
+    if not request.node.get_closest_marker("expects_5xx"):
+        assert not seen, f"server errors during the test: {seen[:10]}"

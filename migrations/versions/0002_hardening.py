@@ -60,9 +60,27 @@ def _convert_to_utf8mb4(bind: sa.Connection) -> None:
             )
 
 
+def _username_renames(bind: sa.Connection, users: sa.TableClause) -> dict[str, str]:
+    """User id -> normalised name, for the names that change; refuses clashes before any change
+    (MySQL's DDL is not transactional: a failure after it would leave a half-migrated schema)."""
+    rows = bind.execute(sa.select(users.c.id, users.c.username)).all()
+    owners: dict[str, list[str]] = {}
+    for user_id, username in rows:
+        owners.setdefault(_normalise(username), []).append(user_id)
+    clashes = {name: ids for name, ids in owners.items() if len(ids) > 1}
+    if clashes:
+        raise RuntimeError(
+            "these users have the same normalised username; rename all but one before migrating: "
+            + "; ".join(f"{name!r}: {', '.join(ids)}" for name, ids in sorted(clashes.items()))
+        )
+    return {user_id: _normalise(name) for user_id, name in rows if _normalise(name) != name}
+
+
 def upgrade() -> None:
     bind = op.get_bind()
     mysql = bind.dialect.name == "mysql"
+    users = sa.table("users", sa.column("id", sa.String), sa.column("username", sa.String))
+    renames = _username_renames(bind, users)
 
     if mysql:
         _convert_to_utf8mb4(bind)
@@ -86,19 +104,8 @@ def upgrade() -> None:
             batch.drop_constraint("uq_cases_reference", type_="unique")
             batch.create_unique_constraint("uq_cases_creator_reference", ["created_by", "reference"])
 
-    users = sa.table("users", sa.column("id", sa.String), sa.column("username", sa.String))
-    rows = bind.execute(sa.select(users.c.id, users.c.username)).all()
-    seen: dict[str, str] = {}
-    for user_id, username in rows:
-        normal = _normalise(username)
-        if normal in seen:
-            raise RuntimeError(
-                f"users {seen[normal]} and {user_id} have the same normalised username {normal!r}; "
-                "rename one of them before migrating"
-            )
-        seen[normal] = user_id
-        if normal != username:
-            bind.execute(sa.update(users).where(users.c.id == user_id).values(username=normal))
+    for user_id, normal in renames.items():
+        bind.execute(sa.update(users).where(users.c.id == user_id).values(username=normal))
 
 
 def downgrade() -> None:

@@ -168,7 +168,7 @@ def create_database(settings: Settings) -> Database:
             max_overflow=settings.db_pool_size,
             pool_pre_ping=True,
             pool_recycle=1800,
-            pool_timeout=10,
+            pool_timeout=settings.db_pool_timeout,
             # Each state change is a compare-and-set on the latest committed row, and waiting
             # requests must see other requests' commits without ending their own snapshot.
             isolation_level="READ COMMITTED",

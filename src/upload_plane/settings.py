@@ -39,6 +39,7 @@ class Settings:
     max_request_body: int = 1 * MIB
     production: bool = False
     db_pool_size: int = 10
+    db_pool_timeout: int = 10
 
     @property
     def presign_endpoint_url(self) -> str:

@@ -19,6 +19,8 @@ S3/MinIO notes:
   callers must not rely on either and recover with HeadObject.
 - HeadObject has no body, so a missing key and a missing bucket both arrive as a bare 404; the
   gateway asks HeadBucket before calling an object missing.
+- MinIO answers AbortMultipartUpload with 204 for any upload id, one it completed or never knew
+  included; whether an abort came after a complete is only known from HeadObject.
 - MinIO cannot list multipart uploads by prefix, so orphans are found from the database.
 """
 
@@ -95,8 +97,9 @@ class Storage(Protocol):
         ``PartsChanged``."""
         ...
 
-    async def abort_multipart(self, key: str, upload_id: str) -> bool:
-        """Abort; ``False`` when the store no longer knew the upload (completed, aborted, purged)."""
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Abort; an upload the store no longer knows (completed, aborted, purged) is not an error.
+        Stores differ in saying so (MinIO never does): ask ``head_object`` whether it was completed."""
         ...
 
     async def head_object(self, key: str) -> StoredObject | None:
@@ -204,14 +207,13 @@ class S3Storage:
         )
         return normalize_etag(resp.get("ETag", ""))
 
-    async def abort_multipart(self, key: str, upload_id: str) -> bool:
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
         try:
             await self._run(
                 self._client.abort_multipart_upload, gone=_UPLOAD_GONE, Key=key, UploadId=upload_id
             )
         except StoredUploadGone:
-            return False
-        return True
+            return
 
     async def delete_object(self, key: str) -> None:
         await self._run(self._client.delete_object, Key=key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from collections.abc import AsyncIterator
@@ -15,15 +16,34 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tests.conftest import ADMIN_PASSWORD, Backend
 from upload_plane.db import create_database
+from upload_plane.errors import StoredUploadGone
 from upload_plane.models import File, Upload
+from upload_plane.storage import S3Storage
 
 MIB = 1024 * 1024
 PROBLEM = "application/problem+json"
 
 
+#: Every 5xx answer a test client saw during the current test (``tests/conftest.py`` fails any test
+#: that saw one, unless it is marked ``expects_5xx``): no hostile input may cause a server error.
+SERVER_ERRORS: list[str] = []
+
+
+def record_server_errors(response: httpx.Response) -> None:
+    if response.status_code >= 500:
+        SERVER_ERRORS.append(
+            f"{response.request.method} {response.request.url.path} -> {response.status_code}"
+        )
+
+
 def client(backend: Backend, token: str | None = None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=f"{backend.base_url}/api/v1", headers=headers, timeout=60)
+    return httpx.Client(
+        base_url=f"{backend.base_url}/api/v1",
+        headers=headers,
+        timeout=60,
+        event_hooks={"response": [record_server_errors]},
+    )
 
 
 def login(backend: Backend, username: str, password: str) -> httpx.Client:
@@ -151,3 +171,58 @@ async def db_snapshot(backend: Backend) -> list[tuple[str, str, str]]:
             select(Upload.id, Upload.status, File.status).join(File, File.id == Upload.file_id)
         )
         return sorted((str(a), str(b), str(c)) for a, b, c in rows.all())
+
+
+async def assert_store_agrees(backend: Backend, upload: dict[str, Any]) -> str | None:
+    """The rows of ``upload`` and the store agree; returns the upload's status (``None``: deleted).
+
+    A file is ``available`` iff its upload is ``completed`` iff its object exists with the planned
+    size; an open upload has its multipart upload and no object; an ended one has neither; deleted
+    rows leave nothing in the store; no claim is left behind.
+    """
+    storage = S3Storage(backend.settings)
+    stored = await storage.head_object(upload["key"])
+    try:
+        await storage.list_parts(upload["key"], (await _s3_upload_id(backend, upload)) or "gone")
+        open_in_store = True
+    except StoredUploadGone:
+        open_in_store = False
+    async with backend_db(backend) as session:
+        row = (await session.exec(select(Upload).where(Upload.id == upload["id"]))).first()
+        file = (await session.exec(select(File).where(File.id == upload["file_id"]))).first()
+    if row is None:
+        assert file is None, "a file row outlived its upload"
+        assert stored is None and not open_in_store, "deleted rows left data in the store"
+        return None
+    assert file is not None
+    assert row.claim_token is None and row.claimed_at is None, f"claim left behind: {row.status}"
+    if row.status == "completed":
+        assert file.status == "available"
+        assert stored is not None and stored.size == row.size, stored
+        assert not open_in_store
+    elif row.status in ("aborted", "expired"):
+        assert file.status == "failed"
+        assert stored is None and not open_in_store
+    else:
+        assert row.status == "uploading", row.status
+        assert file.status == "uploading"
+        assert stored is None and open_in_store
+    return str(row.status)
+
+
+_S3_IDS: dict[str, str] = {}
+
+
+async def _s3_upload_id(backend: Backend, upload: dict[str, Any]) -> str | None:
+    """The store's upload id, remembered so it can be checked after the rows are deleted."""
+    if upload["id"] not in _S3_IDS:
+        async with backend_db(backend) as session:
+            row = (await session.exec(select(Upload).where(Upload.id == upload["id"]))).first()
+        if row is None:
+            return None
+        _S3_IDS[upload["id"]] = row.s3_upload_id
+    return _S3_IDS[upload["id"]]
+
+
+def remember_s3_upload_id(backend: Backend, upload: dict[str, Any]) -> None:
+    asyncio.run(_s3_upload_id(backend, upload))

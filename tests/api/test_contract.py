@@ -175,6 +175,7 @@ def fragile_backend(tmp_path: Path) -> Any:
         yield b
 
 
+@pytest.mark.expects_5xx
 def test_storage_outage_is_503_and_changes_nothing(fragile_backend: Backend, http: httpx.Client) -> None:
     backend = fragile_backend
     data = os.urandom(100)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 
 import httpx
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from tests.api.helpers import (
     MIB,
     assert_problem,
+    client,
     complete,
     download,
     new_log,
@@ -33,13 +35,59 @@ def test_checksum_keys_must_be_plain_part_numbers(backend: Backend, key: str) ->
 
 def test_deeply_nested_json_is_400_even_without_a_token(backend: Backend) -> None:
     body = "[" * 5000 + "]" * 5000
-    resp = httpx.post(
-        f"{backend.base_url}/api/v1/auth/login", content=body, headers={"Content-Type": "application/json"}
-    )
+    with client(backend) as anon:
+        resp = anon.post("/auth/login", content=body, headers={"Content-Type": "application/json"})
     assert_problem(resp, 400, "VALIDATION_ERROR")
 
 
-@pytest.mark.parametrize("content_type", ["a/b\n;c=d", "a/b\r\n", "text/plain;\x0bq=1", "中文/中文", "a/b c"])
+UNDECODABLE = [
+    b'{"username":"\xff","password":"x"}',
+    b'{"title":"\xc3\x28"}',
+    b'{"filename":"\xed\xa0\x80","size":1}',  # an encoded surrogate
+    b'{"name":"\xf8\x88\x80\x80\x80"}',
+    b"\xfe\xff\x00{\x00}",  # UTF-16 with a byte-order mark
+]
+
+
+@pytest.mark.parametrize("body", UNDECODABLE, ids=range(len(UNDECODABLE)))
+def test_bodies_that_are_not_utf8_are_400_on_every_json_route(backend: Backend, body: bytes) -> None:
+    with new_user(backend) as api:
+        token = api.headers["Authorization"]
+    doc = httpx.get(f"{backend.base_url}/schema/openapi.json").json()
+    checked = 0
+    with client(backend) as anon:
+        for path, ops in doc["paths"].items():
+            for method, op in ops.items():
+                if "requestBody" not in op:
+                    continue
+                url = re.sub(r"\{[^}]+\}", "01a20000-0000-7000-8000-000000000000", path).removeprefix(
+                    "/api/v1"
+                )
+                resp = anon.request(
+                    method.upper(),
+                    url,
+                    content=body,
+                    headers={"Authorization": token, "Content-Type": "application/json"},
+                )
+                assert resp.status_code == 400, (method, path, resp.status_code, resp.text)
+                assert_problem(resp, 400, "VALIDATION_ERROR")
+                checked += 1
+    assert checked >= 8
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "a/b\n;c=d",
+        "a/b\r\n",
+        "text/plain;\x0bq=1",
+        "中文/中文",
+        "a/b c",
+        'text/plain; name="证据"',
+        'video/mp4; title="Müller"',
+        'a/b; x="\x7f"',
+    ],
+)
 def test_content_types_outside_the_media_type_grammar_are_400(backend: Backend, content_type: str) -> None:
     with new_user(backend) as api:
         body = {"filename": "f", "size": 1, "content_type": content_type}

@@ -47,6 +47,7 @@ def outage_backend(mariadb: MariaDB, minio: MinIO) -> Iterator[Backend]:
         mariadb.execute(f"DROP USER IF EXISTS {ACCOUNT}", "DROP DATABASE IF EXISTS outage_tests")
 
 
+@pytest.mark.expects_5xx
 def test_database_outage_is_503_and_changes_nothing(
     outage_backend: Backend, mariadb: MariaDB, http: httpx.Client
 ) -> None:

@@ -46,6 +46,7 @@ async def _rows_named(backend: Backend, filename: str) -> tuple[int, int]:
         return len(files), len(uploads)
 
 
+@pytest.mark.expects_5xx
 def test_a_transaction_that_fails_halfway_leaves_no_row(real: Backend, mariadb: MariaDB) -> None:
     """The file row is written, then the upload row fails (a trigger refuses it): nothing remains."""
     database = real.settings.database_url.rsplit("/", 1)[-1].split("?", 1)[0]

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -13,8 +17,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
 import upload_plane.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from tests.conftest import Backend
 from tests.services import MariaDB
-from upload_plane.migrate import downgrade, upgrade
+from upload_plane.app import create_app
+from upload_plane.embedded import serve_in_thread
+from upload_plane.migrate import charset_problems, downgrade, upgrade
 
 pytestmark = pytest.mark.real
 
@@ -75,3 +82,80 @@ def test_models_and_migrations_agree(mariadb: MariaDB) -> None:
     upgrade(url)
     assert SQLModel.metadata.tables.keys() == APP_TABLES
     assert schema_diff(url) == []
+
+
+def _execute(url: str, *statements: str) -> list[Any]:
+    def run(conn: sa.Connection) -> list[Any]:
+        rows: list[Any] = []
+        for statement in statements:
+            result = conn.execute(sa.text(statement))
+            if result.returns_rows:
+                rows.extend(result.all())
+        conn.commit()
+        return rows
+
+    return list(_with_connection(url, run))
+
+
+def test_revision_0002_converts_latin1_tables_and_keeps_their_data(mariadb: MariaDB) -> None:
+    url = mariadb.create_database("migrations_from_latin1")
+    upgrade(url, "0001")
+    assert _execute(
+        url,
+        "SELECT TABLE_COLLATION FROM information_schema.TABLES WHERE TABLE_NAME = 'users' "
+        "AND TABLE_SCHEMA = DATABASE()",
+    ) == [("latin1_swedish_ci",)]
+    _execute(
+        url,
+        "INSERT INTO users (id, username, password_hash, role, disabled, created_at) "
+        "VALUES ('u1', 'Müller ', 'h', 'user', 0, NOW())",
+        "INSERT INTO cases (id, title, reference, description, created_by, created_at, updated_at) "
+        "VALUES ('c1', 'Ermittlung Müller', 'R-1', 'Straße', 'u1', NOW(), NOW())",
+    )
+    upgrade(url)
+    assert _execute(url, "SELECT username FROM users") == [("müller",)]
+    assert _execute(url, "SELECT title, description FROM cases") == [("Ermittlung Müller", "Straße")]
+    assert charset_problems(url) == []
+    _execute(
+        url,
+        "INSERT INTO cases (id, title, reference, description, created_by, created_at, updated_at) "
+        "VALUES ('c2', '证据 📹', 'R-2', '', 'u1', NOW(), NOW())",
+    )
+    assert _execute(url, "SELECT title FROM cases WHERE id = 'c2'") == [("证据 📹",)]
+
+
+def test_revision_0002_refuses_usernames_that_normalise_to_the_same(mariadb: MariaDB) -> None:
+    url = mariadb.create_database("migrations_username_clash")
+    upgrade(url, "0001")
+    _execute(
+        url,
+        "INSERT INTO users (id, username, password_hash, role, disabled, created_at) VALUES "
+        "('u1', 'agent2', 'h', 'user', 0, NOW()), ('u2', 'Agent²', 'h', 'user', 0, NOW())",
+    )  # both latin1, distinct under latin1_swedish_ci, both "agent2" under NFKC + lower-case
+    with pytest.raises(RuntimeError, match="same normalised username"):
+        upgrade(url)
+
+
+def test_migrate_and_ready_report_tables_that_are_not_utf8mb4(mariadb: MariaDB, real: Backend) -> None:
+    url = mariadb.create_database("migrations_drifted")
+    upgrade(url)
+    _execute(url, "ALTER TABLE logs MODIFY name VARCHAR(200) CHARACTER SET latin1 NOT NULL")
+    problems = charset_problems(url)
+    assert len(problems) == 1 and problems[0].startswith("logs.name is latin1")
+
+    cli = subprocess.run(
+        [sys.executable, "-m", "upload_plane.cli", "migrate"],
+        env={**os.environ, "UPLOAD_PLANE_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert cli.returncode == 1, cli.stdout + cli.stderr
+    assert "not utf8mb4" in cli.stderr and "logs.name" in cli.stderr
+
+    settings = real.settings.with_(database_url=url)
+    with serve_in_thread(create_app(settings)) as base:
+        ready = httpx.get(f"{base}/ready")
+    assert ready.status_code == 503
+    assert "logs.name" in ready.json()["checks"]["schema"]

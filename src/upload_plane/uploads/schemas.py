@@ -10,11 +10,15 @@ import msgspec
 # The original name is display-only (TEXT column: 16,000 characters fit in 64 KiB of utf8mb4).
 Filename = Annotated[str, msgspec.Meta(max_length=16_000)]
 _TOKEN = r"[A-Za-z0-9!#$&^_.+-]+"  # RFC 9110 token characters that make sense in a media type
+# RFC 9110 quoted-string restricted to ASCII: qdtext is HTAB, SP, and visible ASCII but DQUOTE and
+# backslash; quoted-pair escapes one of those. (obs-text, bytes >= 0x80, is not accepted: the value
+# goes into an HTTP header of the store, which only carries ASCII.)
+_QUOTED = r'"([\t \x21\x23-\x5b\x5d-\x7e]|\\[\t \x21-\x7e])*"'
 ContentType = Annotated[
     str,
     msgspec.Meta(
         max_length=255,
-        pattern=rf'^{_TOKEN}/{_TOKEN}([ \t]*;[ \t]*{_TOKEN}=({_TOKEN}|"[^"\\\x00-\x1f\x7f]*"))*$',
+        pattern=rf"^{_TOKEN}/{_TOKEN}([ \t]*;[ \t]*{_TOKEN}=({_TOKEN}|{_QUOTED}))*$",
     ),
 ]
 Sha256Hex = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{64}$")]

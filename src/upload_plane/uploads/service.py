@@ -196,9 +196,14 @@ class UploadService:
         return upload
 
     async def _load(self, upload_id: str) -> Upload | None:
-        """The row as committed now (never a copy the session read earlier)."""
+        """A snapshot of the row as committed now, detached from the session: every change is a
+        compare-and-set (``state.py``), so a snapshot is never written back, and a rollback cannot
+        expire it under our feet."""
         stmt = select(Upload).where(Upload.id == upload_id).execution_options(populate_existing=True)
-        return (await self.session.exec(stmt)).first()
+        row = (await self.session.exec(stmt)).first()
+        if row is not None:
+            self.session.expunge(row)
+        return row
 
     async def list_mine(
         self, user: User, status: str | None, log_id: str | None, page: PageRequest
@@ -440,6 +445,7 @@ class UploadService:
         file = (await self.session.exec(stmt)).first()
         if file is None:
             raise NotFound("No such file")
+        self.session.expunge(file)
         return file
 
     # -- abort --------------------------------------------------------------------------------
@@ -464,11 +470,12 @@ class UploadService:
 
     async def end_in_store(self, held: Claim, upload: Upload, to: UploadStatus) -> UploadStatus:
         """Abort the multipart upload under an ``aborting``/``expiring`` claim and finish with ``to``;
-        the status the upload ended in. If the store no longer knew the upload but holds its object,
-        it had been completed (a complete whose answer was lost): ``completed`` stands."""
+        the status the upload ended in. If the store holds the upload's object afterwards, the upload
+        had been completed (a complete whose answer was lost, or a taken-over completer's late call):
+        ``completed`` stands. The abort's own answer cannot tell (MinIO says 204 either way)."""
         try:
-            existed = await self.storage.abort_multipart(upload.key, upload.s3_upload_id)
-            stored = None if existed else await self.storage.head_object(upload.key)
+            await self.storage.abort_multipart(upload.key, upload.s3_upload_id)
+            stored = await self.storage.head_object(upload.key)
         except Exception:
             await self._hand_back(held)
             raise

@@ -1,0 +1,208 @@
+"""Test doubles for the ``Storage`` protocol.
+
+``CountingStorage`` wraps any storage (the real S3 gateway on MinIO included) and counts the calls
+that reach it, per operation, so tests assert what the store really saw, not only status codes. It can
+also hold a call at a gate until the test releases it, to force an interleaving between requests.
+
+``MemoryStorage`` is an in-memory store with MinIO's semantics where they matter to the state machine:
+a second CompleteMultipartUpload answers NoSuchUpload, an aborted upload is gone, parts are replaced by
+a later PUT. It serves fast state-machine tests; it is never a stand-in for the real tier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import anyio.to_thread
+
+from upload_plane.errors import PartsChanged, StorageUnavailable, StoredUploadGone
+from upload_plane.storage import PartToSign, SignedUrl, Storage, StoredObject, StoredPart
+
+GATE_TIMEOUT = 60.0
+
+
+@dataclass
+class Gate:
+    """Holds the next call(s) of one operation until ``release``; ``reached`` is set when one arrives."""
+
+    reached: threading.Event = field(default_factory=threading.Event)
+    opened: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        self.opened.set()
+
+    def wait_reached(self, timeout: float = GATE_TIMEOUT) -> None:
+        if not self.reached.wait(timeout):
+            raise TimeoutError("no call reached the gate")
+
+
+class CountingStorage:
+    """A ``Storage`` that counts (thread-safely) every call that reaches ``inner``."""
+
+    def __init__(self, inner: Storage) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._gates: dict[str, Gate] = {}
+
+    def hold(self, operation: str) -> Gate:
+        """Hold calls of ``operation`` (before they reach the store) until the gate is released."""
+        gate = Gate()
+        with self._lock:
+            self._gates[operation] = gate
+        return gate
+
+    def count(self, operation: str) -> int:
+        with self._lock:
+            return self.calls[operation]
+
+    async def _enter(self, operation: str) -> None:
+        with self._lock:
+            self.calls[operation] += 1
+            gate = self._gates.pop(operation, None)
+        if gate is not None:
+            gate.reached.set()
+            opened = await anyio.to_thread.run_sync(gate.opened.wait, GATE_TIMEOUT)
+            if not opened:
+                raise TimeoutError(f"gate on {operation} was never released")
+
+    async def ping(self) -> None:
+        await self._enter("ping")
+        await self.inner.ping()
+
+    async def create_multipart(self, key: str, content_type: str) -> str:
+        await self._enter("create_multipart")
+        return await self.inner.create_multipart(key, content_type)
+
+    async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
+        await self._enter("list_parts")
+        return await self.inner.list_parts(key, upload_id)
+
+    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]) -> str:
+        await self._enter("complete_multipart")
+        return await self.inner.complete_multipart(key, upload_id, parts)
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        await self._enter("abort_multipart")
+        await self.inner.abort_multipart(key, upload_id)
+
+    async def head_object(self, key: str) -> StoredObject | None:
+        await self._enter("head_object")
+        return await self.inner.head_object(key)
+
+    async def delete_object(self, key: str) -> None:
+        await self._enter("delete_object")
+        await self.inner.delete_object(key)
+
+    def presign_parts(
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[PartToSign],
+        expires_in: int,
+        now: datetime | None = None,
+    ) -> list[SignedUrl]:
+        return self.inner.presign_parts(key, upload_id, parts, expires_in, now)
+
+    def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str:
+        return self.inner.presign_get(key, content_disposition, expires_in)
+
+
+@dataclass
+class _Multipart:
+    key: str
+    parts: dict[int, bytes] = field(default_factory=dict)
+
+
+class MemoryStorage:
+    """An in-memory store. Tests put part bytes with ``put_part`` (there is no HTTP data path)."""
+
+    def __init__(self) -> None:
+        self.uploads: dict[str, _Multipart] = {}
+        self.objects: dict[str, bytes] = {}
+        self.down = False
+        self._lock = threading.Lock()
+        self._next = 0
+
+    def _check(self) -> None:
+        if self.down:
+            raise StorageUnavailable("Object storage did not answer; nothing was changed")
+
+    def put_part(self, upload_id: str, part_number: int, data: bytes) -> None:
+        with self._lock:
+            self.uploads[upload_id].parts[part_number] = data
+
+    async def ping(self) -> None:
+        self._check()
+
+    async def create_multipart(self, key: str, content_type: str) -> str:
+        self._check()
+        with self._lock:
+            self._next += 1
+            upload_id = f"mem-{self._next}"
+            self.uploads[upload_id] = _Multipart(key)
+        return upload_id
+
+    def _upload(self, key: str, upload_id: str) -> _Multipart:
+        upload = self.uploads.get(upload_id)
+        if upload is None or upload.key != key:
+            raise StoredUploadGone("Object storage does not have it (NoSuchUpload)")
+        return upload
+
+    async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
+        self._check()
+        with self._lock:
+            upload = self._upload(key, upload_id)
+            return [StoredPart(n, len(b), _etag(b)) for n, b in sorted(upload.parts.items())]
+
+    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]) -> str:
+        self._check()
+        with self._lock:
+            upload = self._upload(key, upload_id)
+            for n, etag in parts:
+                if n not in upload.parts or _etag(upload.parts[n]) != etag:
+                    raise PartsChanged("the store refused to assemble the parts (InvalidPart)")
+            data = b"".join(upload.parts[n] for n, _ in parts)
+            self.objects[key] = data
+            del self.uploads[upload_id]
+        return _etag(data)
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        self._check()  # like MinIO: success whether or not the upload existed
+        with self._lock:
+            self.uploads.pop(upload_id, None)
+
+    async def head_object(self, key: str) -> StoredObject | None:
+        self._check()
+        with self._lock:
+            data = self.objects.get(key)
+        return None if data is None else StoredObject(len(data), _etag(data), "application/octet-stream")
+
+    async def delete_object(self, key: str) -> None:
+        self._check()
+        with self._lock:
+            self.objects.pop(key, None)
+
+    def presign_parts(
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[PartToSign],
+        expires_in: int,
+        now: datetime | None = None,
+    ) -> list[SignedUrl]:
+        return [
+            SignedUrl(f"memory://{upload_id}/{p.part_number}", {"Content-Length": str(p.size)}) for p in parts
+        ]
+
+    def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str:
+        return f"memory://{key}"
+
+
+def _etag(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()

@@ -1,0 +1,177 @@
+"""Faults of the dependencies that are not the client's doing: a bucket that does not exist, a pool
+with no connection to give, a server whose defaults the application did not choose. Each is a 503
+that changes nothing (or no fault at all), never a verdict about an upload and never a 500."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from tests.api.helpers import (
+    assert_problem,
+    assert_store_agrees,
+    client,
+    complete,
+    db_snapshot,
+    login,
+    new_log,
+    new_user,
+    put_parts,
+    remember_s3_upload_id,
+    start_upload,
+)
+from tests.conftest import ADMIN_PASSWORD, Backend, serve
+from tests.services import MariaDB
+from upload_plane.db import create_database
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(scope="module")
+def wrong_bucket(real: Backend) -> Iterator[Backend]:
+    """A second server on the same database, configured with a bucket that does not exist."""
+    settings = real.settings.with_(s3_bucket="no-such-bucket-here")
+    from upload_plane.app import create_app
+    from upload_plane.embedded import serve_in_thread
+
+    with serve_in_thread(create_app(settings)) as url:
+        yield Backend("real", settings, url)
+
+
+@pytest.mark.expects_5xx
+def test_a_missing_bucket_is_an_outage_not_a_verdict(
+    real: Backend, wrong_bucket: Backend, http: httpx.Client
+) -> None:
+    data = b"evidence"
+    with new_user(real) as api:
+        upload = start_upload(api, new_log(api)["id"], data)
+        put_parts(http, api, upload, data, [1])
+        remember_s3_upload_id(real, upload)
+        token = api.headers["Authorization"].removeprefix("Bearer ")
+    before = asyncio.run(db_snapshot(real))
+    with client(wrong_bucket, token) as misconfigured:
+        assert_problem(complete(misconfigured, upload["id"]), 503, "STORAGE_UNAVAILABLE")
+        assert_problem(misconfigured.get(f"/uploads/{upload['id']}"), 503, "STORAGE_UNAVAILABLE")
+        assert_problem(misconfigured.delete(f"/uploads/{upload['id']}"), 503, "STORAGE_UNAVAILABLE")
+        assert_problem(
+            misconfigured.post(f"/logs/{upload['log_id']}/uploads", json={"filename": "a", "size": 1}),
+            503,
+            "STORAGE_UNAVAILABLE",
+        )
+        ready = httpx.get(f"{wrong_bucket.base_url}/ready")
+        assert ready.status_code == 503 and ready.json()["checks"]["storage"] != "ok"
+    assert asyncio.run(db_snapshot(real)) == before  # nothing expired, nothing failed
+    assert asyncio.run(assert_store_agrees(real, upload)) == "uploading"
+    with client(real, token) as api:
+        assert complete(api, upload["id"]).status_code == 200  # the right bucket completes it
+
+
+@pytest.fixture
+def tiny_pool(real: Backend) -> Iterator[Backend]:
+    """A server with two database connections at most, giving up on the pool after one second."""
+    settings = real.settings.with_(db_pool_size=1, db_pool_timeout=1)
+    with serve(settings) as url:
+        yield Backend("real", settings, url)
+
+
+@pytest.mark.expects_5xx
+def test_an_exhausted_pool_is_503_and_recovers(tiny_pool: Backend, mariadb: MariaDB) -> None:
+    backend = tiny_pool
+    with new_user(backend) as api:
+        token = api.headers["Authorization"]
+    database = backend.settings.database_url.rsplit("/", 1)[-1]
+    locked = threading.Event()
+    unlock = threading.Event()
+
+    def hold_the_users_table() -> None:
+        async def hold() -> None:
+            import asyncmy
+
+            conn = await asyncmy.connect(unix_socket=str(mariadb.socket_path), user="root")
+            async with conn.cursor() as cursor:
+                await cursor.execute(f"LOCK TABLES `{database}`.users WRITE")
+                locked.set()
+                await asyncio.to_thread(unlock.wait, 60)
+                await cursor.execute("UNLOCK TABLES")
+            conn.close()
+
+        asyncio.run(hold())
+
+    holder = threading.Thread(target=hold_the_users_table)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        with ThreadPoolExecutor(max_workers=4) as pool, client(backend) as api:
+            api.headers["Authorization"] = token
+            # Each request's authentication waits on the locked table, holding a pooled connection
+            # (two at most); the others find no connection within a second.
+            calls = [pool.submit(api.get, "/me") for _ in range(4)]
+            first, _ = wait(calls, timeout=30, return_when=FIRST_COMPLETED)
+            assert first, "no request came back while the pool was exhausted"
+            unlock.set()
+            answers = [c.result(timeout=60) for c in calls]
+    finally:
+        unlock.set()
+        holder.join(30)
+    statuses = sorted(r.status_code for r in answers)
+    assert set(statuses) == {200, 503}, statuses
+    for refused in (r for r in answers if r.status_code == 503):
+        assert_problem(refused, 503, "DATABASE_UNAVAILABLE")
+        assert refused.headers["retry-after"]
+    with login(backend, "admin", ADMIN_PASSWORD) as adm:
+        assert adm.get("/cases").status_code == 200
+
+
+def test_sessions_are_strict_and_utc_whatever_the_server_says(real: Backend) -> None:
+    """The server runs with an empty sql_mode and +05:30 (tests/services.py); our sessions do not."""
+
+    async def read() -> tuple[str, str, str, str]:
+        db = create_database(real.settings)
+        try:
+            async with db.engine.connect() as conn:
+                row = (
+                    await conn.execute(
+                        sa.text(
+                            "SELECT @@SESSION.sql_mode, @@SESSION.time_zone, "
+                            "@@GLOBAL.time_zone, @@GLOBAL.sql_mode"
+                        )
+                    )
+                ).one()
+                return str(row[0]), str(row[1]), str(row[2]), str(row[3])
+        finally:
+            await db.dispose()
+
+    session_mode, session_zone, server_zone, server_mode = asyncio.run(read())
+    assert (server_zone, server_mode) == ("+05:30", "")  # the fixture really is permissive
+    assert "STRICT_ALL_TABLES" in session_mode
+    assert session_zone == "+00:00"
+
+
+def test_the_database_default_is_latin1_and_every_table_utf8mb4(real: Backend) -> None:
+    async def read() -> tuple[str, list[tuple[str, str]]]:
+        db = create_database(real.settings)
+        try:
+            async with db.engine.connect() as conn:
+                default = (await conn.execute(sa.text("SELECT @@character_set_database"))).scalar_one()
+                tables = (
+                    await conn.execute(
+                        sa.text(
+                            "SELECT TABLE_NAME, TABLE_COLLATION FROM information_schema.TABLES "
+                            "WHERE TABLE_SCHEMA = DATABASE()"
+                        )
+                    )
+                ).all()
+                return str(default), [(str(t), str(c)) for t, c in tables]
+        finally:
+            await db.dispose()
+
+    default, tables = asyncio.run(read())
+    assert default == "latin1"
+    assert tables and all(collation == "utf8mb4_nopad_bin" for _, collation in tables), tables
+    assert httpx.get(f"{real.base_url}/ready").json()["checks"]["schema"] == "ok"

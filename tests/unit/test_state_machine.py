@@ -1,0 +1,279 @@
+"""The upload state machine at the service level: SQLite, the in-memory store, real asyncio
+concurrency, and gates that force the interleavings the races need. Every test also counts what
+reached the store. (The same properties are tested over HTTP on MariaDB + MinIO in tests/real.)"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import pytest
+from sqlmodel import select, update
+
+from tests.fakes import CountingStorage, MemoryStorage
+from upload_plane.cases.service import CaseService
+from upload_plane.db import Database, create_database
+from upload_plane.errors import (
+    PartsChanged,
+    StorageUnavailable,
+    UploadNotUploading,
+)
+from upload_plane.files.service import FileService
+from upload_plane.migrate import upgrade
+from upload_plane.models import File, Upload, User, utcnow
+from upload_plane.settings import Settings
+from upload_plane.uploads import state
+from upload_plane.uploads.service import UploadService
+from upload_plane.uploads.state import FileStatus, UploadStatus
+
+T = TypeVar("T")
+DATA = b"evidence " * 1000
+
+
+@dataclass
+class World:
+    db: Database
+    settings: Settings
+    store: MemoryStorage
+    storage: CountingStorage
+    user: User
+    admin: User
+    log_id: str
+
+    @asynccontextmanager
+    async def services(self) -> AsyncIterator[tuple[UploadService, FileService]]:
+        """The services as one request gets them: one session, committed at the end on success."""
+        async with self.db.sessions() as session:
+            cases = CaseService(session)
+            uploads = UploadService(session, self.storage, self.settings, cases)
+            yield uploads, FileService(session, self.storage, self.settings, cases, uploads)
+            await session.commit()
+
+    async def call(self, fn: Callable[[UploadService, FileService], Awaitable[T]]) -> T:
+        async with self.services() as (uploads, files):
+            return await fn(uploads, files)
+
+    async def started(self) -> Upload:
+        """An upload with every part in the store, ready to complete."""
+        upload = await self.call(
+            lambda u, _: u.start(
+                self.user,
+                self.log_id,
+                filename="e.bin",
+                size=len(DATA),
+                content_type=None,
+                sha256=None,
+                part_size=None,
+            )
+        )
+        self.store.put_part(upload.s3_upload_id, 1, DATA)
+        return upload
+
+    async def rows(self, upload_id: str) -> tuple[Upload | None, File | None]:
+        async with self.db.sessions() as session:
+            upload = (await session.exec(select(Upload).where(Upload.id == upload_id))).first()
+            file = None
+            if upload is not None:
+                file = (await session.exec(select(File).where(File.id == upload.file_id))).first()
+            return upload, file
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
+    await anyio.to_thread.run_sync(upgrade, url)
+    settings = Settings(database_url=url)
+    db = create_database(settings)
+    store = MemoryStorage()
+    async with db.sessions() as session:
+        user = User(username="investigator", password_hash="x", role="user")
+        admin = User(username="boss", password_hash="x", role="admin")
+        session.add_all([user, admin])
+        await session.flush()
+        case = await CaseService(session).create_case(user, "case", None, "")
+        log = await CaseService(session).create_log(user, case.id, "log", "")
+        await session.commit()
+    yield World(db, settings, store, CountingStorage(store), user, admin, log.id)
+    await db.dispose()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+pytestmark = pytest.mark.anyio
+
+
+async def gather(*calls: Awaitable[T]) -> list[T | BaseException]:
+    return list(await asyncio.gather(*calls, return_exceptions=True))
+
+
+async def wait_for_gate(gate: Any) -> None:
+    await anyio.to_thread.run_sync(gate.wait_reached)
+
+
+async def test_concurrent_and_repeated_completes_reach_the_store_once(world: World) -> None:
+    upload = await world.started()
+    first = await gather(*(world.call(lambda u, _: u.complete(world.user, upload.id)) for _ in range(30)))
+    again = await gather(*(world.call(lambda u, _: u.complete(world.user, upload.id)) for _ in range(30)))
+    results = first + again
+    assert all(isinstance(r, File) for r in results), [r for r in results if not isinstance(r, File)]
+    assert {r.id for r in results if isinstance(r, File)} == {upload.file_id}
+    assert world.storage.count("complete_multipart") == 1
+    row, file = await world.rows(upload.id)
+    assert row is not None and file is not None
+    assert (row.status, file.status, row.claim_token) == ("completed", "available", None)
+
+
+async def test_abort_waits_for_a_running_complete_and_then_loses(world: World) -> None:
+    upload = await world.started()
+    gate = world.storage.hold("complete_multipart")
+    completing = asyncio.create_task(world.call(lambda u, _: u.complete(world.user, upload.id)))
+    await wait_for_gate(gate)
+    aborting = asyncio.create_task(world.call(lambda u, _: u.abort(world.user, upload.id)))
+    await asyncio.sleep(0.2)
+    assert not aborting.done()  # it waits for the claim instead of overwriting it
+    gate.release()
+    assert (await completing).status == "available"
+    with pytest.raises(UploadNotUploading) as lost:
+        await aborting
+    assert lost.value.extra["upload_status"] == "completed"
+    assert world.storage.count("abort_multipart") == 0
+    assert world.store.objects  # the object stands
+
+
+async def test_complete_waits_for_a_running_abort_and_then_loses(world: World) -> None:
+    upload = await world.started()
+    gate = world.storage.hold("abort_multipart")
+    aborting = asyncio.create_task(world.call(lambda u, _: u.abort(world.user, upload.id)))
+    await wait_for_gate(gate)
+    completing = asyncio.create_task(world.call(lambda u, _: u.complete(world.user, upload.id)))
+    await asyncio.sleep(0.2)
+    assert not completing.done()
+    gate.release()
+    await aborting
+    with pytest.raises(UploadNotUploading) as lost:
+        await completing
+    assert lost.value.extra["upload_status"] == "aborted"
+    assert world.storage.count("complete_multipart") == 0
+    row, file = await world.rows(upload.id)
+    assert row is not None and file is not None
+    assert (row.status, file.status) == ("aborted", "failed")
+    assert not world.store.objects and not world.store.uploads
+
+
+async def test_abort_after_a_complete_whose_answer_was_lost_leaves_the_file_available(world: World) -> None:
+    upload = await world.started()
+    parts = await world.store.list_parts(upload.key, upload.s3_upload_id)
+    await world.store.complete_multipart(upload.key, upload.s3_upload_id, [(1, parts[0].etag)])
+    with pytest.raises(UploadNotUploading) as lost:
+        await world.call(lambda u, _: u.abort(world.user, upload.id))
+    assert lost.value.extra["upload_status"] == "completed"
+    row, file = await world.rows(upload.id)
+    assert row is not None and file is not None
+    assert (row.status, file.status) == ("completed", "available")
+    assert file.etag
+
+
+async def test_a_taken_over_completer_that_wakes_up_late_changes_nothing(world: World) -> None:
+    upload = await world.started()
+    gate = world.storage.hold("complete_multipart")
+    late = asyncio.create_task(world.call(lambda u, _: u.complete(world.user, upload.id)))
+    await wait_for_gate(gate)
+    async with world.db.sessions() as session:  # the late completer's claim goes stale
+        stale = utcnow() - state.CLAIM_STALE_AFTER - timedelta(seconds=1)
+        await session.exec(update(Upload).where(Upload.id == upload.id).values(claimed_at=stale))
+        await session.commit()
+    winner = await world.call(lambda u, _: u.complete(world.user, upload.id))
+    assert winner.status == "available"
+    before = await world.rows(upload.id)
+    gate.release()
+    result = await late  # its store call finds the upload gone, its finish finds the claim gone
+    assert result.id == winner.id
+    after = await world.rows(upload.id)
+    assert [r.model_dump() if r else None for r in after] == [r.model_dump() if r else None for r in before]
+    assert world.storage.count("complete_multipart") == 2  # the winner's, and the late one's refusal
+
+
+async def test_parts_changing_during_complete_is_a_retryable_conflict(world: World) -> None:
+    upload = await world.started()
+    gate = world.storage.hold("complete_multipart")
+    completing = asyncio.create_task(world.call(lambda u, _: u.complete(world.user, upload.id)))
+    await wait_for_gate(gate)
+    world.store.put_part(upload.s3_upload_id, 1, DATA[::-1])  # sent again, other bytes
+    gate.release()
+    with pytest.raises(PartsChanged):
+        await completing
+    row, _ = await world.rows(upload.id)
+    assert row is not None and (row.status, row.claim_token) == ("uploading", None)
+    file = await world.call(lambda u, _: u.complete(world.user, upload.id))
+    assert file.status == "available"
+    assert world.store.objects[upload.key] == DATA[::-1]
+
+
+async def test_delete_waits_for_complete_then_removes_rows_and_object(world: World) -> None:
+    upload = await world.started()
+    gate = world.storage.hold("complete_multipart")
+    completing = asyncio.create_task(world.call(lambda u, _: u.complete(world.user, upload.id)))
+    await wait_for_gate(gate)
+    deleting = asyncio.create_task(world.call(lambda _, f: f.delete(world.admin, upload.file_id)))
+    await asyncio.sleep(0.2)
+    assert not deleting.done()
+    gate.release()
+    assert (await completing).status == "available"
+    await deleting
+    assert await world.rows(upload.id) == (None, None)
+    assert not world.store.objects and not world.store.uploads
+
+
+async def test_an_outage_during_abort_hands_the_upload_back(world: World) -> None:
+    upload = await world.started()
+    world.store.down = True
+    with pytest.raises(StorageUnavailable):
+        await world.call(lambda u, _: u.abort(world.user, upload.id))
+    row, file = await world.rows(upload.id)
+    assert row is not None and file is not None
+    assert (row.status, row.claim_token, file.status) == ("uploading", None, "uploading")
+    world.store.down = False
+    await world.call(lambda u, _: u.abort(world.user, upload.id))
+    row, file = await world.rows(upload.id)
+    assert row is not None and file is not None
+    assert (row.status, file.status) == ("aborted", "failed")
+
+
+async def test_a_finish_with_another_claims_token_changes_nothing(world: World) -> None:
+    upload = await world.started()
+    async with world.db.sessions() as session:
+        held = await state.claim(
+            session, upload.id, [UploadStatus.UPLOADING], UploadStatus.COMPLETING, utcnow()
+        )
+        await session.commit()
+    assert held is not None
+    forged = state.Claim(upload.id, UploadStatus.COMPLETING, state.new_claim_token())
+    async with world.db.sessions() as session:
+        done = await state.finish(session, forged, UploadStatus.COMPLETED, utcnow(), file_id=upload.file_id)
+        await session.commit()
+    assert done is False
+    row, file = await world.rows(upload.id)
+    assert row is not None and file is not None
+    assert (row.status, row.claim_token, file.status) == ("completing", held.token, FileStatus.UPLOADING)
+
+
+def test_the_transition_table_is_closed_and_held_states_can_be_taken_over() -> None:
+    for source, targets in state.UPLOAD_TRANSITIONS.items():
+        assert targets <= set(UploadStatus), source
+    for held in state.HELD:
+        assert held in state.UPLOAD_TRANSITIONS[held], f"{held} cannot be taken over"
+    for final in state.FINAL:
+        assert state.UPLOAD_TRANSITIONS[final] == {UploadStatus.DELETING}
+    with pytest.raises(state.TransitionError):
+        state.check_upload_transition(UploadStatus.ABORTED, UploadStatus.UPLOADING)
+    with pytest.raises(state.TransitionError):
+        state.check_upload_transition(UploadStatus.COMPLETED, UploadStatus.ABORTING)
