@@ -42,7 +42,13 @@ def serve(settings: Settings, storage: Storage | None = None) -> Iterator[str]:
 
 
 def base_settings(**changes: object) -> Settings:
-    return Settings(jwt_secret=JWT_SECRET, s3_bucket="evidence-tests").with_(**changes)
+    """Test servers: everything from one address, many logins a minute (rate-limit tests set theirs)."""
+    return Settings(
+        jwt_secret=JWT_SECRET,
+        s3_bucket="evidence-tests",
+        login_attempts_per_address=1_000_000,
+        login_failures_per_account=10_000,
+    ).with_(**changes)
 
 
 _EMBEDDED_S3: dict[str, EmbeddedS3] = {}

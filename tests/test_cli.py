@@ -16,12 +16,13 @@ from upload_plane.embedded import EmbeddedS3
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, env: dict[str, str], cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
     full_env = {**{k: v for k, v in os.environ.items() if not k.startswith("UPLOAD_PLANE_")}, **env}
     return subprocess.run(
         [sys.executable, "-m", "upload_plane.cli", *args],
         env=full_env,
         cwd=cwd,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=120,
@@ -52,21 +53,43 @@ def test_migrate_users_create_and_init_storage(tmp_path: Path, s3: str) -> None:
         "users",
         "create",
         "--username",
-        "ops",
-        "--password",
-        "ops-password-1",
+        "Ops",
         "--role",
         "admin",
         env=env,
         cwd=tmp_path,
+        stdin="ops-password-1\n",
     )
     assert created.returncode == 0, created.stderr
-    again = cli("users", "create", "--username", "ops", "--password", "ops-password-1", env=env, cwd=tmp_path)
+    assert "'ops' created with role admin" in created.stdout
+    again = cli("users", "create", "--username", "OPS", env=env, cwd=tmp_path, stdin="ops-password-1\n")
     assert again.returncode == 1
     assert "CONFLICT" in again.stderr
-    short = cli("users", "create", "--username", "x", "--password", "short", env=env, cwd=tmp_path)
+    short = cli("users", "create", "--username", "x", env=env, cwd=tmp_path, stdin="short\n")
     assert short.returncode == 1
     assert "VALIDATION_ERROR" in short.stderr
+    in_argv = cli("users", "create", "--username", "y", "--password", "a-password", env=env, cwd=tmp_path)
+    assert in_argv.returncode == 2  # passwords never come from the command line
+
+    assert (
+        cli("users", "create", "--username", "field", env=env, cwd=tmp_path, stdin="field-pw-1\n").returncode
+        == 0
+    )
+    listed = cli("users", "list", env=env, cwd=tmp_path)
+    assert [line.split("\t")[:3] for line in listed.stdout.splitlines()] == [
+        ["field", "user", "enabled"],
+        ["ops", "admin", "enabled"],
+    ]
+    assert cli("users", "disable", "field", env=env, cwd=tmp_path).returncode == 0
+    assert "field\tuser\tdisabled" in cli("users", "list", env=env, cwd=tmp_path).stdout
+    last_admin = cli("users", "disable", "ops", env=env, cwd=tmp_path)
+    assert last_admin.returncode == 1 and "last enabled administrator" in last_admin.stderr
+    assert cli("users", "enable", "field", env=env, cwd=tmp_path).returncode == 0
+    changed = cli("users", "set-password", "FIELD", env=env, cwd=tmp_path, stdin="new-field-pw\n")
+    assert changed.returncode == 0 and "password of 'field' set" in changed.stdout
+    assert (
+        cli("users", "set-password", "nobody", env=env, cwd=tmp_path, stdin="new-field-pw\n").returncode == 1
+    )
 
     stored = cli("init-storage", env=env, cwd=tmp_path)
     assert stored.returncode == 0, stored.stderr

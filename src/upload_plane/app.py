@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from anyio import CapacityLimiter
 from litestar import Litestar, Request, Response, Router, get
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
@@ -22,8 +23,8 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .auth.controller import LoginController, UserController
-from .auth.middleware import BearerAuthMiddleware
+from .auth.controller import AccountController, LoginController, UserAdminController
+from .auth.middleware import AuthMiddleware
 from .cases.controller import CaseController, LogController
 from .cases.service import CaseService
 from .db import Database, close_request_session, create_database, request_session, schema_charset_problems
@@ -180,6 +181,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
         db: Database = create_database(settings)
         app.state.db = db
         app.state.storage = storage if storage is not None else S3Storage(settings)
+        app.state.hashing = CapacityLimiter(settings.password_hash_concurrency)
         # Long-lived objects built so far never become garbage; keeping them out of the collector's
         # generations stops full collections from stalling large responses (10,000 signed parts).
         gc.freeze()
@@ -192,15 +194,16 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
     api = Router(
         path="/api/v1",
         route_handlers=[
-            UserController,
+            AccountController,
+            UserAdminController,
             CaseController,
             LogController,
             FileController,
             LogUploadController,
             UploadController,
         ],
-        middleware=[DefineMiddleware(BearerAuthMiddleware)],
-        security=[{"bearer": []}],
+        middleware=[DefineMiddleware(AuthMiddleware)],
+        security=[{"bearer": []}, {"session": []}],
     )
 
     def security_headers(response: Response[Any]) -> Response[Any]:
@@ -236,7 +239,19 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
             path="/schema",
             render_plugins=[SwaggerRenderPlugin()],
             components=Components(
-                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
+                security_schemes={
+                    "bearer": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="An access token (JWT) from login or refresh, or a personal access token",
+                    ),
+                    "session": SecurityScheme(
+                        type="apiKey",
+                        name="upload_plane_session",
+                        security_scheme_in="cookie",
+                        description="The session cookie set at login (same-origin pages)",
+                    ),
+                }
             ),
         ),
         debug=False,

@@ -7,11 +7,16 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from litestar import Litestar
 
 from .settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from .auth.service import AuthService
+    from .models import User
 
 BANNER = """
 ==============================================================================
@@ -103,25 +108,95 @@ def cmd_init_storage(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_users_create(args: argparse.Namespace) -> int:
+def read_password(prompt: str = "Password: ") -> str:
+    """From a prompt (asked twice) on a terminal, else the first line of standard input; never argv."""
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass(prompt)
+        if getpass.getpass("Again: ") != password:
+            raise SystemExit("upload-plane: the passwords differ")
+        return password
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _with_accounts(work: Callable[[AuthService], Awaitable[str]]) -> int:
+    """Run ``work`` against the configured database in one committed transaction; print its result."""
     from .auth.service import AuthService
     from .db import create_database
 
     settings = Settings.from_env()
 
-    async def create() -> None:
+    async def run() -> str:
         db = create_database(settings)
         try:
-            async with db.sessions() as session:
-                service = AuthService(session, settings.jwt_secret, settings.access_token_ttl)
-                await service.create_user(args.username, args.password, args.role)
-                await session.commit()
+            async with db.transaction() as session:
+                return await work(AuthService(session, settings))
         finally:
             await db.dispose()
 
-    asyncio.run(create())
-    print(f"user {args.username!r} created with role {args.role}")
+    print(asyncio.run(run()))
     return 0
+
+
+def cmd_users_create(args: argparse.Namespace) -> int:
+    password = read_password()
+
+    async def create(auth: AuthService) -> str:
+        user = await auth.create_user(None, args.username, password, args.role)
+        return f"user {user.username!r} created with role {user.role}"
+
+    return _with_accounts(create)
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    from .pagination import PageRequest
+
+    async def listing(auth: AuthService) -> str:
+        lines, cursor = [], None
+        while True:
+            page = await auth.list_users(PageRequest.parse(500, cursor))
+            lines += [
+                f"{u.username}\t{u.role}\t{'disabled' if u.disabled else 'enabled'}\t{u.id}"
+                for u in page.items
+            ]
+            if page.next_cursor is None:
+                return "\n".join(sorted(lines))
+            cursor = page.next_cursor
+
+    return _with_accounts(listing)
+
+
+def _named(auth: AuthService, username: str) -> Awaitable[User]:
+    async def find() -> User:
+        user = await auth.find(username)
+        if user is None:
+            from .errors import NotFound
+
+            raise NotFound(f"no user {username!r}")
+        return user
+
+    return find()
+
+
+def cmd_users_disable(args: argparse.Namespace) -> int:
+    disabled = args.users == "disable"
+
+    async def switch(auth: AuthService) -> str:
+        user = await auth.update_user(None, await _named(auth, args.username), {"disabled": disabled})
+        return f"user {user.username!r} {'disabled' if disabled else 'enabled'}"
+
+    return _with_accounts(switch)
+
+
+def cmd_users_set_password(args: argparse.Namespace) -> int:
+    password = read_password("New password: ")
+
+    async def change(auth: AuthService) -> str:
+        user = await auth.set_password(None, await _named(auth, args.username), password)
+        return f"password of {user.username!r} set"
+
+    return _with_accounts(change)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,12 +221,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init-storage", help="create the bucket and set its CORS rules")
     p.set_defaults(func=cmd_init_storage)
 
-    users = sub.add_parser("users", help="manage users").add_subparsers(dest="users", required=True)
-    p = users.add_parser("create", help="create a user")
+    users = sub.add_parser("users", help="manage users (passwords from a prompt or standard input)")
+    users_sub = users.add_subparsers(dest="users", required=True)
+    p = users_sub.add_parser("create", help="create a user; the password is read from a prompt or stdin")
     p.add_argument("--username", required=True)
-    p.add_argument("--password", required=True)
     p.add_argument("--role", choices=("admin", "user"), default="user")
     p.set_defaults(func=cmd_users_create)
+    p = users_sub.add_parser("list", help="list users")
+    p.set_defaults(func=cmd_users_list)
+    for verb in ("disable", "enable"):
+        p = users_sub.add_parser(verb, help=f"{verb} a user (a disabled user loses access at once)")
+        p.add_argument("username")
+        p.set_defaults(func=cmd_users_disable)
+    p = users_sub.add_parser("set-password", help="set a user's password, read from a prompt or stdin")
+    p.add_argument("username")
+    p.set_defaults(func=cmd_users_set_password)
     return parser
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from litestar import Litestar
 from sqlmodel import select
 
+from .auth.passwords import verify_password
 from .auth.service import AuthService
 from .db import create_database
 from .migrate import upgrade
@@ -64,13 +65,13 @@ async def _bootstrap(settings: Settings, admin_password: str | None) -> str | No
     generated = None
     try:
         async with db.sessions() as session:
-            auth = AuthService(session, settings.jwt_secret, settings.access_token_ttl)
+            auth = AuthService(session, settings)
             admin = (await session.exec(select(User).where(User.username == "admin"))).first()
             if admin is None:
                 generated = None if admin_password else secrets.token_urlsafe(12)
-                await auth.create_user("admin", admin_password or generated or "", "admin")
-            elif admin_password:
-                await auth.set_password("admin", admin_password)
+                await auth.create_user(None, "admin", admin_password or generated or "", "admin")
+            elif admin_password and not verify_password(admin.password_hash, admin_password):
+                await auth.set_password(None, admin, admin_password)
             await session.commit()
     finally:
         await db.dispose()

@@ -39,6 +39,12 @@ class Forbidden(DomainError):
     code, title = "FORBIDDEN", "Not allowed"
 
 
+class CrossSiteRequest(DomainError):
+    """A state-changing request authenticated only by the session cookie, sent from another site."""
+
+    code, title = "CROSS_SITE_REQUEST", "Cross-site request refused"
+
+
 class NotFound(DomainError):
     code, title = "NOT_FOUND", "Not found"
 

@@ -124,3 +124,85 @@ class Upload(SQLModel, table=True):
     created_by: str = _fk("users.id")
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
+
+
+class AuthSession(SQLModel, table=True):
+    """A sign-in: the family of its refresh tokens, and what its session cookie and access tokens
+    name (``sid``). Revoking it (logout, reuse of a rotated refresh token) ends all of them at once."""
+
+    __tablename__ = "auth_sessions"
+    id: str = _id()
+    user_id: str = _fk("users.id")
+    created_at: datetime = _ts()
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    address: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=255)
+
+
+class RefreshToken(SQLModel, table=True):
+    """One refresh token of a session; stored as its SHA-256. ``used_at`` is set when it is rotated:
+    presenting it again is reuse, which revokes the whole session."""
+
+    __tablename__ = "refresh_tokens"
+    id: str = _id()
+    session_id: str = _fk("auth_sessions.id")
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = _ts()
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class PersonalAccessToken(SQLModel, table=True):
+    """A named, expiring, revocable token for scripts and apps; stored as its SHA-256."""
+
+    __tablename__ = "personal_access_tokens"
+    id: str = _id()
+    user_id: str = _fk("users.id")
+    name: str = Field(max_length=100)
+    token_hash: str = Field(max_length=64, unique=True)
+    hint: str = Field(max_length=16)  # the first characters, to recognise it in a list
+    created_at: datetime = _ts()
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class CaseMember(SQLModel, table=True):
+    """A user's role in a case: viewer < contributor < manager (admins need no membership)."""
+
+    __tablename__ = "case_members"
+    case_id: str = Field(foreign_key="cases.id", primary_key=True, max_length=36)
+    user_id: str = Field(foreign_key="users.id", primary_key=True, max_length=36, index=True)
+    role: str = Field(max_length=16)
+    added_by: str = _fk("users.id", index=False)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class AuditEvent(SQLModel, table=True):
+    """One audited action, written in the same transaction as the change it records. Never updated
+    or deleted by the application."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (sa.Index("ix_audit_events_case_id_id", "case_id", "id"),)
+    id: str = _id()
+    at: datetime = _ts()
+    actor_id: str | None = Field(default=None, max_length=36, index=True)
+    actor: str = Field(max_length=200)  # username, or what acted without one (an upload link)
+    action: str = Field(max_length=64)
+    subject_type: str = Field(max_length=32)
+    subject_id: str = Field(max_length=200)
+    case_id: str | None = Field(default=None, max_length=36)
+    address: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=255)
+    details: str = Field(default="{}", sa_type=sa.Text)
+
+
+class RateCounter(SQLModel, table=True):
+    """A fixed-window counter shared by every replica (login attempts, upload starts)."""
+
+    __tablename__ = "rate_counters"
+    key: str = Field(primary_key=True, max_length=200)
+    count: int = Field(default=0)
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)

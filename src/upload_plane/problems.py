@@ -28,6 +28,7 @@ STATUS: dict[type[e.DomainError], int] = {
     e.ValidationFailed: 400,
     e.Unauthenticated: 401,
     e.Forbidden: 403,
+    e.CrossSiteRequest: 403,
     e.NotFound: 404,
     e.StoredUploadGone: 404,
     e.Conflict: 409,

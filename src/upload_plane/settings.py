@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -19,15 +19,26 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    database_url: str = "sqlite+aiosqlite:///./.data/upload-plane.db"
+    database_url: str = field(
+        default="sqlite+aiosqlite:///./.data/upload-plane.db", repr=False
+    )  # has a password
     s3_endpoint_url: str = "http://127.0.0.1:9000"
     s3_public_endpoint_url: str = ""
     s3_region: str = "us-east-1"
     s3_bucket: str = "evidence"
     s3_access_key_id: str = "testing"
-    s3_secret_access_key: str = "testing"
-    jwt_secret: str = DEV_JWT_SECRET
+    s3_secret_access_key: str = field(default="testing", repr=False)
+    jwt_secret: str = field(default=DEV_JWT_SECRET, repr=False)
     access_token_ttl: int = 3600
+    session_ttl: int = 12 * 3600
+    refresh_token_ttl: int = 30 * 24 * 3600
+    personal_token_max_days: int = 366
+    cookie_secure: bool | None = None  # default: on in production
+    login_attempts_per_address: int = 100
+    login_failures_per_account: int = 10
+    login_window: int = 300
+    upload_start_rate: int = 1200  # per user per minute
+    password_hash_concurrency: int = 2
     part_size: int = 8 * MIB
     part_url_ttl: int = 15 * 60
     download_url_ttl: int = 5 * 60
@@ -44,6 +55,10 @@ class Settings:
     @property
     def presign_endpoint_url(self) -> str:
         return self.s3_public_endpoint_url or self.s3_endpoint_url
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.production if self.cookie_secure is None else self.cookie_secure
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -77,12 +92,12 @@ class Settings:
             return env.get(f"UPLOAD_PLANE_{name}")
 
         values: dict[str, object] = {}
-        for f in cls.__dataclass_fields__.values():
+        for f in fields(cls):
             raw = get(f.name.upper())
             if raw is None:
                 continue
             default = f.default
-            if isinstance(default, bool):
+            if isinstance(default, bool) or f.name == "cookie_secure":
                 values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
             elif isinstance(default, int):
                 try:

@@ -110,7 +110,9 @@ def test_complete_with_missing_parts_names_them(backend: Backend, http: httpx.Cl
         assert complete(api, upload["id"]).status_code == 200
 
 
-def test_complete_is_idempotent_and_race_safe(backend: Backend, http: httpx.Client) -> None:
+def test_concurrent_and_repeated_completes_return_the_same_file(backend: Backend, http: httpx.Client) -> None:
+    """What clients see. That the store saw one CompleteMultipartUpload is counted at the store by
+    tests/real/test_races.py and tests/unit/test_state_machine.py."""
     data = os.urandom(PART + 10)
     with new_user(backend) as api:
         log = new_log(api)

@@ -25,7 +25,19 @@ from upload_plane.migrate import charset_problems, downgrade, upgrade
 
 pytestmark = pytest.mark.real
 
-APP_TABLES = {"users", "cases", "logs", "files", "uploads"}
+APP_TABLES = {
+    "users",
+    "cases",
+    "logs",
+    "files",
+    "uploads",
+    "auth_sessions",
+    "refresh_tokens",
+    "personal_access_tokens",
+    "case_members",
+    "audit_events",
+    "rate_counters",
+}
 
 
 def _with_connection(url: str, fn: Any) -> Any:

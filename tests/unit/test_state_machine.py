@@ -17,6 +17,7 @@ import pytest
 from sqlmodel import select, update
 
 from tests.fakes import CountingStorage, MemoryStorage
+from upload_plane.auth.principal import Principal
 from upload_plane.cases.service import CaseService
 from upload_plane.db import Database, create_database
 from upload_plane.errors import (
@@ -42,8 +43,8 @@ class World:
     settings: Settings
     store: MemoryStorage
     storage: CountingStorage
-    user: User
-    admin: User
+    user: Principal
+    admin: Principal
     log_id: str
 
     @asynccontextmanager
@@ -96,10 +97,11 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         admin = User(username="boss", password_hash="x", role="admin")
         session.add_all([user, admin])
         await session.flush()
-        case = await CaseService(session).create_case(user, "case", None, "")
-        log = await CaseService(session).create_log(user, case.id, "log", "")
+        who, boss = Principal.of(user), Principal.of(admin)
+        case = await CaseService(session).create_case(who, "case", None, "")
+        log = await CaseService(session).create_log(who, case.id, "log", "")
         await session.commit()
-    yield World(db, settings, store, CountingStorage(store), user, admin, log.id)
+    yield World(db, settings, store, CountingStorage(store), who, boss, log.id)
     await db.dispose()
 
 

@@ -1,74 +1,212 @@
-"""HTTP routes of auth: login, the current user, user administration."""
+"""HTTP routes of auth: sign in and out, refresh, the current user, tokens, user administration."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, get, post
+import msgspec
+from litestar import Controller, Request, Response, delete, get, patch, post, put
+from litestar.datastructures import Cookie, State
 from litestar.di import NamedDependency, Provide
-from litestar.params import JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from ..errors import NotFound
-from ..models import User
+from ..cases.controller import PageLimit
+from ..models import PersonalAccessToken, User
+from ..pagination import PageRequest
 from ..problems import problems
-from .middleware import AuthedRequest
-from .schemas import LoginRequest, TokenResponse, UserCreate, UserOut
-from .service import AuthService
+from .guards import admin_only
+from .middleware import SESSION_COOKIE, AuthedRequest, client_info, optional_principal
+from .schemas import (
+    LoginRequest,
+    LogoutRequest,
+    PasswordSet,
+    RefreshRequest,
+    TokenCreate,
+    TokenCreated,
+    TokenOut,
+    TokenPage,
+    TokenResponse,
+    UserCreate,
+    UserOut,
+    UserPage,
+    UserUpdate,
+)
+from .service import AuthService, SignIn
 
 
-def provide_auth_service(db_session: NamedDependency[Any], request: Request[Any, Any, Any]) -> AuthService:
-    settings = request.app.state.settings
-    return AuthService(db_session, settings.jwt_secret, settings.access_token_ttl)
+def provide_auth_service(db_session: NamedDependency[AsyncSession], state: State) -> AuthService:
+    return AuthService(db_session, state.settings, state.hashing)
+
+
+DEPENDENCIES = {"auth": Provide(provide_auth_service, sync_to_thread=False)}
 
 
 def user_out(user: User) -> UserOut:
-    return UserOut(
-        id=user.id,
-        username=user.username,
-        role=user.role,
-        disabled=user.disabled,
-        created_at=user.created_at,
+    return msgspec.convert(user, UserOut, from_attributes=True)
+
+
+def token_out(row: PersonalAccessToken) -> TokenOut:
+    return msgspec.convert(row, TokenOut, from_attributes=True)
+
+
+def session_cookie(request: Request[Any, Any, Any], value: str, max_age: int) -> Cookie:
+    """HttpOnly, SameSite=Lax, Secure outside development; cleared with an empty value and age 0."""
+    return Cookie(
+        key=SESSION_COOKIE,
+        value=value,
+        max_age=max_age,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=request.app.state.settings.secure_cookies,
     )
 
 
-def require_admin(user: User) -> None:
-    if user.role != "admin":
-        raise NotFound("No such resource")
+def signed_in(
+    request: Request[Any, Any, Any], sign_in: SignIn, *, set_cookie: bool
+) -> Response[TokenResponse]:
+    body = TokenResponse(sign_in.access_token, "bearer", sign_in.expires_in, sign_in.refresh_token)
+    cookies = [session_cookie(request, sign_in.session_cookie, sign_in.session_ttl)] if set_cookie else []
+    return Response(body, cookies=cookies, headers={"Cache-Control": "no-store"})
 
 
 class LoginController(Controller):
+    """Public: no credentials needed (logout revokes whatever it is given)."""
+
     path = "/auth"
     tags = ["auth"]
-    dependencies = {"auth": Provide(provide_auth_service, sync_to_thread=False)}
+    dependencies = DEPENDENCIES
 
     @post(
         "/login",
-        summary="Exchange username and password for a bearer token",
+        summary="Sign in: access token, refresh token and the session cookie",
         status_code=200,
-        responses=problems(public=True),
+        responses=problems(401, 429, public=True),
     )
-    async def login(self, data: JSONBody[LoginRequest], auth: NamedDependency[AuthService]) -> TokenResponse:
-        token = await auth.login(data.username, data.password)
-        return TokenResponse(access_token=token.token, token_type="bearer", expires_in=token.expires_in)
+    async def login(
+        self,
+        data: JSONBody[LoginRequest],
+        request: Request[Any, Any, Any],
+        auth: NamedDependency[AuthService],
+    ) -> Response[TokenResponse]:
+        sign_in = await auth.login(data.username, data.password, client_info(request))
+        return signed_in(request, sign_in, set_cookie=True)
+
+    @post(
+        "/refresh",
+        summary="Rotate a refresh token: new access and refresh tokens (the old one stops working)",
+        status_code=200,
+        responses=problems(401, public=True),
+    )
+    async def refresh(
+        self,
+        data: JSONBody[RefreshRequest],
+        request: Request[Any, Any, Any],
+        auth: NamedDependency[AuthService],
+    ) -> Response[TokenResponse]:
+        sign_in = await auth.refresh(data.refresh_token, client_info(request))
+        return signed_in(request, sign_in, set_cookie=False)
+
+    @post(
+        "/logout",
+        summary="End the sign-in of the credentials sent (and of refresh_token); clears the cookie",
+        status_code=204,
+        responses=problems(403, public=True),
+    )
+    async def logout(
+        self,
+        request: Request[Any, Any, Any],
+        auth: NamedDependency[AuthService],
+        data: JSONBody[LogoutRequest | None] = None,
+    ) -> Response[None]:
+        who = await optional_principal(request)
+        await auth.logout(who, data.refresh_token if data else None)
+        return Response(None, status_code=204, cookies=[session_cookie(request, "", 0)])
 
 
-class UserController(Controller):
+class AccountController(Controller):
     path = "/"
     tags = ["auth"]
-    dependencies = {"auth": Provide(provide_auth_service, sync_to_thread=False)}
+    dependencies = DEPENDENCIES
 
     @get("/me", summary="The signed-in user", responses=problems())
-    async def me(self, request: AuthedRequest) -> UserOut:
-        return user_out(request.user)
+    async def me(self, request: AuthedRequest, auth: NamedDependency[AuthService]) -> UserOut:
+        return user_out(await auth.get_user(request.user.id))
 
-    @post("/users", summary="Create a user (admin)", responses=problems(409))
+    @post("/tokens", summary="Issue a personal access token (shown once)", responses=problems())
+    async def create_token(
+        self, data: JSONBody[TokenCreate], request: AuthedRequest, auth: NamedDependency[AuthService]
+    ) -> Response[TokenCreated]:
+        issued = await auth.issue_personal_token(request.user, data.name, data.expires_in_days)
+        body = TokenCreated(issued.row.id, issued.row.name, issued.token, issued.row.expires_at)
+        return Response(body, status_code=201, headers={"Cache-Control": "no-store"})
+
+    @get("/tokens", summary="The caller's personal access tokens (without the secrets)", responses=problems())
+    async def list_tokens(
+        self,
+        request: AuthedRequest,
+        auth: NamedDependency[AuthService],
+        limit: PageLimit = None,
+        cursor: FromQuery[str | None] = None,
+    ) -> TokenPage:
+        page = await auth.list_personal_tokens(request.user, PageRequest.parse(limit, cursor))
+        return TokenPage(items=[token_out(t) for t in page.items], next_cursor=page.next_cursor)
+
+    @delete("/tokens/{token_id:str}", summary="Revoke a personal access token", responses=problems())
+    async def revoke_token(
+        self, token_id: FromPath[str], request: AuthedRequest, auth: NamedDependency[AuthService]
+    ) -> None:
+        await auth.revoke_personal_token(request.user, token_id)
+
+
+class UserAdminController(Controller):
+    """Administrators only; for anyone else these routes do not exist (404)."""
+
+    path = "/users"
+    tags = ["users"]
+    dependencies = DEPENDENCIES
+    guards = [admin_only]
+
+    @post("/", summary="Create a user (admin)", responses=problems(409))
     async def create_user(
         self, data: JSONBody[UserCreate], request: AuthedRequest, auth: NamedDependency[AuthService]
     ) -> UserOut:
-        require_admin(request.user)
-        return user_out(await auth.create_user(data.username, data.password, data.role))
+        return user_out(await auth.create_user(request.user, data.username, data.password, data.role))
 
-    @get("/users", summary="List users (admin)", responses=problems())
-    async def list_users(self, request: AuthedRequest, auth: NamedDependency[AuthService]) -> list[UserOut]:
-        require_admin(request.user)
-        return [user_out(u) for u in await auth.list_users()]
+    @get("/", summary="List users (admin)", responses=problems())
+    async def list_users(
+        self,
+        auth: NamedDependency[AuthService],
+        limit: PageLimit = None,
+        cursor: FromQuery[str | None] = None,
+    ) -> UserPage:
+        page = await auth.list_users(PageRequest.parse(limit, cursor))
+        return UserPage(items=[user_out(u) for u in page.items], next_cursor=page.next_cursor)
+
+    @patch("/{user_id:str}", summary="Change a user's role or disable them (admin)", responses=problems(409))
+    async def update_user(
+        self,
+        user_id: FromPath[str],
+        data: JSONBody[UserUpdate],
+        request: AuthedRequest,
+        auth: NamedDependency[AuthService],
+    ) -> UserOut:
+        changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
+        user = await auth.get_user(user_id)
+        return user_out(await auth.update_user(request.user, user, changes))
+
+    @put(
+        "/{user_id:str}/password",
+        summary="Set a user's password (admin)",
+        status_code=204,
+        responses=problems(),
+    )
+    async def set_password(
+        self,
+        user_id: FromPath[str],
+        data: JSONBody[PasswordSet],
+        request: AuthedRequest,
+        auth: NamedDependency[AuthService],
+    ) -> None:
+        await auth.set_password(request.user, await auth.get_user(user_id), data.password)

@@ -1,4 +1,18 @@
-"""Bearer-token authentication for everything under /api/v1 except login."""
+"""Authentication for everything under /api/v1 but the login routes.
+
+A request proves who it is with one of:
+- ``Authorization: Bearer <access token>`` (a JWT from login or refresh) or ``Bearer uppat_...``
+  (a personal access token);
+- the HttpOnly session cookie set at login, for same-origin pages (the web demo, Uppy). A request
+  that changes state (not GET/HEAD/OPTIONS) and is authenticated by the cookie alone must come from
+  this site: its ``Origin`` is ours or a configured CORS origin, or, without ``Origin``, its
+  ``Sec-Fetch-Site`` is ``same-origin``. Otherwise it is refused (403) before anything happens, so a
+  cross-site form cannot create, abort or delete anything. Bearer tokens are not sent by browsers on
+  their own, so they need no such check.
+
+The user is loaded on every request (in the request's one session), so a disabled account and a
+revoked sign-in lose access at once.
+"""
 
 from __future__ import annotations
 
@@ -9,27 +23,64 @@ from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from ..db import request_session
-from ..errors import Unauthenticated
-from ..models import User
-from .tokens import read_access_token
+from ..errors import CrossSiteRequest, DomainError, Unauthenticated
+from . import tokens
+from .principal import ClientInfo, Principal
+from .service import AuthService
 
-#: A request that passed authentication: ``request.user`` is the signed-in user.
-AuthedRequest: TypeAlias = Request[User, Any, Any]
+#: A request that passed authentication: ``request.user`` is who is acting.
+AuthedRequest: TypeAlias = Request[Principal, Any, Any]
+
+SESSION_COOKIE = "upload_plane_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
+def client_info(connection: ASGIConnection[Any, Any, Any, Any]) -> ClientInfo:
+    address = connection.client.host if connection.client else None
+    return ClientInfo(address=address, user_agent=connection.headers.get("user-agent"))
+
+
+def from_this_site(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    origin = connection.headers.get("origin")
+    if origin is not None:
+        own = f"{connection.url.scheme}://{connection.url.netloc}"
+        return origin == own or origin in connection.app.state.settings.cors_origins
+    return connection.headers.get("sec-fetch-site") == "same-origin"
+
+
+async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    state = connection.app.state
+    service = AuthService(request_session(connection.scope, state.db), state.settings)  # type: ignore[arg-type]
+    client = client_info(connection)
+    header = connection.headers.get("authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("Send Authorization: Bearer <token>")
+        if token.startswith(tokens.PAT_PREFIX):
+            return await service.authenticate_personal_token(token, client)
+        return await service.authenticate_jwt(token, tokens.ACCESS, client)
+    cookie = connection.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        raise Unauthenticated("Sign in, or send Authorization: Bearer <token>")
+    if connection.scope.get("method", "GET") not in SAFE_METHODS and not from_this_site(connection):
+        raise CrossSiteRequest("a request authenticated by the session cookie must come from this site")
+    return await service.authenticate_jwt(cookie, tokens.SESSION, client)
+
+
+async def optional_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
+    """Who the request is, if it carries valid credentials (public routes such as logout)."""
+    try:
+        return await authenticate(connection)
+    except CrossSiteRequest:
+        raise
+    except DomainError:
+        return None
+
+
+class AuthMiddleware(AbstractAuthenticationMiddleware):
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
-        header = connection.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated("Send Authorization: Bearer <token>")
-        state = connection.app.state
-        user_id = read_access_token(token.strip(), state.settings.jwt_secret)
-        if user_id is None:
-            raise Unauthenticated("The token is invalid or has expired")
-        user = await request_session(connection.scope, state.db).get(User, user_id)  # type: ignore[arg-type]
-        if user is None or user.disabled:
-            raise Unauthenticated("The token's user no longer exists or is disabled")
-        return AuthenticationResult(user=user, auth=token)
+        return AuthenticationResult(user=await authenticate(connection), auth=None)

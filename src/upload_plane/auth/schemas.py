@@ -9,6 +9,8 @@ import msgspec
 
 Username = Annotated[str, msgspec.Meta(min_length=1, max_length=150)]  # rules: auth/usernames.py
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+NewPassword = Annotated[str, msgspec.Meta(min_length=8, max_length=1024)]
+OpaqueToken = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
 class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -16,16 +18,34 @@ class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
     password: Password
 
 
+class RefreshRequest(msgspec.Struct, forbid_unknown_fields=True):
+    refresh_token: OpaqueToken
+
+
+class LogoutRequest(msgspec.Struct, forbid_unknown_fields=True):
+    refresh_token: OpaqueToken | None = None
+
+
 class TokenResponse(msgspec.Struct):
     access_token: str
     token_type: Literal["bearer"]
     expires_in: int
+    refresh_token: str
 
 
 class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
     username: Username
-    password: Annotated[str, msgspec.Meta(min_length=8, max_length=1024)]
+    password: NewPassword
     role: Literal["admin", "user"] = "user"
+
+
+class UserUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    role: Literal["admin", "user"] | msgspec.UnsetType = msgspec.UNSET
+    disabled: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+class PasswordSet(msgspec.Struct, forbid_unknown_fields=True):
+    password: NewPassword
 
 
 class UserOut(msgspec.Struct):
@@ -34,3 +54,35 @@ class UserOut(msgspec.Struct):
     role: str
     disabled: bool
     created_at: datetime
+
+
+class UserPage(msgspec.Struct):
+    items: list[UserOut]
+    next_cursor: str | None
+
+
+class TokenCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    expires_in_days: Annotated[int, msgspec.Meta(ge=1, le=3660)] = 90
+
+
+class TokenCreated(msgspec.Struct):
+    id: str
+    name: str
+    token: str
+    expires_at: datetime
+
+
+class TokenOut(msgspec.Struct):
+    id: str
+    name: str
+    hint: str
+    created_at: datetime
+    expires_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenPage(msgspec.Struct):
+    items: list[TokenOut]
+    next_cursor: str | None

@@ -1,59 +1,350 @@
-"""Users and logins. Free of HTTP: the controller and the CLI both use it."""
+"""Accounts and credentials. Free of HTTP: the controller, the middleware and the CLI use it.
+
+- Login creates a sign-in (``AuthSession``) with a refresh token, an access token and a session
+  cookie that all name it. Attempts are limited per client address and failures per account, in
+  counters every replica shares (``ratelimit.py``). Password hashing runs in worker threads behind a
+  small capacity limiter, so a burst of logins cannot stall the event loop.
+- Refresh rotates: the presented token is marked used (compare-and-set) and a new one issued in the
+  same sign-in. A used token presented again means it was stolen or replayed: the whole sign-in is
+  revoked. Logout revokes the sign-in.
+- Every credential dies at once when its user is disabled: each request loads the user.
+"""
 
 from __future__ import annotations
 
-from sqlmodel import select
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio.to_thread
+from anyio import CapacityLimiter
+from sqlalchemy import update
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from ..errors import Conflict, Unauthenticated, ValidationFailed
-from ..models import User
+from ..audit.service import Audit
+from ..errors import Conflict, NotFound, Unauthenticated, ValidationFailed
+from ..models import AuthSession, PersonalAccessToken, RefreshToken, User, utcnow
+from ..pagination import Page, PageRequest, paginate
+from ..ratelimit import Limit, RateLimits
+from ..settings import Settings
+from . import tokens
 from .passwords import hash_password, verify_password
-from .tokens import AccessToken, issue_access_token
+from .principal import ClientInfo, Principal
 from .usernames import normalize_username, valid_new_username
 
 ROLES = ("admin", "user")
 MIN_PASSWORD_LENGTH = 8
+#: ``last_used_at`` of a personal access token is written at most this often (not on every request).
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    session_cookie: str
+    session_ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    row: PersonalAccessToken
+    token: str  # shown once
 
 
 class AuthService:
-    def __init__(self, session: AsyncSession, jwt_secret: str, access_token_ttl: int) -> None:
+    def __init__(
+        self, session: AsyncSession, settings: Settings, hashing: CapacityLimiter | None = None
+    ) -> None:
         self.session = session
-        self.jwt_secret = jwt_secret
-        self.access_token_ttl = access_token_ttl
+        self.settings = settings
+        self.hashing = hashing
+        self.audit = Audit(session)
+        self.address_limit = Limit(
+            "login_address", settings.login_attempts_per_address, settings.login_window
+        )
+        self.account_limit = Limit(
+            "login_account", settings.login_failures_per_account, settings.login_window
+        )
 
-    async def login(self, username: str, password: str) -> AccessToken:
-        user = await self.find(username)
-        ok = verify_password(user.password_hash if user else None, password)
+    # -- passwords, off the event loop -----------------------------------------------------------
+
+    async def _hash(self, password: str) -> str:
+        return await anyio.to_thread.run_sync(hash_password, password, limiter=self.hashing)
+
+    async def _verify(self, password_hash: str | None, password: str) -> bool:
+        return await anyio.to_thread.run_sync(verify_password, password_hash, password, limiter=self.hashing)
+
+    # -- sign in and out -----------------------------------------------------------------------
+
+    async def login(self, username: str, password: str, client: ClientInfo) -> SignIn:
+        name = normalize_username(username)
+        now = utcnow()
+        limits = RateLimits(self.session)
+        await limits.check(self.account_limit, name, now)
+        await limits.take(self.address_limit, client.address or "unknown", now)
+        user = await self.find(name)
+        ok = await self._verify(user.password_hash if user else None, password)
         if not user or not ok or user.disabled:
+            await limits.hit(self.account_limit, name, now)
+            who = Principal.of(user, "password", client=client) if user else None
+            self.audit.record(
+                who,
+                "login.failed",
+                "user",
+                user.id if user else name,
+                actor=name,
+                reason="disabled" if user and ok else "credentials",
+            )
+            await self.session.commit()  # the counters and the event stand although the request fails
             raise Unauthenticated("Unknown username or wrong password")
-        return issue_access_token(user.id, self.jwt_secret, self.access_token_ttl)
+        sign_in = await self._open_session(user, client, now)
+        self.audit.record(Principal.of(user, "password", client=client), "login.succeeded", "user", user.id)
+        return sign_in
 
-    async def create_user(self, username: str, password: str, role: str = "user") -> User:
-        if role not in ROLES:
-            raise ValidationFailed(f"role must be one of {', '.join(ROLES)}")
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise ValidationFailed(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
-        username = valid_new_username(username)
-        if await self.find(username):
-            raise Conflict(f"user {username!r} already exists")
-        user = User(username=username, password_hash=hash_password(password), role=role)
-        self.session.add(user)
+    async def _open_session(self, user: User, client: ClientInfo, now: datetime) -> SignIn:
+        settings = self.settings
+        auth_session = AuthSession(
+            user_id=user.id,
+            created_at=now,
+            expires_at=now + timedelta(seconds=settings.refresh_token_ttl),
+            address=client.address,
+            user_agent=(client.user_agent or "")[:255] or None,
+        )
+        self.session.add(auth_session)
+        refresh = self._new_refresh_token(auth_session, now)
+        access = tokens.issue_jwt(
+            user.id, auth_session.id, tokens.ACCESS, settings.jwt_secret, settings.access_token_ttl, now
+        )
+        cookie = tokens.issue_jwt(
+            user.id, auth_session.id, tokens.SESSION, settings.jwt_secret, settings.session_ttl, now
+        )
         await self.session.flush()
-        return user
+        return SignIn(access.token, access.expires_in, refresh, cookie.token, settings.session_ttl)
 
-    async def set_password(self, username: str, password: str) -> User | None:
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise ValidationFailed(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
-        user = await self.find(username)
-        if user:
-            user.password_hash = hash_password(password)
-            self.session.add(user)
+    def _new_refresh_token(self, auth_session: AuthSession, now: datetime) -> str:
+        token = tokens.new_refresh_token()
+        self.session.add(
+            RefreshToken(
+                session_id=auth_session.id,
+                token_hash=tokens.token_hash(token),
+                created_at=now,
+                expires_at=auth_session.expires_at,
+            )
+        )
+        return token
+
+    async def refresh(self, refresh_token: str, client: ClientInfo) -> SignIn:
+        """Rotate: a new access and refresh token for the same sign-in; the presented one is spent."""
+        now = utcnow()
+        stmt = (
+            select(RefreshToken, AuthSession, User)
+            .join(AuthSession, col(AuthSession.id) == col(RefreshToken.session_id))
+            .join(User, col(User.id) == col(AuthSession.user_id))
+            .where(RefreshToken.token_hash == tokens.token_hash(refresh_token))
+        )
+        row = (await self.session.exec(stmt)).first()
+        if row is None:
+            raise Unauthenticated("The refresh token is not valid")
+        token, auth_session, user = row
+        if auth_session.revoked_at is not None or auth_session.expires_at <= now or token.expires_at <= now:
+            raise Unauthenticated("The refresh token has expired or was revoked; sign in again")
+        spent = await self.session.exec(
+            update(RefreshToken)
+            .where(col(RefreshToken.id) == token.id, col(RefreshToken.used_at).is_(None))
+            .values(used_at=now)
+        )
+        if spent.rowcount != 1:  # already rotated: a replay of an old token, or a stolen copy
+            await self._revoke_session(auth_session.id, now)
+            self.audit.record(
+                Principal.of(user, "refresh", auth_session.id, client),
+                "session.revoked",
+                "session",
+                auth_session.id,
+                reason="refresh token reused",
+            )
+            await self.session.commit()
+            raise Unauthenticated("This refresh token was already used; the sign-in has been revoked")
+        if user.disabled:
+            raise Unauthenticated("The account is disabled")
+        refresh = self._new_refresh_token(auth_session, now)
+        settings = self.settings
+        access = tokens.issue_jwt(
+            user.id, auth_session.id, tokens.ACCESS, settings.jwt_secret, settings.access_token_ttl, now
+        )
+        cookie = tokens.issue_jwt(
+            user.id, auth_session.id, tokens.SESSION, settings.jwt_secret, settings.session_ttl, now
+        )
+        await self.session.flush()
+        return SignIn(access.token, access.expires_in, refresh, cookie.token, settings.session_ttl)
+
+    async def _revoke_session(self, session_id: str, now: datetime) -> bool:
+        result = await self.session.exec(
+            update(AuthSession)
+            .where(col(AuthSession.id) == session_id, col(AuthSession.revoked_at).is_(None))
+            .values(revoked_at=now)
+        )
+        return bool(result.rowcount == 1)
+
+    async def logout(self, who: Principal | None, refresh_token: str | None) -> None:
+        """Revoke the sign-in of the caller's credential and/or of ``refresh_token``; idempotent."""
+        now = utcnow()
+        ids: set[str] = set()
+        if who is not None and who.credential in (tokens.ACCESS, tokens.SESSION) and who.credential_id:
+            ids.add(who.credential_id)
+        if refresh_token:
+            stmt = select(RefreshToken.session_id).where(
+                RefreshToken.token_hash == tokens.token_hash(refresh_token)
+            )
+            found = (await self.session.exec(stmt)).first()
+            if found:
+                ids.add(found)
+        for session_id in sorted(ids):
+            if await self._revoke_session(session_id, now):
+                self.audit.record(who, "logout", "session", session_id)
+
+    # -- authentication of each request ----------------------------------------------------------
+
+    async def authenticate_jwt(self, token: str, kind: str, client: ClientInfo) -> Principal:
+        claims = tokens.read_jwt(token, kind, self.settings.jwt_secret)
+        if claims is None:
+            raise Unauthenticated("The token is invalid or has expired")
+        stmt = (
+            select(User, AuthSession.revoked_at, AuthSession.expires_at)
+            .join(AuthSession, col(AuthSession.user_id) == col(User.id))
+            .where(User.id == claims.user_id, AuthSession.id == claims.session_id)
+        )
+        row = (await self.session.exec(stmt)).first()
+        if row is None or row[1] is not None or row[2] <= utcnow():
+            raise Unauthenticated("The sign-in has ended; sign in again")
+        user = row[0]
+        if user.disabled:
+            raise Unauthenticated("The account is disabled")
+        return Principal.of(user, kind, claims.session_id, client)
+
+    async def authenticate_personal_token(self, token: str, client: ClientInfo) -> Principal:
+        if not tokens.looks_like_personal_access_token(token):
+            raise Unauthenticated("The token is invalid")
+        now = utcnow()
+        stmt = (
+            select(User, PersonalAccessToken)
+            .join(PersonalAccessToken, col(PersonalAccessToken.user_id) == col(User.id))
+            .where(PersonalAccessToken.token_hash == tokens.token_hash(token))
+        )
+        row = (await self.session.exec(stmt)).first()
+        if row is None:
+            raise Unauthenticated("The token is invalid")
+        user, pat = row
+        if pat.revoked_at is not None or pat.expires_at <= now:
+            raise Unauthenticated("The token has expired or was revoked")
+        if user.disabled:
+            raise Unauthenticated("The account is disabled")
+        if pat.last_used_at is None or pat.last_used_at < now - LAST_USED_RESOLUTION:
+            await self.session.exec(
+                update(PersonalAccessToken)
+                .where(col(PersonalAccessToken.id) == pat.id)
+                .values(last_used_at=now)
+            )
+        return Principal.of(user, "pat", pat.id, client)
+
+    # -- personal access tokens ----------------------------------------------------------------
+
+    async def issue_personal_token(self, who: Principal, name: str, expires_in_days: int) -> IssuedToken:
+        if not 1 <= expires_in_days <= self.settings.personal_token_max_days:
+            raise ValidationFailed(
+                f"expires_in_days must be within 1..{self.settings.personal_token_max_days}"
+            )
+        now = utcnow()
+        token = tokens.new_personal_access_token()
+        row = PersonalAccessToken(
+            user_id=who.id,
+            name=name,
+            token_hash=tokens.token_hash(token),
+            hint=token[: len(tokens.PAT_PREFIX) + 4],
+            created_at=now,
+            expires_at=now + timedelta(days=expires_in_days),
+        )
+        self.session.add(row)
+        self.audit.record(who, "token.issued", "token", row.id, name=name, expires_at=row.expires_at)
+        await self.session.flush()
+        return IssuedToken(row, token)
+
+    async def list_personal_tokens(self, who: Principal, page: PageRequest) -> Page[PersonalAccessToken]:
+        query = select(PersonalAccessToken).where(PersonalAccessToken.user_id == who.id)
+        return await paginate(self.session, query, PersonalAccessToken, page)
+
+    async def revoke_personal_token(self, who: Principal, token_id: str) -> None:
+        row = await self.session.get(PersonalAccessToken, token_id)
+        if row is None or (row.user_id != who.id and not who.is_admin):
+            raise NotFound("No such token")
+        if row.revoked_at is None:
+            row.revoked_at = utcnow()
+            self.session.add(row)
+            self.audit.record(who, "token.revoked", "token", row.id, name=row.name)
             await self.session.flush()
-        return user
+
+    # -- users ---------------------------------------------------------------------------------
 
     async def find(self, username: str) -> User | None:
         name = normalize_username(username)
         return (await self.session.exec(select(User).where(User.username == name))).first()
 
-    async def list_users(self) -> list[User]:
-        return list((await self.session.exec(select(User).order_by(User.username))).all())
+    async def create_user(
+        self, who: Principal | None, username: str, password: str, role: str = "user"
+    ) -> User:
+        if role not in ROLES:
+            raise ValidationFailed(f"role must be one of {', '.join(ROLES)}")
+        self._check_password(password)
+        username = valid_new_username(username)
+        if await self.find(username):
+            raise Conflict(f"user {username!r} already exists")
+        user = User(username=username, password_hash=await self._hash(password), role=role)
+        self.session.add(user)
+        self.audit.record(who, "user.created", "user", user.id, username=username, role=role)
+        await self.session.flush()
+        return user
+
+    def _check_password(self, password: str) -> None:
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise ValidationFailed(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+
+    async def get_user(self, user_id: str) -> User:
+        user = await self.session.get(User, user_id)
+        if user is None:
+            raise NotFound("No such user")
+        return user
+
+    async def set_password(self, who: Principal | None, user: User, password: str) -> User:
+        self._check_password(password)
+        user.password_hash = await self._hash(password)
+        self.session.add(user)
+        self.audit.record(who, "user.password_set", "user", user.id, username=user.username)
+        await self.session.flush()
+        return user
+
+    async def update_user(self, who: Principal | None, user: User, changes: dict[str, Any]) -> User:
+        """Change ``role`` and/or ``disabled``; the last enabled admin cannot be demoted or disabled."""
+        if "role" in changes and changes["role"] not in ROLES:
+            raise ValidationFailed(f"role must be one of {', '.join(ROLES)}")
+        losing_admin = (
+            user.role == "admin"
+            and not user.disabled
+            and (changes.get("role", "admin") != "admin" or changes.get("disabled", False))
+        )
+        if losing_admin:
+            others = select(func.count()).where(
+                User.role == "admin", col(User.disabled).is_(False), User.id != user.id
+            )
+            if not (await self.session.exec(others)).one():
+                raise Conflict("this is the last enabled administrator")
+        for name, value in changes.items():
+            setattr(user, name, value)
+        self.session.add(user)
+        self.audit.record(who, "user.updated", "user", user.id, username=user.username, changes=changes)
+        await self.session.flush()
+        return user
+
+    async def list_users(self, page: PageRequest) -> Page[User]:
+        return await paginate(self.session, select(User), User, page)

@@ -1,41 +1,98 @@
-"""Signed JWT access tokens (HS256)."""
+"""The credentials this service issues, and how each is recognised. Pure functions, no I/O.
+
+- **Access tokens** and the **session cookie** are HS256 JWTs naming the user (``sub``) and the
+  sign-in they belong to (``sid``); ``typ`` tells them apart (a cookie is not a bearer token and
+  the other way round). Both die with their sign-in (logout, refresh-token reuse) and their user.
+- **Refresh tokens** are opaque random strings (``uprt_...``); only their SHA-256 is stored.
+- **Personal access tokens** are opaque (``uppat_`` + 30 random base62 + a 6-character CRC32
+  checksum, GitHub-style), so secret scanners can recognise a leaked one and tell a real token from a
+  typo without asking the database. Only their SHA-256 is stored.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import jwt
 
 ALGORITHM = "HS256"
+ACCESS, SESSION = "access", "session"
+PAT_PREFIX = "uppat_"
+REFRESH_PREFIX = "uprt_"
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_PAT_RANDOM, _PAT_CHECK = 30, 6
 
 
 @dataclass(frozen=True, slots=True)
-class AccessToken:
+class SignedToken:
     token: str
     expires_in: int
 
 
-def issue_access_token(user_id: str, secret: str, ttl: int, now: datetime | None = None) -> AccessToken:
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    user_id: str
+    session_id: str
+
+
+def issue_jwt(
+    user_id: str, session_id: str, kind: str, secret: str, ttl: int, now: datetime | None = None
+) -> SignedToken:
     issued = now or datetime.now(UTC)
     claims = {
         "sub": user_id,
-        "typ": "access",
+        "sid": session_id,
+        "typ": kind,
         "iat": int(issued.timestamp()),
         "exp": int((issued + timedelta(seconds=ttl)).timestamp()),
         "jti": secrets.token_hex(8),
     }
-    return AccessToken(jwt.encode(claims, secret, algorithm=ALGORITHM), ttl)
+    return SignedToken(jwt.encode(claims, secret, algorithm=ALGORITHM), ttl)
 
 
-def read_access_token(token: str, secret: str) -> str | None:
-    """The user id of a valid, unexpired access token; ``None`` for anything else."""
+def read_jwt(token: str, kind: str, secret: str) -> TokenClaims | None:
+    """The claims of a valid, unexpired token of ``kind``; ``None`` for anything else (another
+    algorithm, ``alg=none``, another key, another kind, a missing claim)."""
     try:
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]})
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "sid", "typ"]}
+        )
     except jwt.PyJWTError:
         return None
-    if claims.get("typ") != "access":
+    sub, sid = claims.get("sub"), claims.get("sid")
+    if claims.get("typ") != kind or not isinstance(sub, str) or not isinstance(sid, str):
         return None
-    sub = claims.get("sub")
-    return sub if isinstance(sub, str) else None
+    return TokenClaims(sub, sid)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_refresh_token() -> str:
+    return REFRESH_PREFIX + secrets.token_urlsafe(32)
+
+
+def _base62(value: int, width: int) -> str:
+    out = []
+    for _ in range(width):
+        value, digit = divmod(value, 62)
+        out.append(_BASE62[digit])
+    return "".join(reversed(out))
+
+
+def new_personal_access_token() -> str:
+    body = "".join(secrets.choice(_BASE62) for _ in range(_PAT_RANDOM))
+    return f"{PAT_PREFIX}{body}{_base62(zlib.crc32(body.encode()), _PAT_CHECK)}"
+
+
+def looks_like_personal_access_token(token: str) -> bool:
+    """The prefix, the length and the checksum are right (cheap: no database)."""
+    if not token.startswith(PAT_PREFIX) or len(token) != len(PAT_PREFIX) + _PAT_RANDOM + _PAT_CHECK:
+        return False
+    body, check = token[len(PAT_PREFIX) : -_PAT_CHECK], token[-_PAT_CHECK:]
+    return all(c in _BASE62 for c in body) and _base62(zlib.crc32(body.encode()), _PAT_CHECK) == check

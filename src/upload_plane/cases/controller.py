@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, get, patch, post
+from litestar import Controller, delete, get, patch, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from ..auth.middleware import AuthedRequest
-from ..models import Case, Log
+from ..models import AuditEvent, Case, CaseMember, Log, User
 from ..pagination import PageRequest
 from ..problems import problems
-from .schemas import CaseCreate, CaseOut, CasePage, CaseUpdate, LogCreate, LogOut, LogPage
+from .schemas import (
+    AuditEventOut,
+    AuditPage,
+    CaseCreate,
+    CaseOut,
+    CasePage,
+    CaseUpdate,
+    LogCreate,
+    LogOut,
+    LogPage,
+    MemberOut,
+    MemberSet,
+)
 from .service import CaseService
 
 PageLimit = Annotated[int | None, QueryParameter(ge=1, le=500, description="Page size (default 50)")]
@@ -25,6 +38,17 @@ def case_out(c: Case) -> CaseOut:
 
 def log_out(lg: Log) -> LogOut:
     return msgspec.convert(lg, LogOut, from_attributes=True)
+
+
+def member_out(member: CaseMember, user: User) -> MemberOut:
+    return MemberOut(
+        user.id, user.username, member.role, member.added_by, member.created_at, member.updated_at
+    )
+
+
+def audit_out(event: AuditEvent) -> AuditEventOut:
+    fields = {name: getattr(event, name) for name in AuditEventOut.__struct_fields__ if name != "details"}
+    return AuditEventOut(**fields, details=json.loads(event.details))
 
 
 class CaseController(Controller):
@@ -59,7 +83,9 @@ class CaseController(Controller):
         return case_out(await cases.get_case(request.user, case_id))
 
     @patch(
-        "/{case_id:str}", summary="Change a case's title, reference or description", responses=problems(409)
+        "/{case_id:str}",
+        summary="Change a case's title, reference or description",
+        responses=problems(403, 409),
     )
     async def update(
         self,
@@ -71,7 +97,7 @@ class CaseController(Controller):
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
         return case_out(await cases.update_case(request.user, case_id, changes))
 
-    @post("/{case_id:str}/logs", summary="Create a log in a case", responses=problems(409))
+    @post("/{case_id:str}/logs", summary="Create a log in a case (managers)", responses=problems(403, 409))
     async def create_log(
         self,
         case_id: FromPath[str],
@@ -103,3 +129,54 @@ class LogController(Controller):
         self, log_id: FromPath[str], request: AuthedRequest, cases: NamedDependency[CaseService]
     ) -> LogOut:
         return log_out(await cases.get_log(request.user, log_id))
+
+    @get("/{case_id:str}/members", summary="The case's members and their roles", responses=problems())
+    async def list_members(
+        self, case_id: FromPath[str], request: AuthedRequest, cases: NamedDependency[CaseService]
+    ) -> list[MemberOut]:
+        return [member_out(m, u) for m, u in await cases.list_members(request.user, case_id)]
+
+    @put(
+        "/{case_id:str}/members/{username:str}",
+        summary="Add a member or change their role (managers)",
+        responses=problems(403, 409),
+    )
+    async def set_member(
+        self,
+        case_id: FromPath[str],
+        username: FromPath[str],
+        data: JSONBody[MemberSet],
+        request: AuthedRequest,
+        cases: NamedDependency[CaseService],
+    ) -> MemberOut:
+        return member_out(*await cases.set_member(request.user, case_id, username, data.role))
+
+    @delete(
+        "/{case_id:str}/members/{username:str}",
+        summary="Remove a member (managers)",
+        responses=problems(403, 409),
+    )
+    async def remove_member(
+        self,
+        case_id: FromPath[str],
+        username: FromPath[str],
+        request: AuthedRequest,
+        cases: NamedDependency[CaseService],
+    ) -> None:
+        await cases.remove_member(request.user, case_id, username)
+
+    @get(
+        "/{case_id:str}/audit",
+        summary="The case's audit trail, newest first (managers)",
+        responses=problems(403),
+    )
+    async def audit(
+        self,
+        case_id: FromPath[str],
+        request: AuthedRequest,
+        cases: NamedDependency[CaseService],
+        limit: PageLimit = None,
+        cursor: FromQuery[str | None] = None,
+    ) -> AuditPage:
+        page = await cases.audit_trail(request.user, case_id, PageRequest.parse(limit, cursor))
+        return AuditPage(items=[audit_out(e) for e in page.items], next_cursor=page.next_cursor)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -56,4 +56,36 @@ class LogOut(msgspec.Struct):
 
 class LogPage(msgspec.Struct):
     items: list[LogOut]
+    next_cursor: str | None
+
+
+class MemberSet(msgspec.Struct, forbid_unknown_fields=True):
+    role: Literal["viewer", "contributor", "manager"]
+
+
+class MemberOut(msgspec.Struct):
+    user_id: str
+    username: str
+    role: str
+    added_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class AuditEventOut(msgspec.Struct):
+    id: str
+    at: datetime
+    actor_id: str | None
+    actor: str
+    action: str
+    subject_type: str
+    subject_id: str
+    case_id: str | None
+    address: str | None
+    user_agent: str | None
+    details: dict[str, Any]
+
+
+class AuditPage(msgspec.Struct):
+    items: list[AuditEventOut]
     next_cursor: str | None

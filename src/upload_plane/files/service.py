@@ -11,14 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from ..cases.service import CaseService, can_see_case
+from ..audit.service import Audit
+from ..auth.principal import Principal
+from ..cases.access import CaseRole, membership, require
+from ..cases.service import CaseService
 from ..errors import DomainError, FileNotAvailable, Forbidden, NotFound, ValidationFailed
-from ..models import Case, File, Upload, User, utcnow
+from ..models import CaseMember, File, Upload, utcnow
 from ..pagination import Page, PageRequest, paginate
 from ..settings import Settings
 from ..storage import Storage
@@ -48,19 +52,25 @@ class FileService:
         self.settings = settings
         self.cases = cases
         self.uploads = uploads
+        self.audit = Audit(session)
 
-    async def get(self, user: User, file_id: str) -> File:
-        stmt = select(File).where(File.id == file_id).execution_options(populate_existing=True)
-        file = (await self.session.exec(stmt)).first()
-        if file is None:
+    async def get(self, who: Principal, file_id: str, need: CaseRole = CaseRole.VIEWER) -> File:
+        stmt = (
+            select(File, CaseMember.role)
+            .outerjoin(CaseMember, membership(who, File.case_id))  # type: ignore[arg-type]
+            .where(File.id == file_id)
+            .execution_options(populate_existing=True)
+        )
+        row = (await self.session.exec(stmt)).first()
+        if row is None:
             raise NotFound("No such file")
-        case = await self.session.get(Case, file.case_id)
-        if case is None or not can_see_case(user, case):
-            raise NotFound("No such file")
-        return file
+        require(who, row[1], need, "file")
+        return row[0]
 
-    async def list_in_log(self, user: User, log_id: str, status: str | None, page: PageRequest) -> Page[File]:
-        log = await self.cases.get_log(user, log_id)
+    async def list_in_log(
+        self, who: Principal, log_id: str, status: str | None, page: PageRequest
+    ) -> Page[File]:
+        log = await self.cases.get_log(who, log_id)
         query = select(File).where(File.log_id == log.id)
         if status is not None:
             if status not in set(FileStatus):
@@ -68,23 +78,35 @@ class FileService:
             query = query.where(File.status == status)
         return await paginate(self.session, query, File, page)
 
-    async def download_link(self, user: User, file_id: str) -> DownloadLink:
-        file = await self.get(user, file_id)
+    async def download_link(self, who: Principal, file_id: str) -> DownloadLink:
+        """A presigned GET; issuing one is audited (the download itself goes to the store)."""
+        file = await self.get(who, file_id)
         if file.status != FileStatus.AVAILABLE:
             raise FileNotAvailable(f"the file is {file.status}", file_status=file.status)
         ttl = self.settings.download_url_ttl
         url = self.storage.presign_get(file.key, content_disposition(file.filename), ttl)
-        return DownloadLink(url=url, expires_at=utcnow() + timedelta(seconds=ttl))
+        expires_at = utcnow() + timedelta(seconds=ttl)
+        self.audit.record(
+            who, "file.download_link", "file", file.id, case_id=file.case_id, expires_at=expires_at
+        )
+        return DownloadLink(url=url, expires_at=expires_at)
 
-    async def delete(self, user: User, file_id: str) -> None:
+    async def delete(self, who: Principal, file_id: str) -> None:
         """Delete a file, its object and its upload: admins only (others who can see it: 403)."""
-        file = await self.get(user, file_id)
-        if user.role != "admin":
+        file = await self.get(who, file_id)
+        if not who.is_admin:
             raise Forbidden("only administrators may delete evidence")
+        details: dict[str, Any] = {
+            "filename": file.filename,
+            "size": file.size,
+            "sha256": file.sha256,
+            "key": file.key,
+        }
         upload = (await self.session.exec(select(Upload).where(Upload.file_id == file.id))).first()
         if upload is None:  # a file without an upload is not made by this service; remove it all the same
             await self.storage.delete_object(file.key)
             await self.session.delete(file)
+            self.audit.record(who, "file.deleted", "file", file.id, case_id=file.case_id, **details)
             return
         upload, held = await self.uploads.claim_when_free(
             upload,
@@ -103,6 +125,7 @@ class FileService:
         if not await state.remove(self.session, held, file.id):
             await self.session.rollback()
             raise NotFound("No such file")  # another delete took over and finished
+        self.audit.record(who, "file.deleted", "file", file.id, case_id=file.case_id, **details)
         await self.session.commit()
 
     async def _abandon(self, held: state.Claim) -> None:

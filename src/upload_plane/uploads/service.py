@@ -29,6 +29,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from ..audit.service import Audit
+from ..auth.principal import Principal
+from ..cases.access import CaseRole, require
 from ..cases.service import CaseService
 from ..errors import (
     ContentTypeNotAllowed,
@@ -47,8 +50,9 @@ from ..errors import (
     ValidationFailed,
 )
 from ..ids import new_id
-from ..models import File, Upload, User, utcnow
+from ..models import CaseMember, File, Upload, utcnow
 from ..pagination import Page, PageRequest, paginate
+from ..ratelimit import Limit, RateLimits
 from ..settings import Settings
 from ..storage import PartToSign, Storage, StoredPart, normalize_etag
 from . import state
@@ -105,12 +109,14 @@ class UploadService:
         self.storage = storage
         self.settings = settings
         self.cases = cases
+        self.audit = Audit(session)
+        self.start_limit = Limit("upload_start", settings.upload_start_rate, 60)
 
     # -- start --------------------------------------------------------------------------------
 
     async def start(
         self,
-        user: User,
+        who: Principal,
         log_id: str,
         *,
         filename: str,
@@ -119,7 +125,7 @@ class UploadService:
         sha256: str | None,
         part_size: int | None,
     ) -> Upload:
-        log_row = await self.cases.get_log(user, log_id)
+        log_row = await self.cases.get_log(who, log_id, CaseRole.CONTRIBUTOR)
         if size > self.settings.max_file_size:
             raise FileTooLarge(
                 f"{size} bytes is above the limit of {self.settings.max_file_size} bytes",
@@ -133,6 +139,7 @@ class UploadService:
         except ValueError as exc:
             raise FileTooLarge(str(exc)) from exc
 
+        await RateLimits(self.session).take(self.start_limit, who.id, utcnow())
         file_id = new_id()
         key = object_key(log_row.case_id, log_row.id, file_id, filename)
         await self.session.commit()  # hold no connection while the store answers
@@ -148,7 +155,7 @@ class UploadService:
             key=key,
             sha256=sha256,
             status=FileStatus.UPLOADING,
-            created_by=user.id,
+            created_by=who.id,
             created_at=now,
             updated_at=now,
         )
@@ -165,7 +172,7 @@ class UploadService:
             content_type=content_type,
             status=UploadStatus.UPLOADING,
             expires_at=now + timedelta(seconds=self.settings.upload_ttl),
-            created_by=user.id,
+            created_by=who.id,
             created_at=now,
             updated_at=now,
         )
@@ -173,6 +180,17 @@ class UploadService:
             self.session.add(file)
             await self.session.flush()
             self.session.add(upload)
+            self.audit.record(
+                who,
+                "upload.started",
+                "upload",
+                upload.id,
+                case_id=upload.case_id,
+                file_id=file_id,
+                filename=filename,
+                size=size,
+                log_id=log_row.id,
+            )
             await self.session.flush()
             await self.session.commit()
         except SQLAlchemyError:
@@ -189,11 +207,24 @@ class UploadService:
 
     # -- read ---------------------------------------------------------------------------------
 
-    async def get(self, user: User, upload_id: str) -> Upload:
-        upload = await self._load(upload_id)
-        if upload is None or (user.role != "admin" and upload.created_by != user.id):
+    async def get(self, who: Principal, upload_id: str, need: CaseRole = CaseRole.CONTRIBUTOR) -> Upload:
+        """An upload session belongs to whoever started it (and admins), while they keep ``need``
+        in its case: removed from the case, they can no longer resume it. One query."""
+        stmt = (
+            select(Upload, CaseMember.role)
+            .outerjoin(
+                CaseMember,
+                (CaseMember.case_id == Upload.case_id) & (CaseMember.user_id == who.id),  # type: ignore[arg-type]
+            )
+            .where(Upload.id == upload_id)
+            .execution_options(populate_existing=True)
+        )
+        row = (await self.session.exec(stmt)).first()
+        if row is None or (not who.is_admin and row[0].created_by != who.id):
             raise NotFound("No such upload")
-        return upload
+        require(who, row[1], need, "upload")
+        self.session.expunge(row[0])
+        return row[0]
 
     async def _load(self, upload_id: str) -> Upload | None:
         """A snapshot of the row as committed now, detached from the session: every change is a
@@ -206,9 +237,9 @@ class UploadService:
         return row
 
     async def list_mine(
-        self, user: User, status: str | None, log_id: str | None, page: PageRequest
+        self, who: Principal, status: str | None, log_id: str | None, page: PageRequest
     ) -> Page[Upload]:
-        query = select(Upload).where(Upload.created_by == user.id)
+        query = select(Upload).where(Upload.created_by == who.id)
         if status is not None:
             if status not in set(UploadStatus):
                 raise ValidationFailed(f"status must be one of {', '.join(UploadStatus)}")
@@ -249,12 +280,12 @@ class UploadService:
 
     async def sign_parts(
         self,
-        user: User,
+        who: Principal,
         upload_id: str,
         part_numbers: list[int],
         checksums_sha256: dict[str, str] | None = None,
     ) -> SignedParts:
-        upload = await self.get(user, upload_id)
+        upload = await self.get(who, upload_id)
         now = utcnow()
         if upload.status != UploadStatus.UPLOADING:
             raise not_uploading(upload)
@@ -335,14 +366,24 @@ class UploadService:
             log.warning("could not hand back the %s claim on upload %s", held.status, held.upload_id)
 
     async def _finish(
-        self, held: Claim, upload: Upload, to: UploadStatus, *, etag: str | None = None
+        self, who: Principal | None, held: Claim, upload: Upload, to: UploadStatus, *, etag: str | None = None
     ) -> bool:
-        """Finish ``held`` with ``to`` and the file along; committed. ``False`` if the claim was lost."""
+        """Finish ``held`` with ``to`` and the file along, with its audit event, in one committed
+        transaction. ``False`` if the claim was lost (then nothing was written)."""
         values = {"etag": etag} if etag is not None else None
         done = await state.finish(
             self.session, held, to, utcnow(), file_id=upload.file_id, file_values=values
         )
         if done:
+            self.audit.record(
+                who,
+                f"upload.{to}",
+                "upload",
+                upload.id,
+                case_id=upload.case_id,
+                file_id=upload.file_id,
+                size=upload.size,
+            )
             await self.session.commit()
         else:
             await self.session.rollback()
@@ -362,9 +403,9 @@ class UploadService:
     # -- complete -----------------------------------------------------------------------------
 
     async def complete(
-        self, user: User, upload_id: str, client_parts: list[tuple[int, str]] | None = None
+        self, who: Principal, upload_id: str, client_parts: list[tuple[int, str]] | None = None
     ) -> File:
-        upload = await self.get(user, upload_id)
+        upload = await self.get(who, upload_id)
         if upload.status == UploadStatus.UPLOADING and upload.expires_at <= utcnow():
             raise UploadExpired("the upload expired; start a new one")
         upload, held = await self.claim_when_free(
@@ -378,7 +419,7 @@ class UploadService:
                 return await self._file_of(upload)
             raise not_uploading(upload)
         try:
-            return await self._complete_claimed(held, upload, client_parts)
+            return await self._complete_claimed(who, held, upload, client_parts)
         except (UploadExpired, ObjectMismatch):
             raise  # verdicts, already recorded
         except Exception:
@@ -388,7 +429,7 @@ class UploadService:
             raise
 
     async def _complete_claimed(
-        self, held: Claim, upload: Upload, client_parts: list[tuple[int, str]] | None
+        self, who: Principal, held: Claim, upload: Upload, client_parts: list[tuple[int, str]] | None
     ) -> File:
         try:
             etag: str | None = await self._complete_in_store(upload, client_parts)
@@ -397,15 +438,15 @@ class UploadService:
         stored = await self.storage.head_object(upload.key)
         if stored is None:
             if etag is None:  # neither the multipart upload nor the object exists
-                if not await self._finish(held, upload, UploadStatus.EXPIRED):
+                if not await self._finish(who, held, upload, UploadStatus.EXPIRED):
                     return await self._after_lost_claim(upload.id)
                 raise UploadExpired("the store no longer holds this upload; start a new one")
             raise StorageUnavailable("the completed object is not visible yet; retry")
         if stored.size != upload.size:
-            if not await self._finish(held, upload, UploadStatus.ABORTED):
+            if not await self._finish(who, held, upload, UploadStatus.ABORTED):
                 return await self._after_lost_claim(upload.id)
             raise ObjectMismatch(f"the stored object has {stored.size} bytes, {upload.size} were planned")
-        if not await self._finish(held, upload, UploadStatus.COMPLETED, etag=stored.etag or etag or ""):
+        if not await self._finish(who, held, upload, UploadStatus.COMPLETED, etag=stored.etag or etag or ""):
             return await self._after_lost_claim(upload.id)
         return await self._file_of(upload)
 
@@ -450,10 +491,10 @@ class UploadService:
 
     # -- abort --------------------------------------------------------------------------------
 
-    async def abort(self, user: User, upload_id: str) -> None:
+    async def abort(self, who: Principal, upload_id: str) -> None:
         """Abort an open upload: afterwards it is ``aborted`` (idempotent). A completed or expired
         upload, or one the store had already completed, answers ``UploadNotUploading``."""
-        upload = await self.get(user, upload_id)
+        upload = await self.get(who, upload_id)
         upload, held = await self.claim_when_free(
             upload,
             expect=(UploadStatus.UPLOADING,),
@@ -464,11 +505,13 @@ class UploadService:
             if upload.status == UploadStatus.ABORTED:
                 return
             raise not_uploading(upload)
-        ended = await self.end_in_store(held, upload, UploadStatus.ABORTED)
+        ended = await self.end_in_store(who, held, upload, UploadStatus.ABORTED)
         if ended != UploadStatus.ABORTED:
             raise UploadNotUploading(f"the upload is {ended}", upload_status=ended)
 
-    async def end_in_store(self, held: Claim, upload: Upload, to: UploadStatus) -> UploadStatus:
+    async def end_in_store(
+        self, who: Principal | None, held: Claim, upload: Upload, to: UploadStatus
+    ) -> UploadStatus:
         """Abort the multipart upload under an ``aborting``/``expiring`` claim and finish with ``to``;
         the status the upload ended in. If the store holds the upload's object afterwards, the upload
         had been completed (a complete whose answer was lost, or a taken-over completer's late call):
@@ -482,7 +525,7 @@ class UploadService:
         if stored is not None and stored.size == upload.size:
             log.warning("upload %s was completed in the store before it could be %s", upload.id, to)
             to = UploadStatus.COMPLETED
-        if not await self._finish(held, upload, to, etag=stored.etag if stored is not None else None):
+        if not await self._finish(who, held, upload, to, etag=stored.etag if stored is not None else None):
             current = await self._load(upload.id)
             if current is None:
                 raise NotFound("No such upload")

@@ -1,0 +1,53 @@
+"""Audit events are added to the same session (and so the same transaction) as the change they
+record: if the change does not commit, neither does its event. Nothing updates or deletes them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from ..auth.principal import Principal
+from ..models import AuditEvent, utcnow
+from ..pagination import Page, PageRequest, paginate
+
+
+class Audit:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def record(
+        self,
+        who: Principal | None,
+        action: str,
+        subject_type: str,
+        subject_id: str,
+        *,
+        case_id: str | None = None,
+        actor: str | None = None,
+        **details: Any,
+    ) -> AuditEvent:
+        """Add one event to the current transaction. ``actor`` names an actor without an account
+        (an upload link, a failed login's claimed username)."""
+        client = who.client if who is not None else None
+        event = AuditEvent(
+            at=utcnow(),
+            actor_id=who.id if who is not None else None,
+            actor=(actor or (who.username if who is not None else "system"))[:200],
+            action=action,
+            subject_type=subject_type,
+            subject_id=subject_id[:200],
+            case_id=case_id,
+            address=client.address if client else None,
+            user_agent=(client.user_agent or "")[:255] or None if client else None,
+            details=json.dumps(details, default=str, ensure_ascii=False),
+        )
+        self.session.add(event)
+        return event
+
+    async def for_case(self, case_id: str, page: PageRequest) -> Page[AuditEvent]:
+        return await paginate(
+            self.session, select(AuditEvent).where(AuditEvent.case_id == case_id), AuditEvent, page
+        )

@@ -1,0 +1,84 @@
+"""Fixed-window rate limits counted in the database, so every replica counts against one limit.
+
+A counter row is keyed by the limit, the subject (an account, an address, a user) and the window;
+``hit`` adds to it with one upsert and returns the new count. Old windows are deleted now and then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.dialects import mysql, sqlite
+from sqlmodel import col, delete, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from .errors import RateLimited
+from .models import RateCounter
+
+_PRUNE_PROBABILITY = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    name: str
+    max: int
+    window: int  # seconds
+
+
+def _window(limit: Limit, now: datetime) -> tuple[int, datetime]:
+    index = int(now.timestamp()) // limit.window
+    return index, datetime.fromtimestamp((index + 1) * limit.window, UTC)
+
+
+def _key(limit: Limit, subject: str, index: int) -> str:
+    digest = hashlib.sha256(subject.encode()).hexdigest()[:32]  # any subject, fixed length
+    return f"{limit.name}:{digest}:{index}"
+
+
+class RateLimits:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def count(self, limit: Limit, subject: str, now: datetime) -> int:
+        index, _ = _window(limit, now)
+        row = await self.session.get(RateCounter, _key(limit, subject, index))
+        return row.count if row is not None else 0
+
+    async def check(self, limit: Limit, subject: str, now: datetime) -> None:
+        """``RateLimited`` (with the seconds until the window ends) once ``limit`` is reached."""
+        if await self.count(limit, subject, now) >= limit.max:
+            raise self._refusal(limit, now)
+
+    async def hit(self, limit: Limit, subject: str, now: datetime) -> int:
+        """Count one more; the new count."""
+        index, ends = _window(limit, now)
+        key = _key(limit, subject, index)
+        table = RateCounter.__table__  # type: ignore[attr-defined]
+        dialect = self.session.bind.dialect.name if self.session.bind else "sqlite"
+        stmt: Any
+        if dialect == "mysql":
+            stmt = mysql.insert(table).values(key=key, count=1, expires_at=ends)
+            stmt = stmt.on_duplicate_key_update(count=stmt.inserted.count + table.c.count)
+        else:
+            stmt = sqlite.insert(table).values(key=key, count=1, expires_at=ends)
+            stmt = stmt.on_conflict_do_update(index_elements=["key"], set_={"count": table.c.count + 1})
+        await self.session.exec(stmt)
+        if random.random() < _PRUNE_PROBABILITY:  # noqa: S311 - not for security
+            await self.session.exec(delete(RateCounter).where(col(RateCounter.expires_at) < now))
+        count = (await self.session.exec(select(RateCounter.count).where(RateCounter.key == key))).one()
+        return int(count)
+
+    async def take(self, limit: Limit, subject: str, now: datetime) -> None:
+        """Count one more, refusing it (``RateLimited``) when it goes over the limit."""
+        if await self.hit(limit, subject, now) > limit.max:
+            raise self._refusal(limit, now)
+
+    @staticmethod
+    def _refusal(limit: Limit, now: datetime) -> RateLimited:
+        _, ends = _window(limit, now)
+        wait = max(1, int((ends - now).total_seconds()) + 1)
+        return RateLimited(f"too many requests; retry in {wait} s", retry_after=wait)
