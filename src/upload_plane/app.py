@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from anyio import CapacityLimiter
 from litestar import Litestar, Request, Response, Router, get
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
@@ -25,6 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .auth.controller import AccountController, LoginController, UserAdminController
 from .auth.middleware import AuthMiddleware
+from .auth.passwords import PasswordHashing
 from .cases.controller import CaseController, LogController
 from .cases.service import CaseService
 from .db import Database, close_request_session, create_database, request_session, schema_charset_problems
@@ -181,13 +181,14 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
         db: Database = create_database(settings)
         app.state.db = db
         app.state.storage = storage if storage is not None else S3Storage(settings)
-        app.state.hashing = CapacityLimiter(settings.password_hash_concurrency)
+        app.state.hashing = PasswordHashing(settings.password_hash_concurrency)
         # Long-lived objects built so far never become garbage; keeping them out of the collector's
         # generations stops full collections from stalling large responses (10,000 signed parts).
         gc.freeze()
         try:
             yield
         finally:
+            app.state.hashing.close()
             await db.dispose()
 
     public_api = Router(path="/api/v1", route_handlers=[LoginController])

@@ -27,6 +27,7 @@ class Limit:
     name: str
     max: int
     window: int  # seconds
+    what: str  # what is counted, for the refusal: "failed sign-ins for this account"
 
 
 def _window(limit: Limit, now: datetime) -> tuple[int, datetime]:
@@ -81,4 +82,8 @@ class RateLimits:
     def _refusal(limit: Limit, now: datetime) -> RateLimited:
         _, ends = _window(limit, now)
         wait = max(1, int((ends - now).total_seconds()) + 1)
-        return RateLimited(f"too many requests; retry in {wait} s", retry_after=wait)
+        return RateLimited(
+            f"too many {limit.what} (at most {limit.max} in {limit.window} s); retry in {wait} s",
+            retry_after=wait,
+            limit=limit.name,
+        )

@@ -226,3 +226,28 @@ async def _s3_upload_id(backend: Backend, upload: dict[str, Any]) -> str | None:
 
 def remember_s3_upload_id(backend: Backend, upload: dict[str, Any]) -> None:
     asyncio.run(_s3_upload_id(backend, upload))
+
+
+def sign_in(backend: Backend, username: str, password: str) -> httpx.Response:
+    """The raw login answer: access and refresh tokens, and the session cookie."""
+    with client(backend) as anon:
+        resp = anon.post("/auth/login", json={"username": username, "password": password})
+    assert resp.status_code == 200, resp.text
+    return resp
+
+
+def new_account(backend: Backend, role: str = "user") -> tuple[str, str]:
+    """A fresh username and password (created by the admin)."""
+    name = f"user-{secrets.token_hex(6)}"
+    password = secrets.token_urlsafe(12)
+    with admin(backend) as adm:
+        resp = adm.post("/users", json={"username": name, "password": password, "role": role})
+        assert resp.status_code == 201, resp.text
+    return name, password
+
+
+def browser(backend: Backend, cookie: str) -> httpx.Client:
+    """A client that authenticates with the session cookie only, as a same-origin page does."""
+    c = client(backend)
+    c.cookies.set("upload_plane_session", cookie)
+    return c

@@ -125,7 +125,11 @@ def test_a_part_sent_again_during_complete_is_a_conflict_not_a_store_failure(
             seen.add(done.status_code)
             assert done.status_code in (200, 409), done.text
             if done.status_code == 409:
-                assert done.json()["code"] in ("PARTS_CHANGED", "UPLOAD_NOT_UPLOADING"), done.text
+                # The client's race, seen at different moments: the store refused parts that changed
+                # under it (PARTS_CHANGED), or ListParts caught the part mid-rewrite (missing, or of
+                # the wrong size). Each is a retryable 409, never a store failure.
+                retryable = ("PARTS_CHANGED", "PART_SIZE_MISMATCH", "PARTS_MISSING")
+                assert done.json()["code"] in retryable, done.text
             if done.status_code != 200:
                 done = complete(api, upload["id"])  # a retry succeeds
             assert done.status_code == 200, done.text

@@ -57,3 +57,15 @@ def test_warns_when_uploads_outlive_the_store() -> None:
     assert len(warnings) == 1
     assert "UPLOAD_TTL" in warnings[0]
     assert Settings().check() == []
+
+
+def test_settings_never_show_secrets_in_their_repr() -> None:
+    settings = Settings(
+        database_url="mysql+asyncmy://app:db-password-123@db:3306/evidence",
+        jwt_secret="jwt-secret-" + "x" * 40,
+        s3_secret_access_key="s3-secret-456",
+    )
+    shown = repr(settings) + str(settings)
+    for secret in ("db-password-123", "jwt-secret-", "s3-secret-456"):
+        assert secret not in shown
+    assert "s3_bucket='evidence'" in shown  # the rest is still there to read

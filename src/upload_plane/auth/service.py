@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import anyio.to_thread
-from anyio import CapacityLimiter
 from sqlalchemy import update
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -29,7 +27,7 @@ from ..pagination import Page, PageRequest, paginate
 from ..ratelimit import Limit, RateLimits
 from ..settings import Settings
 from . import tokens
-from .passwords import hash_password, verify_password
+from .passwords import PasswordHashing
 from .principal import ClientInfo, Principal
 from .usernames import normalize_username, valid_new_username
 
@@ -56,30 +54,40 @@ class IssuedToken:
 
 class AuthService:
     def __init__(
-        self, session: AsyncSession, settings: Settings, hashing: CapacityLimiter | None = None
+        self, session: AsyncSession, settings: Settings, hashing: PasswordHashing | None = None
     ) -> None:
         self.session = session
         self.settings = settings
-        self.hashing = hashing
+        self.hashing = hashing or PasswordHashing(1)
         self.audit = Audit(session)
         self.address_limit = Limit(
-            "login_address", settings.login_attempts_per_address, settings.login_window
+            "login_address",
+            settings.login_attempts_per_address,
+            settings.login_window,
+            "sign-in attempts from this address",
         )
         self.account_limit = Limit(
-            "login_account", settings.login_failures_per_account, settings.login_window
+            "login_account",
+            settings.login_failures_per_account,
+            settings.login_window,
+            "failed sign-ins for this account",
         )
 
     # -- passwords, off the event loop -----------------------------------------------------------
 
     async def _hash(self, password: str) -> str:
-        return await anyio.to_thread.run_sync(hash_password, password, limiter=self.hashing)
+        return await self.hashing.hash(password)
 
     async def _verify(self, password_hash: str | None, password: str) -> bool:
-        return await anyio.to_thread.run_sync(verify_password, password_hash, password, limiter=self.hashing)
+        return await self.hashing.verify(password_hash, password)
 
     # -- sign in and out -----------------------------------------------------------------------
 
     async def login(self, username: str, password: str, client: ClientInfo) -> SignIn:
+        async with self.hashing.admission:
+            return await self._login(username, password, client)
+
+    async def _login(self, username: str, password: str, client: ClientInfo) -> SignIn:
         name = normalize_username(username)
         now = utcnow()
         limits = RateLimits(self.session)

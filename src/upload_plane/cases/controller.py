@@ -66,7 +66,7 @@ class CaseController(Controller):
         return case_out(case)
 
     @get("/", summary="List the cases the caller can see", responses=problems())
-    async def list(
+    async def list_cases(
         self,
         request: AuthedRequest,
         cases: NamedDependency[CaseService],
@@ -119,17 +119,6 @@ class CaseController(Controller):
         page = await cases.list_logs(request.user, case_id, PageRequest.parse(limit, cursor))
         return LogPage(items=[log_out(lg) for lg in page.items], next_cursor=page.next_cursor)
 
-
-class LogController(Controller):
-    path = "/logs"
-    tags = ["cases"]
-
-    @get("/{log_id:str}", summary="One log", responses=problems())
-    async def read(
-        self, log_id: FromPath[str], request: AuthedRequest, cases: NamedDependency[CaseService]
-    ) -> LogOut:
-        return log_out(await cases.get_log(request.user, log_id))
-
     @get("/{case_id:str}/members", summary="The case's members and their roles", responses=problems())
     async def list_members(
         self, case_id: FromPath[str], request: AuthedRequest, cases: NamedDependency[CaseService]
@@ -180,3 +169,14 @@ class LogController(Controller):
     ) -> AuditPage:
         page = await cases.audit_trail(request.user, case_id, PageRequest.parse(limit, cursor))
         return AuditPage(items=[audit_out(e) for e in page.items], next_cursor=page.next_cursor)
+
+
+class LogController(Controller):
+    path = "/logs"
+    tags = ["cases"]
+
+    @get("/{log_id:str}", summary="One log", responses=problems())
+    async def read(
+        self, log_id: FromPath[str], request: AuthedRequest, cases: NamedDependency[CaseService]
+    ) -> LogOut:
+        return log_out(await cases.get_log(request.user, log_id))

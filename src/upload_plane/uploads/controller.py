@@ -85,7 +85,7 @@ class UploadController(Controller):
     tags = ["uploads"]
 
     @get("/", summary="The caller's uploads, e.g. ?status=uploading to resume", responses=problems())
-    async def list(
+    async def list_uploads(
         self,
         request: AuthedRequest,
         uploads: NamedDependency[UploadService],

@@ -110,7 +110,9 @@ class UploadService:
         self.settings = settings
         self.cases = cases
         self.audit = Audit(session)
-        self.start_limit = Limit("upload_start", settings.upload_start_rate, 60)
+        self.start_limit = Limit(
+            "upload_start", settings.upload_start_rate, 60, "uploads started by this user"
+        )
 
     # -- start --------------------------------------------------------------------------------
 
