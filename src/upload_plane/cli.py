@@ -47,6 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         proxy_headers=True,
+        forwarded_allow_ips=args.forwarded_allow_ips,
         log_level="info",
     )
     return 0
@@ -207,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server listens on all interfaces
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument(
+        "--forwarded-allow-ips",
+        default=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        help="proxies whose X-Forwarded-For/-Proto are trusted (the client address of audit and limits)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("dev", help="embedded default: SQLite + in-memory S3, for trying it out")
