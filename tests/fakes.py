@@ -21,7 +21,7 @@ from datetime import datetime
 import anyio.to_thread
 
 from upload_plane.errors import PartsChanged, StorageUnavailable, StoredUploadGone
-from upload_plane.storage import PartToSign, SignedUrl, Storage, StoredObject, StoredPart
+from upload_plane.storage import CompletedObject, PartToSign, SignedUrl, Storage, StoredObject, StoredPart
 
 GATE_TIMEOUT = 60.0
 
@@ -75,17 +75,19 @@ class CountingStorage:
         await self._enter("ping")
         await self.inner.ping()
 
-    async def create_multipart(self, key: str, content_type: str) -> str:
+    async def create_multipart(self, key: str, content_type: str, crc64nvme: bool = False) -> str:
         await self._enter("create_multipart")
-        return await self.inner.create_multipart(key, content_type)
+        return await self.inner.create_multipart(key, content_type, crc64nvme)
 
     async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
         await self._enter("list_parts")
         return await self.inner.list_parts(key, upload_id)
 
-    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]) -> str:
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[StoredPart], crc64nvme: str | None = None
+    ) -> CompletedObject:
         await self._enter("complete_multipart")
-        return await self.inner.complete_multipart(key, upload_id, parts)
+        return await self.inner.complete_multipart(key, upload_id, parts, crc64nvme)
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         await self._enter("abort_multipart")
@@ -140,7 +142,7 @@ class MemoryStorage:
     async def ping(self) -> None:
         self._check()
 
-    async def create_multipart(self, key: str, content_type: str) -> str:
+    async def create_multipart(self, key: str, content_type: str, crc64nvme: bool = False) -> str:
         self._check()
         with self._lock:
             self._next += 1
@@ -160,17 +162,20 @@ class MemoryStorage:
             upload = self._upload(key, upload_id)
             return [StoredPart(n, len(b), _etag(b)) for n, b in sorted(upload.parts.items())]
 
-    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]) -> str:
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[StoredPart], crc64nvme: str | None = None
+    ) -> CompletedObject:
+        """Like moto: checks ETags, ignores checksums (and says nothing about them)."""
         self._check()
         with self._lock:
             upload = self._upload(key, upload_id)
-            for n, etag in parts:
-                if n not in upload.parts or _etag(upload.parts[n]) != etag:
+            for part in parts:
+                if part.part_number not in upload.parts or _etag(upload.parts[part.part_number]) != part.etag:
                     raise PartsChanged("the store refused to assemble the parts (InvalidPart)")
-            data = b"".join(upload.parts[n] for n, _ in parts)
+            data = b"".join(upload.parts[p.part_number] for p in parts)
             self.objects[key] = data
             del self.uploads[upload_id]
-        return _etag(data)
+        return CompletedObject(_etag(data))
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         self._check()  # like MinIO: success whether or not the upload existed

@@ -103,6 +103,13 @@ class PartsChanged(DomainError):
     code, title = "PARTS_CHANGED", "The upload's parts changed while it was being completed"
 
 
+class ChecksumMismatch(DomainError):
+    """The store computed another checksum than the one declared: the bytes are not the file the
+    client described. Nothing was assembled; the upload stays open to send the right parts."""
+
+    code, title = "CHECKSUM_MISMATCH", "The data does not match its declared checksum"
+
+
 class ObjectMismatch(DomainError):
     code, title = "OBJECT_MISMATCH", "The stored object does not match the upload"
 

@@ -95,6 +95,8 @@ class File(SQLModel, table=True):
     size: int = Field(sa_type=sa.BigInteger)
     key: str = Field(max_length=700, unique=True)
     sha256: str | None = Field(default=None, max_length=64)
+    crc64nvme: str | None = Field(default=None, max_length=16)  # base64 of the 8-byte checksum
+    verified_by: str | None = Field(default=None, max_length=16)  # "store": it checked crc64nvme
     etag: str | None = Field(default=None, max_length=128)
     status: str = Field(default="uploading", max_length=16, index=True)
     created_by: str = _fk("users.id", index=False)
@@ -116,6 +118,9 @@ class Upload(SQLModel, table=True):
     part_size: int = Field(sa_type=sa.BigInteger)
     part_count: int
     content_type: str = Field(max_length=255)
+    checksum_algorithm: str | None = Field(default=None, max_length=16)  # "CRC64NVME": full object
+    sha256: str | None = Field(default=None, max_length=64)
+    crc64nvme: str | None = Field(default=None, max_length=16)
     status: str = Field(default="uploading", max_length=16)
     expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     # The claim of the request or worker that holds the row in a held state (uploads/state.py).

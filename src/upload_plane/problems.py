@@ -38,6 +38,7 @@ STATUS: dict[type[e.DomainError], int] = {
     e.PartSizeMismatch: 409,
     e.PartEtagMismatch: 409,
     e.PartsChanged: 409,
+    e.ChecksumMismatch: 409,
     e.ObjectMismatch: 409,
     e.FileNotAvailable: 409,
     e.UploadExpired: 410,
@@ -152,7 +153,7 @@ _DESCRIPTIONS = {
     404: "No such resource, or not visible to the caller (NOT_FOUND)",
     409: (
         "Conflicts with the current state (e.g. UPLOAD_NOT_UPLOADING, UPLOAD_COMPLETING, PARTS_MISSING, "
-        "PART_SIZE_MISMATCH, PARTS_CHANGED)"
+        "PART_SIZE_MISMATCH, PARTS_CHANGED, CHECKSUM_MISMATCH)"
     ),
     410: "The upload expired (UPLOAD_EXPIRED)",
     413: "Too large (FILE_TOO_LARGE, REQUEST_TOO_LARGE)",

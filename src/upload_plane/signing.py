@@ -244,15 +244,20 @@ class Presigner:
         parts: Sequence[tuple[int, int, str | None]],
         expires_in: int,
         now: datetime | None = None,
+        checksum_header: str = "x-amz-checksum-sha256",
     ) -> list[str]:
         """PUT URLs for many parts of one multipart upload, in the order of ``parts``.
 
-        Each of ``parts`` is ``(part_number, content_length, checksum_sha256 or None)``. The result
-        for a part is exactly what ``presign("PUT", key, params=(("uploadId", upload_id),
-        ("partNumber", str(part_number))), headers={"content-length": str(content_length)}
-        [+ {"x-amz-checksum-sha256": checksum} when the checksum is non-empty], expires_in=...,
-        now=now)`` returns; all parts share one ``X-Amz-Date`` (``now``, or the clock read once).
+        Each of ``parts`` is ``(part_number, content_length, checksum or None)``; the checksum is
+        signed as ``checksum_header`` (``x-amz-checksum-sha256`` or ``x-amz-checksum-crc64nvme``,
+        lower case). The result for a part is exactly what ``presign("PUT", key,
+        params=(("uploadId", upload_id), ("partNumber", str(part_number))),
+        headers={"content-length": str(content_length)} [+ {checksum_header: checksum} when the
+        checksum is non-empty], expires_in=..., now=now)`` returns; all parts share one
+        ``X-Amz-Date`` (``now``, or the clock read once).
         """
+        if not checksum_header.startswith("x-amz-checksum-") or checksum_header != checksum_header.lower():
+            raise ValueError(f"not a lower-case x-amz-checksum-* header: {checksum_header!r}")
         stamp = self._stamp(now)
         host = self._host
         path = self._prefix + _quote_key(key)
@@ -261,15 +266,15 @@ class Presigner:
 
         # Canonical request, with the auth pairs sorted before partNumber and uploadId:
         #   PUT \n path \n X-Amz-...&partNumber=N&uploadId=U \n content-length:S \n host:H \n
-        #   [x-amz-checksum-sha256:C \n] \n signed-headers \n UNSIGNED-PAYLOAD
+        #   [x-amz-checksum-<algorithm>:C \n] \n signed-headers \n UNSIGNED-PAYLOAD
         plain_names = "content-length;host"
         _, plain_auth = stamp.auth(expires_in, plain_names)
         plain_head = f"PUT\n{path}\n{plain_auth}&partNumber="
         plain_tail = f"\nhost:{host}\n\n{plain_names}\n{UNSIGNED_PAYLOAD}"
-        summed_names = "content-length;host;x-amz-checksum-sha256"
+        summed_names = f"content-length;host;{checksum_header}"
         _, summed_auth = stamp.auth(expires_in, summed_names)
         summed_head = f"PUT\n{path}\n{summed_auth}&partNumber="
-        summed_host = f"\nhost:{host}\nx-amz-checksum-sha256:"
+        summed_host = f"\nhost:{host}\n{checksum_header}:"
         summed_tail = f"\n\n{summed_names}\n{UNSIGNED_PAYLOAD}"
         mid = f"&uploadId={upload}\ncontent-length:"
 

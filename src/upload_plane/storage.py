@@ -9,6 +9,8 @@ Provider errors become domain errors here, per operation:
   completed, aborted or purged, and the caller decides which with HeadObject;
 - parts the store refuses to assemble (``InvalidPart``, ``InvalidPartOrder``, ``EntityTooSmall``) are
   ``PartsChanged``: a part was sent again while complete ran, a client race;
+- a declared checksum the data does not have (``XAmzContentChecksumMismatch``, ``BadDigest``) is
+  ``ChecksumMismatch``; the multipart upload stays, so the right parts can still be sent;
 - a missing bucket (``NoSuchBucket``), a 5xx or no answer is ``StorageUnavailable`` (503, nothing
   changed) — never a verdict about an upload;
 - any other refusal is ``StorageRejected``.
@@ -22,6 +24,11 @@ S3/MinIO notes:
 - MinIO answers AbortMultipartUpload with 204 for any upload id, one it completed or never knew
   included; whether an abort came after a complete is only known from HeadObject.
 - MinIO cannot list multipart uploads by prefix, so orphans are found from the database.
+- Full-object CRC64NVME (MinIO, AWS S3): the algorithm and type must be declared at
+  CreateMultipartUpload; each part is then refused without its (signed) ``x-amz-checksum-crc64nvme``;
+  CompleteMultipartUpload must list every part's checksum (else ``InvalidPart``) and the whole-file
+  value, which the store checks by combining the part checksums it verified (no re-read). MinIO
+  answers with the value it checked; moto checks nothing and answers none.
 """
 
 from __future__ import annotations
@@ -37,7 +44,14 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import DomainError, PartsChanged, StorageRejected, StorageUnavailable, StoredUploadGone
+from .errors import (
+    ChecksumMismatch,
+    DomainError,
+    PartsChanged,
+    StorageRejected,
+    StorageUnavailable,
+    StoredUploadGone,
+)
 from .settings import Settings
 from .signing import Presigner
 
@@ -47,6 +61,9 @@ T = TypeVar("T")
 _UPLOAD_GONE = frozenset({"NoSuchUpload"})
 _OBJECT_GONE = frozenset({"NoSuchKey", "404", "NotFound"})
 _PARTS_CHANGED = frozenset({"InvalidPart", "InvalidPartOrder", "EntityTooSmall"})
+_CHECKSUM_MISMATCH = frozenset({"XAmzContentChecksumMismatch", "BadDigest"})
+CRC64NVME = "CRC64NVME"
+FULL_OBJECT = "FULL_OBJECT"
 _UNAVAILABLE = frozenset(
     {"NoSuchBucket", "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"}
 )
@@ -57,6 +74,7 @@ class StoredPart:
     part_number: int
     size: int
     etag: str
+    checksum_crc64nvme: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +82,18 @@ class StoredObject:
     size: int
     etag: str
     content_type: str
+    checksum_crc64nvme: str | None = None
+    checksum_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedObject:
+    """What CompleteMultipartUpload answered: the ETag, and the whole-object checksum the store
+    checked (``None`` when it checked none)."""
+
+    etag: str
+    checksum_crc64nvme: str | None = None
+    checksum_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +101,7 @@ class PartToSign:
     part_number: int
     size: int
     checksum_sha256: str | None = None
+    checksum_crc64nvme: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,17 +115,19 @@ class Storage(Protocol):
 
     async def ping(self) -> None: ...
 
-    async def create_multipart(self, key: str, content_type: str) -> str:
-        """Start a multipart upload; its upload id."""
+    async def create_multipart(self, key: str, content_type: str, crc64nvme: bool = False) -> str:
+        """Start a multipart upload (with a full-object CRC64NVME when ``crc64nvme``); its id."""
         ...
 
     async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
         """Every part the store holds (all pages). ``StoredUploadGone`` if it no longer knows it."""
         ...
 
-    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]) -> str:
-        """Assemble ``(part number, etag)`` in order; the object's ETag. ``StoredUploadGone``,
-        ``PartsChanged``."""
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[StoredPart], crc64nvme: str | None = None
+    ) -> CompletedObject:
+        """Assemble ``parts`` in order, asking the store to check the whole-object ``crc64nvme``.
+        ``StoredUploadGone``, ``PartsChanged``, ``ChecksumMismatch``."""
         ...
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
@@ -103,7 +136,7 @@ class Storage(Protocol):
         ...
 
     async def head_object(self, key: str) -> StoredObject | None:
-        """The object's size and ETag, ``None`` if there is no such object."""
+        """The object's size, ETag and full-object checksum, ``None`` if there is no such object."""
         ...
 
     async def delete_object(self, key: str) -> None:
@@ -172,8 +205,13 @@ class S3Storage:
     async def ping(self) -> None:
         await self._run(self._client.head_bucket)
 
-    async def create_multipart(self, key: str, content_type: str) -> str:
-        resp = await self._run(self._client.create_multipart_upload, Key=key, ContentType=content_type)
+    async def create_multipart(self, key: str, content_type: str, crc64nvme: bool = False) -> str:
+        extra: dict[str, Any] = (
+            {"ChecksumAlgorithm": CRC64NVME, "ChecksumType": FULL_OBJECT} if crc64nvme else {}
+        )
+        resp = await self._run(
+            self._client.create_multipart_upload, Key=key, ContentType=content_type, **extra
+        )
         return str(resp["UploadId"])
 
     async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
@@ -189,7 +227,14 @@ class S3Storage:
                 MaxParts=1000,
             )
             for p in resp.get("Parts", []):
-                parts.append(StoredPart(int(p["PartNumber"]), int(p["Size"]), normalize_etag(p["ETag"])))
+                parts.append(
+                    StoredPart(
+                        int(p["PartNumber"]),
+                        int(p["Size"]),
+                        normalize_etag(p["ETag"]),
+                        p.get("ChecksumCRC64NVME"),
+                    )
+                )
             if not resp.get("IsTruncated"):
                 return parts
             next_marker = int(resp.get("NextPartNumberMarker") or 0)
@@ -197,15 +242,29 @@ class S3Storage:
                 return parts
             marker = next_marker
 
-    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]) -> str:
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[StoredPart], crc64nvme: str | None = None
+    ) -> CompletedObject:
+        listed = []
+        for p in parts:
+            part = {"PartNumber": p.part_number, "ETag": f'"{p.etag}"'}
+            if crc64nvme and p.checksum_crc64nvme:
+                part["ChecksumCRC64NVME"] = p.checksum_crc64nvme
+            listed.append(part)
+        extra: dict[str, Any] = (
+            {"ChecksumCRC64NVME": crc64nvme, "ChecksumType": FULL_OBJECT} if crc64nvme else {}
+        )
         resp = await self._run(
             self._client.complete_multipart_upload,
             gone=_UPLOAD_GONE,
             Key=key,
             UploadId=upload_id,
-            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": f'"{e}"'} for n, e in parts]},
+            MultipartUpload={"Parts": listed},
+            **extra,
         )
-        return normalize_etag(resp.get("ETag", ""))
+        return CompletedObject(
+            normalize_etag(resp.get("ETag", "")), resp.get("ChecksumCRC64NVME"), resp.get("ChecksumType")
+        )
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         try:
@@ -220,7 +279,9 @@ class S3Storage:
 
     async def head_object(self, key: str) -> StoredObject | None:
         try:
-            resp = await self._run(self._client.head_object, gone=_OBJECT_GONE, Key=key)
+            resp = await self._run(
+                self._client.head_object, gone=_OBJECT_GONE, Key=key, ChecksumMode="ENABLED"
+            )
         except StoredUploadGone:
             await self.ping()  # a bare 404 may mean the bucket is gone: that is an outage
             return None
@@ -228,6 +289,8 @@ class S3Storage:
             size=int(resp["ContentLength"]),
             etag=normalize_etag(resp.get("ETag", "")),
             content_type=str(resp.get("ContentType", "")),
+            checksum_crc64nvme=resp.get("ChecksumCRC64NVME"),
+            checksum_type=resp.get("ChecksumType"),
         )
 
     async def ensure_bucket(self, cors_origins: Sequence[str]) -> None:
@@ -262,13 +325,15 @@ class S3Storage:
         expires_in: int,
         now: datetime | None = None,
     ) -> list[SignedUrl]:
-        rows = [(p.part_number, p.size, p.checksum_sha256) for p in parts]
-        urls = self.presigner.presign_parts(key, upload_id, rows, expires_in, now)
+        crc = any(p.checksum_crc64nvme for p in parts)
+        header = "x-amz-checksum-crc64nvme" if crc else "x-amz-checksum-sha256"
+        rows = [(p.part_number, p.size, p.checksum_crc64nvme if crc else p.checksum_sha256) for p in parts]
+        urls = self.presigner.presign_parts(key, upload_id, rows, expires_in, now, checksum_header=header)
         signed = []
-        for part, url in zip(parts, urls, strict=True):
-            headers = {"Content-Length": str(part.size)}
-            if part.checksum_sha256:
-                headers["x-amz-checksum-sha256"] = part.checksum_sha256
+        for (_, size, checksum), url in zip(rows, urls, strict=True):
+            headers = {"Content-Length": str(size)}
+            if checksum:
+                headers[header] = checksum
             signed.append(SignedUrl(url, headers))
         return signed
 
@@ -294,6 +359,10 @@ def translate_s3_error(exc: ClientError, gone: frozenset[str] = frozenset()) -> 
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     if code in gone:
         return StoredUploadGone(f"Object storage does not have it ({code})")
+    if code in _CHECKSUM_MISMATCH:
+        return ChecksumMismatch(
+            f"the store computed another checksum than the one declared ({code}); nothing was assembled"
+        )
     if code in _PARTS_CHANGED:
         return PartsChanged(
             f"the store refused to assemble the parts ({code}); a part was sent again while completing. "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import secrets
 from collections.abc import AsyncIterator
@@ -251,3 +252,14 @@ def browser(backend: Backend, cookie: str) -> httpx.Client:
     c = client(backend)
     c.cookies.set("upload_plane_session", cookie)
     return c
+
+
+def crc64nvme(data: bytes, previous: int = 0) -> int:
+    from awscrt import checksums
+
+    return int(checksums.crc64nvme(data, previous))
+
+
+def crc64_b64(data: bytes) -> str:
+    """The S3 wire form of a CRC64NVME: base64 of its 8 big-endian bytes."""
+    return base64.b64encode(crc64nvme(data).to_bytes(8, "big")).decode()

@@ -161,7 +161,7 @@ def test_complete_whose_response_was_lost_is_recovered(backend: Backend, http: h
         row = asyncio.run(upload_row(backend, upload["id"]))
         storage = S3Storage(backend.settings)
         parts = asyncio.run(storage.list_parts(row.key, row.s3_upload_id))
-        asyncio.run(storage.complete_multipart(row.key, row.s3_upload_id, [(1, parts[0].etag)]))
+        asyncio.run(storage.complete_multipart(row.key, row.s3_upload_id, parts))
         resp = complete(api, upload["id"])
         assert resp.status_code == 200, resp.text
         assert resp.json()["status"] == "available"

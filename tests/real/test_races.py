@@ -231,4 +231,4 @@ async def _complete_behind_the_apis_back(backend: Backend, upload: dict[str, Any
 
         row = (await session.exec(select(Upload).where(Upload.id == upload["id"]))).one()
     parts = await storage.list_parts(row.key, row.s3_upload_id)
-    await storage.complete_multipart(row.key, row.s3_upload_id, [(p.part_number, p.etag) for p in parts])
+    await storage.complete_multipart(row.key, row.s3_upload_id, parts)

@@ -174,7 +174,7 @@ async def test_complete_waits_for_a_running_abort_and_then_loses(world: World) -
 async def test_abort_after_a_complete_whose_answer_was_lost_leaves_the_file_available(world: World) -> None:
     upload = await world.started()
     parts = await world.store.list_parts(upload.key, upload.s3_upload_id)
-    await world.store.complete_multipart(upload.key, upload.s3_upload_id, [(1, parts[0].etag)])
+    await world.store.complete_multipart(upload.key, upload.s3_upload_id, parts)
     with pytest.raises(UploadNotUploading) as lost:
         await world.call(lambda u, _: u.abort(world.user, upload.id))
     assert lost.value.extra["upload_status"] == "completed"

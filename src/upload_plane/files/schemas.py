@@ -16,6 +16,8 @@ class FileOut(msgspec.Struct):
     size: int
     key: str
     sha256: str | None
+    crc64nvme: str | None
+    verified_by: str | None
     etag: str | None
     status: str
     created_by: str

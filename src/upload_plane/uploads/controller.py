@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import msgspec
 from litestar import Controller, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
@@ -30,27 +29,13 @@ from .schemas import (
 from .service import PartState, UploadService
 
 
-def upload_fields(u: Upload) -> dict[str, Any]:
-    return {
-        "id": u.id,
-        "file_id": u.file_id,
-        "log_id": u.log_id,
-        "case_id": u.case_id,
-        "filename": u.filename,
-        "key": u.key,
-        "size": u.size,
-        "content_type": u.content_type,
-        "part_size": u.part_size,
-        "part_count": u.part_count,
-        "status": u.status,
-        "expires_at": u.expires_at,
-        "created_at": u.created_at,
-    }
+def upload_out(u: Upload) -> UploadOut:
+    return msgspec.convert(u, UploadOut, from_attributes=True)
 
 
 def part_state_out(state: PartState) -> PartStateOut:
     return PartStateOut(
-        uploaded=[UploadedPart(p.part_number, p.size, p.etag) for p in state.uploaded],
+        uploaded=[UploadedPart(p.part_number, p.size, p.etag, p.checksum_crc64nvme) for p in state.uploaded],
         missing=state.missing,
         bytes_uploaded=state.bytes_uploaded,
     )
@@ -76,8 +61,10 @@ class LogUploadController(Controller):
             content_type=data.content_type,
             sha256=data.sha256.lower() if data.sha256 else None,
             part_size=data.part_size,
+            crc64nvme=data.crc64nvme,
+            checksum_algorithm=data.checksum_algorithm,
         )
-        return UploadOut(**upload_fields(upload))
+        return upload_out(upload)
 
 
 class UploadController(Controller):
@@ -95,9 +82,7 @@ class UploadController(Controller):
         cursor: FromQuery[str | None] = None,
     ) -> UploadPage:
         page = await uploads.list_mine(request.user, status, log_id, PageRequest.parse(limit, cursor))
-        return UploadPage(
-            items=[UploadOut(**upload_fields(u)) for u in page.items], next_cursor=page.next_cursor
-        )
+        return UploadPage(items=[upload_out(u) for u in page.items], next_cursor=page.next_cursor)
 
     @get(
         "/{upload_id:str}",
@@ -112,7 +97,8 @@ class UploadController(Controller):
     ) -> UploadStatusOut:
         upload = await uploads.get(request.user, upload_id)
         state = await uploads.part_state(upload)
-        return UploadStatusOut(**upload_fields(upload), parts=part_state_out(state))
+        fields = msgspec.structs.asdict(upload_out(upload))
+        return UploadStatusOut(**fields, parts=part_state_out(state))
 
     @post(
         "/{upload_id:str}/parts",
@@ -127,7 +113,9 @@ class UploadController(Controller):
         request: AuthedRequest,
         uploads: NamedDependency[UploadService],
     ) -> SignResponse:
-        signed = await uploads.sign_parts(request.user, upload_id, data.part_numbers, data.checksums_sha256)
+        signed = await uploads.sign_parts(
+            request.user, upload_id, data.part_numbers, data.checksums_sha256, data.checksums_crc64nvme
+        )
         return SignResponse(
             parts=[SignedPartOut(p.part_number, p.url, "PUT", p.headers, p.size) for p in signed.parts],
             expires_at=signed.expires_at,
@@ -147,7 +135,11 @@ class UploadController(Controller):
         data: JSONBody[CompleteRequest | None] = None,
     ) -> FileOut:
         hint = [(p.part_number, p.etag) for p in data.parts] if data and data.parts else None
-        return file_out(await uploads.complete(request.user, upload_id, hint))
+        sha256 = data.sha256.lower() if data and data.sha256 else None
+        crc64nvme = data.crc64nvme if data else None
+        return file_out(
+            await uploads.complete(request.user, upload_id, hint, sha256=sha256, crc64nvme=crc64nvme)
+        )
 
     @delete(
         "/{upload_id:str}", summary="Abort the upload; the file becomes failed", responses=problems(409, 502)

@@ -23,6 +23,8 @@ ContentType = Annotated[
 ]
 Sha256Hex = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{64}$")]
 Sha256B64 = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/]{43}=$")]
+# base64 of the 8-byte big-endian CRC64NVME, as S3 writes it (``x-amz-checksum-crc64nvme``)
+Crc64B64 = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/]{11}=$")]
 PartNumber = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
 PartKey = Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]{0,4}$")]  # a part number as a JSON key
 
@@ -32,6 +34,14 @@ class UploadCreate(msgspec.Struct, forbid_unknown_fields=True):
     size: Annotated[int, msgspec.Meta(ge=0)]
     content_type: ContentType | None = None
     sha256: Sha256Hex | None = None
+    crc64nvme: Annotated[
+        Crc64B64 | None,
+        msgspec.Meta(description="the whole file's CRC64NVME (base64); the store checks it at complete"),
+    ] = None
+    checksum_algorithm: Annotated[
+        Literal["CRC64NVME"] | None,
+        msgspec.Meta(description="have the store check a whole-file CRC64NVME given at complete"),
+    ] = None
     part_size: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
@@ -49,12 +59,16 @@ class UploadOut(msgspec.Struct):
     status: str
     expires_at: datetime
     created_at: datetime
+    sha256: str | None
+    crc64nvme: str | None
+    checksum_algorithm: str | None
 
 
 class UploadedPart(msgspec.Struct):
     part_number: int
     size: int
     etag: str
+    checksum_crc64nvme: str | None = None
 
 
 class PartStateOut(msgspec.Struct):
@@ -75,6 +89,7 @@ class UploadPage(msgspec.Struct):
 class SignRequest(msgspec.Struct, forbid_unknown_fields=True):
     part_numbers: Annotated[list[int], msgspec.Meta(min_length=1, max_length=10_000)]
     checksums_sha256: dict[PartKey, Sha256B64] | None = None
+    checksums_crc64nvme: dict[PartKey, Crc64B64] | None = None
 
 
 class SignedPartOut(msgspec.Struct):
@@ -97,3 +112,5 @@ class CompletePart(msgspec.Struct, forbid_unknown_fields=True):
 
 class CompleteRequest(msgspec.Struct, forbid_unknown_fields=True):
     parts: Annotated[list[CompletePart], msgspec.Meta(max_length=10_000)] | None = None
+    sha256: Sha256Hex | None = None
+    crc64nvme: Crc64B64 | None = None

@@ -23,6 +23,7 @@ import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import anyio
 from sqlalchemy.exc import SQLAlchemyError
@@ -54,7 +55,7 @@ from ..models import CaseMember, File, Upload, utcnow
 from ..pagination import Page, PageRequest, paginate
 from ..ratelimit import Limit, RateLimits
 from ..settings import Settings
-from ..storage import PartToSign, Storage, StoredPart, normalize_etag
+from ..storage import CRC64NVME, CompletedObject, PartToSign, Storage, StoredPart, normalize_etag
 from . import state
 from .rules import PartPlan, object_key, plan_parts
 from .state import Claim, FileStatus, UploadStatus
@@ -79,6 +80,14 @@ class SignedPart:
 class SignedParts:
     parts: list[SignedPart]
     expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """The whole-file checksums the client declared, at start or at complete."""
+
+    sha256: str | None
+    crc64nvme: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +135,12 @@ class UploadService:
         content_type: str | None,
         sha256: str | None,
         part_size: int | None,
+        crc64nvme: str | None = None,
+        checksum_algorithm: str | None = None,
     ) -> Upload:
+        """Start a multipart upload. A declared ``crc64nvme`` (or ``checksum_algorithm`` CRC64NVME,
+        with the value given at complete) makes the store check the whole file: every part is then
+        signed with its own CRC64NVME and complete passes the whole-file value."""
         log_row = await self.cases.get_log(who, log_id, CaseRole.CONTRIBUTOR)
         if size > self.settings.max_file_size:
             raise FileTooLarge(
@@ -142,10 +156,11 @@ class UploadService:
             raise FileTooLarge(str(exc)) from exc
 
         await RateLimits(self.session).take(self.start_limit, who.id, utcnow())
+        algorithm = CRC64NVME if crc64nvme or checksum_algorithm == CRC64NVME else None
         file_id = new_id()
         key = object_key(log_row.case_id, log_row.id, file_id, filename)
         await self.session.commit()  # hold no connection while the store answers
-        s3_upload_id = await self.storage.create_multipart(key, content_type)
+        s3_upload_id = await self.storage.create_multipart(key, content_type, crc64nvme=algorithm is not None)
         now = utcnow()
         file = File(
             id=file_id,
@@ -156,6 +171,7 @@ class UploadService:
             size=size,
             key=key,
             sha256=sha256,
+            crc64nvme=crc64nvme,
             status=FileStatus.UPLOADING,
             created_by=who.id,
             created_at=now,
@@ -172,6 +188,9 @@ class UploadService:
             part_size=plan.part_size,
             part_count=plan.part_count,
             content_type=content_type,
+            checksum_algorithm=algorithm,
+            sha256=sha256,
+            crc64nvme=crc64nvme,
             status=UploadStatus.UPLOADING,
             expires_at=now + timedelta(seconds=self.settings.upload_ttl),
             created_by=who.id,
@@ -286,7 +305,11 @@ class UploadService:
         upload_id: str,
         part_numbers: list[int],
         checksums_sha256: dict[str, str] | None = None,
+        checksums_crc64nvme: dict[str, str] | None = None,
     ) -> SignedParts:
+        """Part URLs signing each part's exact size, and its checksum: SHA-256 when given, or, for an
+        upload whose store checks the whole file, the part's CRC64NVME, which is then required (the
+        store refuses a part without it)."""
         upload = await self.get(who, upload_id)
         now = utcnow()
         if upload.status != UploadStatus.UPLOADING:
@@ -305,17 +328,39 @@ class UploadService:
             )
         wanted = list(dict.fromkeys(part_numbers))
         wanted_set = set(wanted)
-        checksums = checksums_sha256 or {}
+        full_object = upload.checksum_algorithm == CRC64NVME
+        if full_object and checksums_sha256:
+            raise ValidationFailed(
+                "this upload's parts are signed with checksums_crc64nvme, not checksums_sha256"
+            )
+        if not full_object and checksums_crc64nvme:
+            raise ValidationFailed(
+                "checksums_crc64nvme needs an upload started with checksum_algorithm CRC64NVME"
+            )
+        field = "checksums_crc64nvme" if full_object else "checksums_sha256"
+        checksums = (checksums_crc64nvme if full_object else checksums_sha256) or {}
         unknown = sorted(
             k for k in checksums if not (k.isascii() and k.isdigit()) or int(k) not in wanted_set
         )
         if unknown:
             raise ValidationFailed(
-                "checksums_sha256 names parts that are not being signed", invalid_part_numbers=unknown[:100]
+                f"{field} names parts that are not being signed", invalid_part_numbers=unknown[:100]
             )
+        if full_object:
+            without = [n for n in wanted if str(n) not in checksums]
+            if without:
+                raise ValidationFailed(
+                    "this upload's store checks the whole file: send checksums_crc64nvme for every part",
+                    invalid_part_numbers=without[:100],
+                )
         ttl = min(self.settings.part_url_ttl, int((upload.expires_at - now).total_seconds()))
         ttl = max(ttl, 1)
-        to_sign = [PartToSign(n, plan.part_bytes(n), checksums.get(str(n))) for n in wanted]
+        to_sign = [
+            PartToSign(n, plan.part_bytes(n), None, checksums[str(n)])
+            if full_object
+            else PartToSign(n, plan.part_bytes(n), checksums.get(str(n)))
+            for n in wanted
+        ]
         signed = self.storage.presign_parts(upload.key, upload.s3_upload_id, to_sign, ttl, now)
         parts = [
             SignedPart(part_number=p.part_number, url=s.url, headers=s.headers, size=p.size)
@@ -368,13 +413,25 @@ class UploadService:
             log.warning("could not hand back the %s claim on upload %s", held.status, held.upload_id)
 
     async def _finish(
-        self, who: Principal | None, held: Claim, upload: Upload, to: UploadStatus, *, etag: str | None = None
+        self,
+        who: Principal | None,
+        held: Claim,
+        upload: Upload,
+        to: UploadStatus,
+        *,
+        file_values: dict[str, Any] | None = None,
+        upload_values: dict[str, Any] | None = None,
     ) -> bool:
         """Finish ``held`` with ``to`` and the file along, with its audit event, in one committed
         transaction. ``False`` if the claim was lost (then nothing was written)."""
-        values = {"etag": etag} if etag is not None else None
         done = await state.finish(
-            self.session, held, to, utcnow(), file_id=upload.file_id, file_values=values
+            self.session,
+            held,
+            to,
+            utcnow(),
+            file_id=upload.file_id,
+            file_values=file_values,
+            upload_values=upload_values,
         )
         if done:
             self.audit.record(
@@ -405,9 +462,18 @@ class UploadService:
     # -- complete -----------------------------------------------------------------------------
 
     async def complete(
-        self, who: Principal, upload_id: str, client_parts: list[tuple[int, str]] | None = None
+        self,
+        who: Principal,
+        upload_id: str,
+        client_parts: list[tuple[int, str]] | None = None,
+        *,
+        sha256: str | None = None,
+        crc64nvme: str | None = None,
     ) -> File:
+        """Finish the file. Whole-file checksums may be declared here when the client computed them
+        while sending (they must agree with any declared at start)."""
         upload = await self.get(who, upload_id)
+        declared = self._declared_checksums(upload, sha256, crc64nvme)
         if upload.status == UploadStatus.UPLOADING and upload.expires_at <= utcnow():
             raise UploadExpired("the upload expired; start a new one")
         upload, held = await self.claim_when_free(
@@ -421,7 +487,7 @@ class UploadService:
                 return await self._file_of(upload)
             raise not_uploading(upload)
         try:
-            return await self._complete_claimed(who, held, upload, client_parts)
+            return await self._complete_claimed(who, held, upload, client_parts, declared)
         except (UploadExpired, ObjectMismatch):
             raise  # verdicts, already recorded
         except Exception:
@@ -430,30 +496,86 @@ class UploadService:
             await self._hand_back(held)
             raise
 
+    @staticmethod
+    def _declared_checksums(upload: Upload, sha256: str | None, crc64nvme: str | None) -> Declared:
+        if sha256 and upload.sha256 and sha256 != upload.sha256:
+            raise ValidationFailed("sha256 differs from the value declared when the upload started")
+        if crc64nvme and upload.crc64nvme and crc64nvme != upload.crc64nvme:
+            raise ValidationFailed("crc64nvme differs from the value declared when the upload started")
+        if crc64nvme and upload.checksum_algorithm != CRC64NVME:
+            raise ValidationFailed(
+                "crc64nvme can be checked by the store only if the upload started with "
+                "checksum_algorithm CRC64NVME"
+            )
+        declared = Declared(sha256=upload.sha256 or sha256, crc64nvme=upload.crc64nvme or crc64nvme)
+        if upload.checksum_algorithm == CRC64NVME and declared.crc64nvme is None:
+            raise ValidationFailed("this upload's store checks the whole file: send its crc64nvme")
+        return declared
+
     async def _complete_claimed(
-        self, who: Principal, held: Claim, upload: Upload, client_parts: list[tuple[int, str]] | None
+        self,
+        who: Principal,
+        held: Claim,
+        upload: Upload,
+        client_parts: list[tuple[int, str]] | None,
+        declared: Declared,
     ) -> File:
         try:
-            etag: str | None = await self._complete_in_store(upload, client_parts)
+            completed: CompletedObject | None = await self._complete_in_store(upload, client_parts, declared)
         except StoredUploadGone:
-            etag = None  # gone from the store: completed earlier (answer lost) or purged
+            completed = None  # gone from the store: completed earlier (answer lost) or purged
         stored = await self.storage.head_object(upload.key)
         if stored is None:
-            if etag is None:  # neither the multipart upload nor the object exists
+            if completed is None:  # neither the multipart upload nor the object exists
                 if not await self._finish(who, held, upload, UploadStatus.EXPIRED):
                     return await self._after_lost_claim(upload.id)
                 raise UploadExpired("the store no longer holds this upload; start a new one")
             raise StorageUnavailable("the completed object is not visible yet; retry")
+        mismatch = None
         if stored.size != upload.size:
+            mismatch = f"the stored object has {stored.size} bytes, {upload.size} were planned"
+        elif (
+            declared.crc64nvme
+            and stored.checksum_crc64nvme
+            and stored.checksum_crc64nvme != declared.crc64nvme
+        ):
+            # A store that did not check at complete (moto) still reports what it holds: never let
+            # bytes that are not the declared file become available.
+            mismatch = (
+                f"the stored object's CRC64NVME is {stored.checksum_crc64nvme}, "
+                f"{declared.crc64nvme} was declared"
+            )
+        if mismatch is not None:
             if not await self._finish(who, held, upload, UploadStatus.ABORTED):
                 return await self._after_lost_claim(upload.id)
-            raise ObjectMismatch(f"the stored object has {stored.size} bytes, {upload.size} were planned")
-        if not await self._finish(who, held, upload, UploadStatus.COMPLETED, etag=stored.etag or etag or ""):
+            await self._delete_quietly(upload.key)
+            raise ObjectMismatch(mismatch)
+        # The store checked the whole file only if its own answer to the complete says so.
+        verified = bool(
+            declared.crc64nvme
+            and completed is not None
+            and completed.checksum_crc64nvme == declared.crc64nvme
+        )
+        values = {"sha256": declared.sha256, "crc64nvme": declared.crc64nvme}
+        etag = stored.etag or (completed.etag if completed else "")
+        file_values = {**values, "etag": etag, "verified_by": "store" if verified else None}
+        if not await self._finish(
+            who, held, upload, UploadStatus.COMPLETED, file_values=file_values, upload_values=values
+        ):
             return await self._after_lost_claim(upload.id)
         return await self._file_of(upload)
 
-    async def _complete_in_store(self, upload: Upload, client_parts: list[tuple[int, str]] | None) -> str:
-        """Verify every planned part from ListParts, then CompleteMultipartUpload."""
+    async def _delete_quietly(self, key: str) -> None:
+        try:
+            await self.storage.delete_object(key)
+        except DomainError:
+            log.warning("could not delete the mismatching object %s; it belongs to no file", key)
+
+    async def _complete_in_store(
+        self, upload: Upload, client_parts: list[tuple[int, str]] | None, declared: Declared
+    ) -> CompletedObject:
+        """Verify every planned part from ListParts, then CompleteMultipartUpload (passing the parts'
+        checksums and the whole-file CRC64NVME when the store is to check it)."""
         plan = plan_of(upload)
         stored = {p.part_number: p for p in await self.storage.list_parts(upload.key, upload.s3_upload_id)}
         missing = [n for n in range(1, plan.part_count + 1) if n not in stored]
@@ -480,8 +602,9 @@ class UploadService:
                 raise PartEtagMismatch(
                     "the store holds different data for some parts", part_numbers=differing[:1000]
                 )
-        ordered = [(n, stored[n].etag) for n in range(1, plan.part_count + 1)]
-        return await self.storage.complete_multipart(upload.key, upload.s3_upload_id, ordered)
+        ordered = [stored[n] for n in range(1, plan.part_count + 1)]
+        crc = declared.crc64nvme if upload.checksum_algorithm == CRC64NVME else None
+        return await self.storage.complete_multipart(upload.key, upload.s3_upload_id, ordered, crc)
 
     async def _file_of(self, upload: Upload) -> File:
         stmt = select(File).where(File.id == upload.file_id).execution_options(populate_existing=True)
@@ -527,7 +650,8 @@ class UploadService:
         if stored is not None and stored.size == upload.size:
             log.warning("upload %s was completed in the store before it could be %s", upload.id, to)
             to = UploadStatus.COMPLETED
-        if not await self._finish(who, held, upload, to, etag=stored.etag if stored is not None else None):
+        file_values = {"etag": stored.etag} if stored is not None and to == UploadStatus.COMPLETED else None
+        if not await self._finish(who, held, upload, to, file_values=file_values):
             current = await self._load(upload.id)
             if current is None:
                 raise NotFound("No such upload")

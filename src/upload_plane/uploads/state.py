@@ -144,10 +144,11 @@ async def finish(
     *,
     file_id: str | None = None,
     file_values: dict[str, Any] | None = None,
+    upload_values: dict[str, Any] | None = None,
 ) -> bool:
-    """End a claim: move the upload to ``to`` if this claim still holds it, and its file along
-    (``FILE_STATUS_FOR``, from ``uploading``). ``False`` means the claim was lost and nothing
-    changed; the caller rolls back. The caller commits."""
+    """End a claim: move the upload to ``to`` if this claim still holds it (with ``upload_values``),
+    and its file along (``FILE_STATUS_FOR``, from ``uploading``, with ``file_values``). ``False``
+    means the claim was lost and nothing changed; the caller rolls back. The caller commits."""
     check_upload_transition(held.status, to)
     stmt = (
         update(Upload)
@@ -156,7 +157,7 @@ async def finish(
             col(Upload.status) == held.status,
             col(Upload.claim_token) == held.token,
         )
-        .values(status=to, claim_token=None, claimed_at=None, updated_at=now)
+        .values(status=to, claim_token=None, claimed_at=None, updated_at=now, **(upload_values or {}))
     )
     if (await session.exec(stmt)).rowcount != 1:
         return False
