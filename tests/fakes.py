@@ -114,6 +114,9 @@ class CountingStorage:
     def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str:
         return self.inner.presign_get(key, content_disposition, expires_in)
 
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
 
 @dataclass
 class _Multipart:
@@ -207,6 +210,9 @@ class MemoryStorage:
 
     def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str:
         return f"memory://{key}"
+
+    async def aclose(self) -> None:
+        return None
 
 
 def _etag(data: bytes) -> str:

@@ -189,6 +189,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
             yield
         finally:
             app.state.hashing.close()
+            await app.state.storage.aclose()
             await db.dispose()
 
     public_api = Router(path="/api/v1", route_handlers=[LoginController])

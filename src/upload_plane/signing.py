@@ -30,6 +30,7 @@ from urllib.parse import quote, urlsplit
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _STAMP_CACHE_SIZE = 16
 _sha256 = hashlib.sha256
 
@@ -97,11 +98,14 @@ def _signing_pads(secret: str, day: str, region: str, service: str) -> tuple[Any
 class _Stamp:
     """What stays the same for every URL signed within one second of the clock."""
 
-    __slots__ = ("_auth", "amz_date", "credential", "inner", "outer")
+    __slots__ = ("_auth", "amz_date", "credential", "inner", "outer", "raw_credential")
 
-    def __init__(self, amz_date: str, credential: str, inner: Any, outer: Any) -> None:
+    def __init__(
+        self, amz_date: str, credential: str, inner: Any, outer: Any, raw_credential: str = ""
+    ) -> None:
         self.amz_date = amz_date
         self.credential = credential  # already percent-encoded
+        self.raw_credential = raw_credential  # as an Authorization header carries it
         self.inner = inner  # HMAC inner state, already fed the string-to-sign prefix
         self.outer = outer
         self._auth: dict[tuple[int, str], tuple[tuple[tuple[str, str], ...], str]] = {}
@@ -188,7 +192,8 @@ class Presigner:
         inner, outer = _signing_pads(self.secret_access_key, day, self.region, self.service)
         inner = inner.copy()
         inner.update(f"{ALGORITHM}\n{amz_date}\n{scope}\n".encode())
-        stamp = _Stamp(amz_date, _enc(f"{self.access_key_id}/{scope}"), inner, outer)
+        credential = f"{self.access_key_id}/{scope}"
+        stamp = _Stamp(amz_date, _enc(credential), inner, outer, credential)
         if len(self._stamps) >= _STAMP_CACHE_SIZE:
             self._stamps.clear()
         self._stamps[second] = stamp
@@ -296,3 +301,46 @@ class Presigner:
             o.update(h.digest())
             append(f"{url_head}{number}&{auth}&X-Amz-Signature={o.hexdigest()}")
         return urls
+
+    def sign_request(
+        self,
+        method: str,
+        key: str | None,
+        *,
+        params: Sequence[tuple[str, str | None]] = (),
+        headers: Mapping[str, str] | None = None,
+        payload_sha256: str = EMPTY_SHA256,
+        now: datetime | None = None,
+    ) -> tuple[str, dict[str, str]]:
+        """A header-signed request (``Authorization``): its URL and the headers to send with it.
+
+        ``key`` ``None`` addresses the bucket itself. A param whose value is ``None`` is a bare
+        flag (``?uploads``). The headers returned are ``headers`` plus ``x-amz-date``,
+        ``x-amz-content-sha256`` and ``Authorization``, all of them signed except ``Authorization``;
+        ``host`` is signed and left to the HTTP client to send. The signature is botocore's for the
+        same request and clock (checked in tests/unit/test_signing.py).
+        """
+        stamp = self._stamp(now)
+        signed = {name.lower(): " ".join(str(value).split()) for name, value in (headers or {}).items()}
+        signed.update(
+            {"host": self._host, "x-amz-content-sha256": payload_sha256, "x-amz-date": stamp.amz_date}
+        )
+        names = sorted(signed)
+        signed_names = ";".join(names)
+        canonical_headers = "".join([f"{n}:{signed[n]}\n" for n in names])
+        path = self._prefix + _quote_key(key) if key is not None else self._prefix.rstrip("/")
+        pairs = sorted((_enc(k), _enc(v or "")) for k, v in params)
+        canonical_query = "&".join([f"{k}={v}" for k, v in pairs])
+        signature = stamp.sign(
+            f"{method.upper()}\n{path}\n{canonical_query}\n{canonical_headers}\n{signed_names}\n{payload_sha256}"
+        )
+        url_query = "&".join([_enc(k) if v is None else f"{_enc(k)}={_enc(v)}" for k, v in params])
+        url = f"{self._base}{path}" + (f"?{url_query}" if url_query else "")
+        out = dict(headers or {})
+        out["x-amz-date"] = stamp.amz_date
+        out["x-amz-content-sha256"] = payload_sha256
+        out["Authorization"] = (
+            f"{ALGORITHM} Credential={stamp.raw_credential}, "
+            f"SignedHeaders={signed_names}, Signature={signature}"
+        )
+        return url, out

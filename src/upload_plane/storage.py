@@ -34,10 +34,10 @@ S3/MinIO notes:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import anyio.to_thread
 import boto3
@@ -52,11 +52,11 @@ from .errors import (
     StorageUnavailable,
     StoredUploadGone,
 )
+from .s3http import NS, S3Http, StoreError, text
 from .settings import Settings
 from .signing import Presigner
 
 log = logging.getLogger("upload_plane.storage")
-T = TypeVar("T")
 
 _UPLOAD_GONE = frozenset({"NoSuchUpload"})
 _OBJECT_GONE = frozenset({"NoSuchKey", "404", "NotFound"})
@@ -157,30 +157,19 @@ class Storage(Protocol):
 
     def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str: ...
 
+    async def aclose(self) -> None:
+        """Release connections (at shutdown)."""
+        ...
+
 
 class S3Storage:
-    """``Storage`` over boto3 (blocking calls in worker threads) and the local presigner."""
+    """``Storage`` over the store: the hot-path calls header-signed over aiohttp (``s3http.py``),
+    bucket set-up with boto3 (in worker threads), and part/download URLs presigned locally."""
 
     def __init__(self, settings: Settings) -> None:
         self.bucket = settings.s3_bucket
-        config = Config(
-            signature_version="s3v4",
-            s3={"addressing_style": "path"},
-            retries={"mode": "standard", "max_attempts": 3},
-            connect_timeout=3,
-            read_timeout=30,
-            max_pool_connections=50,
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        )
-        self._client: Any = boto3.session.Session().client(
-            "s3",
-            endpoint_url=settings.s3_endpoint_url,
-            region_name=settings.s3_region,
-            aws_access_key_id=settings.s3_access_key_id,
-            aws_secret_access_key=settings.s3_secret_access_key,
-            config=config,
-        )
+        self.settings = settings
+        self._boto: Any = None
         self.presigner = Presigner(
             endpoint_url=settings.presign_endpoint_url,
             bucket=settings.s3_bucket,
@@ -188,56 +177,56 @@ class S3Storage:
             access_key_id=settings.s3_access_key_id,
             secret_access_key=settings.s3_secret_access_key,
         )
+        self.http = S3Http(
+            Presigner(
+                endpoint_url=settings.s3_endpoint_url,
+                bucket=settings.s3_bucket,
+                region=settings.s3_region,
+                access_key_id=settings.s3_access_key_id,
+                secret_access_key=settings.s3_secret_access_key,
+            )
+        )
 
-    # -- blocking calls, run off the event loop --------------------------------------------------
+    async def aclose(self) -> None:
+        await self.http.aclose()
 
-    async def _run(self, fn: Callable[..., T], /, *, gone: frozenset[str] = frozenset(), **kwargs: Any) -> T:
-        def call() -> T:
-            try:
-                return fn(Bucket=self.bucket, **kwargs)
-            except ClientError as exc:
-                raise translate_s3_error(exc, gone) from exc
-            except BotoCoreError as exc:
-                raise StorageUnavailable("Object storage did not answer; nothing was changed") from exc
-
-        return await anyio.to_thread.run_sync(call)
+    # -- the hot path -------------------------------------------------------------------------------
 
     async def ping(self) -> None:
-        await self._run(self._client.head_bucket)
+        try:
+            await self.http.head(None)
+        except StoreError as exc:  # HEAD has no error body: 404 is a missing bucket, 403 bad keys
+            raise StorageUnavailable(f"the bucket is not reachable ({exc.status})") from exc
 
     async def create_multipart(self, key: str, content_type: str, crc64nvme: bool = False) -> str:
-        extra: dict[str, Any] = (
-            {"ChecksumAlgorithm": CRC64NVME, "ChecksumType": FULL_OBJECT} if crc64nvme else {}
-        )
-        resp = await self._run(
-            self._client.create_multipart_upload, Key=key, ContentType=content_type, **extra
-        )
-        return str(resp["UploadId"])
+        headers = {"Content-Type": content_type}
+        if crc64nvme:
+            headers.update({"x-amz-checksum-algorithm": CRC64NVME, "x-amz-checksum-type": FULL_OBJECT})
+        try:
+            return await self.http.create_multipart(key, headers)
+        except StoreError as exc:
+            raise translate_store_error(exc.code, exc.status) from exc
 
     async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
         parts: list[StoredPart] = []
         marker = 0
         while True:
-            resp = await self._run(
-                self._client.list_parts,
-                gone=_UPLOAD_GONE,
-                Key=key,
-                UploadId=upload_id,
-                PartNumberMarker=marker,
-                MaxParts=1000,
-            )
-            for p in resp.get("Parts", []):
+            try:
+                page = await self.http.list_parts_page(key, upload_id, marker)
+            except StoreError as exc:
+                raise translate_store_error(exc.code, exc.status, _UPLOAD_GONE) from exc
+            for p in page.iter(f"{NS}Part"):
                 parts.append(
                     StoredPart(
-                        int(p["PartNumber"]),
-                        int(p["Size"]),
-                        normalize_etag(p["ETag"]),
-                        p.get("ChecksumCRC64NVME"),
+                        int(text(p, "PartNumber") or 0),
+                        int(text(p, "Size") or 0),
+                        normalize_etag(text(p, "ETag") or ""),
+                        text(p, "ChecksumCRC64NVME"),
                     )
                 )
-            if not resp.get("IsTruncated"):
+            if (text(page, "IsTruncated") or "false").lower() != "true":
                 return parts
-            next_marker = int(resp.get("NextPartNumberMarker") or 0)
+            next_marker = int(text(page, "NextPartNumberMarker") or 0)
             if next_marker <= marker:
                 return parts
             marker = next_marker
@@ -245,60 +234,94 @@ class S3Storage:
     async def complete_multipart(
         self, key: str, upload_id: str, parts: Sequence[StoredPart], crc64nvme: str | None = None
     ) -> CompletedObject:
-        listed = []
-        for p in parts:
-            part = {"PartNumber": p.part_number, "ETag": f'"{p.etag}"'}
-            if crc64nvme and p.checksum_crc64nvme:
-                part["ChecksumCRC64NVME"] = p.checksum_crc64nvme
-            listed.append(part)
-        extra: dict[str, Any] = (
-            {"ChecksumCRC64NVME": crc64nvme, "ChecksumType": FULL_OBJECT} if crc64nvme else {}
+        headers = (
+            {"x-amz-checksum-crc64nvme": crc64nvme, "x-amz-checksum-type": FULL_OBJECT} if crc64nvme else {}
         )
-        resp = await self._run(
-            self._client.complete_multipart_upload,
-            gone=_UPLOAD_GONE,
-            Key=key,
-            UploadId=upload_id,
-            MultipartUpload={"Parts": listed},
-            **extra,
-        )
+        listed = [(p.part_number, p.etag, p.checksum_crc64nvme if crc64nvme else None) for p in parts]
+        try:
+            resp = await self.http.complete_multipart(key, upload_id, listed, headers)
+        except StoreError as exc:
+            raise translate_store_error(exc.code, exc.status, _UPLOAD_GONE) from exc
+        root = resp.xml()
         return CompletedObject(
-            normalize_etag(resp.get("ETag", "")), resp.get("ChecksumCRC64NVME"), resp.get("ChecksumType")
+            normalize_etag(text(root, "ETag") or ""),
+            text(root, "ChecksumCRC64NVME") or resp.headers.get("x-amz-checksum-crc64nvme"),
+            text(root, "ChecksumType") or resp.headers.get("x-amz-checksum-type"),
         )
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         try:
-            await self._run(
-                self._client.abort_multipart_upload, gone=_UPLOAD_GONE, Key=key, UploadId=upload_id
-            )
-        except StoredUploadGone:
-            return
+            await self.http.delete(key, (("uploadId", upload_id),))
+        except StoreError as exc:
+            error = translate_store_error(exc.code, exc.status, _UPLOAD_GONE)
+            if not isinstance(error, StoredUploadGone):
+                raise error from exc
 
     async def delete_object(self, key: str) -> None:
-        await self._run(self._client.delete_object, Key=key)
+        try:
+            await self.http.delete(key)
+        except StoreError as exc:
+            raise translate_store_error(exc.code, exc.status) from exc
 
     async def head_object(self, key: str) -> StoredObject | None:
         try:
-            resp = await self._run(
-                self._client.head_object, gone=_OBJECT_GONE, Key=key, ChecksumMode="ENABLED"
-            )
-        except StoredUploadGone:
+            resp = await self.http.head(key, {"x-amz-checksum-mode": "ENABLED"})
+        except StoreError as exc:
+            error = translate_store_error(exc.code, exc.status, _OBJECT_GONE)
+            if not isinstance(error, StoredUploadGone):
+                raise error from exc
             await self.ping()  # a bare 404 may mean the bucket is gone: that is an outage
             return None
+        headers = resp.headers
         return StoredObject(
-            size=int(resp["ContentLength"]),
-            etag=normalize_etag(resp.get("ETag", "")),
-            content_type=str(resp.get("ContentType", "")),
-            checksum_crc64nvme=resp.get("ChecksumCRC64NVME"),
-            checksum_type=resp.get("ChecksumType"),
+            size=int(headers.get("Content-Length", "0")),
+            etag=normalize_etag(headers.get("ETag", "")),
+            content_type=headers.get("Content-Type", ""),
+            checksum_crc64nvme=headers.get("x-amz-checksum-crc64nvme"),
+            checksum_type=headers.get("x-amz-checksum-type"),
         )
+
+    # -- bucket set-up with boto3, off the event loop ----------------------------------------------
+
+    def _client(self) -> Any:
+        if self._boto is None:
+            settings = self.settings
+            config = Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                retries={"mode": "standard", "max_attempts": 3},
+                connect_timeout=3,
+                read_timeout=30,
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            )
+            self._boto = boto3.session.Session().client(
+                "s3",
+                endpoint_url=settings.s3_endpoint_url,
+                region_name=settings.s3_region,
+                aws_access_key_id=settings.s3_access_key_id,
+                aws_secret_access_key=settings.s3_secret_access_key,
+                config=config,
+            )
+        return self._boto
+
+    async def _run(self, operation: str, /, *, gone: frozenset[str] = frozenset(), **kwargs: Any) -> Any:
+        def call() -> Any:
+            try:
+                return getattr(self._client(), operation)(Bucket=self.bucket, **kwargs)
+            except ClientError as exc:
+                raise translate_s3_error(exc, gone) from exc
+            except BotoCoreError as exc:
+                raise StorageUnavailable("Object storage did not answer; nothing was changed") from exc
+
+        return await anyio.to_thread.run_sync(call)
 
     async def ensure_bucket(self, cors_origins: Sequence[str]) -> None:
         """Create the bucket if missing and set the CORS rules browsers need to PUT parts."""
         try:
-            await self._run(self._client.head_bucket, gone=frozenset({"404", "NoSuchBucket", "NotFound"}))
+            await self._run("head_bucket", gone=frozenset({"404", "NoSuchBucket", "NotFound"}))
         except StoredUploadGone:
-            await self._run(self._client.create_bucket)
+            await self._run("create_bucket")
         rules = {
             "CORSRules": [
                 {
@@ -311,7 +334,7 @@ class S3Storage:
             ]
         }
         try:
-            await self._run(self._client.put_bucket_cors, CORSConfiguration=rules)
+            await self._run("put_bucket_cors", CORSConfiguration=rules)
         except StorageRejected as exc:  # MinIO: not implemented; it applies its global CORS setting
             log.info("bucket CORS not set by the store (%s); relying on its global CORS", exc)
 
@@ -352,11 +375,16 @@ def normalize_etag(etag: str) -> str:
 
 
 def translate_s3_error(exc: ClientError, gone: frozenset[str] = frozenset()) -> DomainError:
-    """A store's error answer as a domain error; ``gone`` are the codes that mean "no such thing"
-    for this operation (see the module docstring)."""
+    """A store's error answer through boto3 as a domain error (see ``translate_store_error``)."""
     error = exc.response.get("Error", {})
     code = str(error.get("Code", ""))
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return translate_store_error(code, status, gone)
+
+
+def translate_store_error(code: str, status: int, gone: frozenset[str] = frozenset()) -> DomainError:
+    """A store's error answer as a domain error; ``gone`` are the codes that mean "no such thing"
+    for this operation (see the module docstring)."""
     if code in gone:
         return StoredUploadGone(f"Object storage does not have it ({code})")
     if code in _CHECKSUM_MISMATCH:

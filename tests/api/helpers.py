@@ -174,6 +174,16 @@ async def db_snapshot(backend: Backend) -> list[tuple[str, str, str]]:
         return sorted((str(a), str(b), str(c)) for a, b, c in rows.all())
 
 
+@asynccontextmanager
+async def store(backend: Backend) -> AsyncIterator[S3Storage]:
+    """The backend's store through the service's own gateway (closed afterwards)."""
+    storage = S3Storage(backend.settings)
+    try:
+        yield storage
+    finally:
+        await storage.aclose()
+
+
 async def assert_store_agrees(backend: Backend, upload: dict[str, Any]) -> str | None:
     """The rows of ``upload`` and the store agree; returns the upload's status (``None``: deleted).
 
@@ -181,13 +191,13 @@ async def assert_store_agrees(backend: Backend, upload: dict[str, Any]) -> str |
     size; an open upload has its multipart upload and no object; an ended one has neither; deleted
     rows leave nothing in the store; no claim is left behind.
     """
-    storage = S3Storage(backend.settings)
-    stored = await storage.head_object(upload["key"])
-    try:
-        await storage.list_parts(upload["key"], (await _s3_upload_id(backend, upload)) or "gone")
-        open_in_store = True
-    except StoredUploadGone:
-        open_in_store = False
+    async with store(backend) as storage:
+        stored = await storage.head_object(upload["key"])
+        try:
+            await storage.list_parts(upload["key"], (await _s3_upload_id(backend, upload)) or "gone")
+            open_in_store = True
+        except StoredUploadGone:
+            open_in_store = False
     async with backend_db(backend) as session:
         row = (await session.exec(select(Upload).where(Upload.id == upload["id"]))).first()
         file = (await session.exec(select(File).where(File.id == upload["file_id"]))).first()
@@ -263,3 +273,10 @@ def crc64nvme(data: bytes, previous: int = 0) -> int:
 def crc64_b64(data: bytes) -> str:
     """The S3 wire form of a CRC64NVME: base64 of its 8 big-endian bytes."""
     return base64.b64encode(crc64nvme(data).to_bytes(8, "big")).decode()
+
+
+async def complete_behind_the_apis_back(backend: Backend, key: str, s3_upload_id: str) -> None:
+    """Complete a multipart upload in the store directly, as if the API's answer had been lost."""
+    async with store(backend) as storage:
+        parts = await storage.list_parts(key, s3_upload_id)
+        await storage.complete_multipart(key, s3_upload_id, parts)

@@ -21,10 +21,11 @@ from tests.api.helpers import (
     put_parts,
     sign,
     start_upload,
+    store,
     upload_file,
 )
 from tests.conftest import Backend
-from upload_plane.storage import S3Storage
+from upload_plane.storage import StoredObject
 
 PART = 5 * MIB
 
@@ -288,10 +289,15 @@ def test_only_admins_delete_files_and_the_object_goes_too(backend: Backend, http
         assert adm.delete(f"/files/{file['id']}").status_code == 204
         assert_problem(owner.get(f"/files/{file['id']}"), 404, "NOT_FOUND")
         assert_problem(adm.delete(f"/files/{file['id']}"), 404, "NOT_FOUND")
-        assert asyncio.run(S3Storage(backend.settings).head_object(file["key"])) is None  # object gone
+        assert asyncio.run(_head(backend, file["key"])) is None  # object gone
         assert owner.get(f"/logs/{log['id']}/files").json()["items"] == []
 
         pending = start_upload(owner, log["id"], data)
         put_parts(http, owner, pending, data, [1])
         assert adm.delete(f"/files/{pending['file_id']}").status_code == 204
         assert_problem(owner.get(f"/uploads/{pending['id']}"), 404, "NOT_FOUND")
+
+
+async def _head(backend: Backend, key: str) -> StoredObject | None:
+    async with store(backend) as storage:
+        return await storage.head_object(key)

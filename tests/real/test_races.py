@@ -25,6 +25,7 @@ from tests.api.helpers import (
     assert_store_agrees,
     backend_db,
     complete,
+    complete_behind_the_apis_back,
     download,
     new_log,
     new_user,
@@ -223,12 +224,8 @@ def test_abort_after_a_complete_whose_answer_was_lost_does_not_fail_the_file(
 
 
 async def _complete_behind_the_apis_back(backend: Backend, upload: dict[str, Any]) -> None:
-    from upload_plane.storage import S3Storage
+    from sqlmodel import select
 
-    storage = S3Storage(backend.settings)
     async with backend_db(backend) as session:
-        from sqlmodel import select
-
         row = (await session.exec(select(Upload).where(Upload.id == upload["id"]))).one()
-    parts = await storage.list_parts(row.key, row.s3_upload_id)
-    await storage.complete_multipart(row.key, row.s3_upload_id, parts)
+    await complete_behind_the_apis_back(backend, row.key, row.s3_upload_id)

@@ -13,6 +13,7 @@ import types
 from collections.abc import Callable
 from functools import cache
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import boto3
 import botocore.auth
@@ -311,3 +312,99 @@ def test_presigner_stays_a_plain_value() -> None:
     assert a == b
     assert hash(a) == hash(b)
     assert SECRET_KEY not in repr(a)
+
+
+# -- header signing (the hot-path store calls) agrees with botocore ---------------------------------
+
+
+class _Captured(Exception):
+    """Raised from botocore's before-send hook: the request as it would have gone out."""
+
+    def __init__(self, request: Any) -> None:
+        super().__init__("captured")
+        self.request = request
+
+
+def _capture(client: Any, operation: str, **params: Any) -> Any:
+    def stop(request: Any, **_: Any) -> None:
+        raise _Captured(request)
+
+    client.meta.events.register_first("before-send.s3.*", stop)
+    try:
+        getattr(client, operation)(**params)
+    except _Captured as captured:
+        return captured.request
+    finally:
+        client.meta.events.unregister("before-send.s3.*", stop)
+    raise AssertionError("the request was not captured")
+
+
+HEADER_SIGNED = [
+    ("create_multipart_upload", {"Key": "cases/a/b c/ü.bin", "ContentType": "video/mp4"}),
+    (
+        "create_multipart_upload",
+        {
+            "Key": "k",
+            "ContentType": "application/octet-stream",
+            "ChecksumAlgorithm": "CRC64NVME",
+            "ChecksumType": "FULL_OBJECT",
+        },
+    ),
+    (
+        "list_parts",
+        {"Key": "cases/x/y.bin", "UploadId": "a+b/c==", "PartNumberMarker": 1000, "MaxParts": 1000},
+    ),
+    (
+        "complete_multipart_upload",
+        {
+            "Key": "cases/x/y.bin",
+            "UploadId": "up/1",
+            "MultipartUpload": {
+                "Parts": [{"PartNumber": 1, "ETag": '"abc"', "ChecksumCRC64NVME": "rosUhgp5mIg="}]
+            },
+            "ChecksumCRC64NVME": "rosUhgp5mIg=",
+            "ChecksumType": "FULL_OBJECT",
+        },
+    ),
+    ("head_object", {"Key": "cases/x/ü y.bin", "ChecksumMode": "ENABLED"}),
+    ("abort_multipart_upload", {"Key": "cases/x/y.bin", "UploadId": "up~1"}),
+    ("delete_object", {"Key": "cases/x/y.bin"}),
+    ("head_bucket", {}),
+]
+
+
+@pytest.mark.parametrize(("operation", "params"), HEADER_SIGNED, ids=[op for op, _ in HEADER_SIGNED])
+@pytest.mark.parametrize("region", REGIONS)
+def test_header_signatures_are_botocores(
+    freeze: Callable[[dt.datetime], None], region: str, operation: str, params: dict[str, Any]
+) -> None:
+    endpoint = "http://127.0.0.1:9000"
+    for instant in INSTANTS:
+        freeze(instant)
+        request = _capture(boto_client(endpoint, region), operation, Bucket="evidence", **params)
+        headers = {k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
+        authorization = headers["authorization"]
+        signed_names = authorization.split("SignedHeaders=")[1].split(",")[0].split(";")
+        to_sign = {
+            n: headers[n] for n in signed_names if n not in ("host", "x-amz-date", "x-amz-content-sha256")
+        }
+        split = urlsplit(request.url)
+        query = [
+            (k, v if v or f"{k}=" in split.query else None)
+            for k, v in parse_qsl(split.query, keep_blank_values=True)
+        ]
+        presigner = Presigner(endpoint, "evidence", region, ACCESS_KEY, SECRET_KEY)
+        url, ours = presigner.sign_request(
+            request.method,
+            params.get("Key"),
+            params=query,
+            headers=to_sign,
+            payload_sha256=headers["x-amz-content-sha256"],
+            now=instant,
+        )
+        assert ours["Authorization"] == authorization, (operation, instant)
+        assert ours["x-amz-date"] == headers["x-amz-date"]
+        assert urlsplit(url).path == split.path
+        assert sorted(parse_qsl(urlsplit(url).query, keep_blank_values=True)) == sorted(
+            parse_qsl(split.query, keep_blank_values=True)
+        )
