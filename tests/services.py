@@ -11,6 +11,7 @@ A missing binary skips the tier with a reason that says how to get it, unless
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import shutil
@@ -124,6 +125,7 @@ class MariaDB:
     user: str
     password: str
     socket_path: Path
+    pid: int = 0
 
     def url(self, database: str) -> str:
         """As an operator would write it: no charset (the application pins utf8mb4 itself)."""
@@ -222,7 +224,7 @@ def run_mariadb(
         )
     try:
         _wait_until(lambda: _mariadb_accepts(socket_path), proc, "mariadbd", log, START_TIMEOUT)
-        server = MariaDB("127.0.0.1", port, "upload_plane", "upload-plane-test-pw", socket_path)
+        server = MariaDB("127.0.0.1", port, "upload_plane", "upload-plane-test-pw", socket_path, proc.pid)
         server.execute(
             f"CREATE USER '{server.user}'@'127.0.0.1' IDENTIFIED BY '{server.password}'",
             f"GRANT ALL PRIVILEGES ON *.* TO '{server.user}'@'127.0.0.1'",
@@ -241,6 +243,7 @@ class MinIO:
     access_key: str
     secret_key: str
     region: str = "us-east-1"
+    pid: int = 0
 
     def client(self) -> Any:
         """A boto3 S3 client for this server (path-style, SigV4)."""
@@ -299,7 +302,7 @@ def run_minio(workdir: Path, *, minio: str | None = None) -> Iterator[MinIO]:
     try:
         health = f"{server.endpoint}/minio/health/live"
         _wait_until(lambda: _http_ok(health), proc, "minio", log, START_TIMEOUT)
-        yield server
+        yield dataclasses.replace(server, pid=proc.pid)
     finally:
         _stop(proc)
 

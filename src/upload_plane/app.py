@@ -34,6 +34,7 @@ from .files.service import FileService
 from .paths import project_path
 from .problems import PROBLEM_JSON, ApiRequest, problem_response
 from .settings import Settings
+from .sql import create_pool
 from .storage import S3Storage, Storage
 from .uploads.controller import LogUploadController, UploadController
 from .uploads.service import UploadService
@@ -94,19 +95,12 @@ def provide_cases(db_session: NamedDependency[AsyncSession]) -> CaseService:
     return CaseService(db_session)
 
 
-def provide_uploads(
-    db_session: NamedDependency[AsyncSession], cases: NamedDependency[CaseService], state: State
-) -> UploadService:
-    return UploadService(db_session, state.storage, state.settings, cases)
+def provide_uploads(state: State) -> UploadService:
+    return UploadService(state.sql, state.storage, state.settings)
 
 
-def provide_files(
-    db_session: NamedDependency[AsyncSession],
-    cases: NamedDependency[CaseService],
-    uploads: NamedDependency[UploadService],
-    state: State,
-) -> FileService:
-    return FileService(db_session, state.storage, state.settings, cases, uploads)
+def provide_files(uploads: NamedDependency[UploadService], state: State) -> FileService:
+    return FileService(state.sql, state.storage, state.settings, uploads)
 
 
 @get("/health", tags=["operations"], summary="The process is alive")
@@ -180,6 +174,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         db: Database = create_database(settings)
         app.state.db = db
+        app.state.sql = create_pool(settings)
         app.state.storage = storage if storage is not None else S3Storage(settings)
         app.state.hashing = PasswordHashing(settings.password_hash_concurrency)
         # Long-lived objects built so far never become garbage; keeping them out of the collector's
@@ -190,6 +185,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
         finally:
             app.state.hashing.close()
             await app.state.storage.aclose()
+            await app.state.sql.close()
             await db.dispose()
 
     public_api = Router(path="/api/v1", route_handlers=[LoginController])

@@ -166,7 +166,10 @@ def create_database(settings: Settings) -> Database:
         kwargs.update(
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_pool_size,
-            pool_pre_ping=True,
+            # No pre-ping: it would cost a round trip on every checkout, and a request checks out
+            # again after each store call. A connection that died while pooled fails its next use
+            # with a disconnect error: that request answers 503 and the pool is invalidated.
+            pool_pre_ping=False,
             pool_recycle=1800,
             pool_timeout=settings.db_pool_timeout,
             # Each state change is a compare-and-set on the latest committed row, and waiting

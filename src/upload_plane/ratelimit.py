@@ -1,7 +1,9 @@
 """Fixed-window rate limits counted in the database, so every replica counts against one limit.
 
 A counter row is keyed by the limit, the subject (an account, an address, a user) and the window;
-``hit`` adds to it with one upsert and returns the new count. Old windows are deleted now and then.
+``hit`` adds to it with one statement and returns the new count. Counters commit by themselves
+(autocommit), so a request that fails afterwards (a wrong password) still counts. Old windows are
+deleted now and then.
 """
 
 from __future__ import annotations
@@ -10,14 +12,9 @@ import hashlib
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-from sqlalchemy.dialects import mysql, sqlite
-from sqlmodel import col, delete, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .errors import RateLimited
-from .models import RateCounter
+from .sql import Connection
 
 _PRUNE_PROBABILITY = 0.01
 
@@ -41,13 +38,15 @@ def _key(limit: Limit, subject: str, index: int) -> str:
 
 
 class RateLimits:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
 
     async def count(self, limit: Limit, subject: str, now: datetime) -> int:
         index, _ = _window(limit, now)
-        row = await self.session.get(RateCounter, _key(limit, subject, index))
-        return row.count if row is not None else 0
+        row = await self.conn.one(
+            "SELECT count FROM rate_counters WHERE `key` = %s", _key(limit, subject, index)
+        )
+        return int(row[0]) if row is not None else 0
 
     async def check(self, limit: Limit, subject: str, now: datetime) -> None:
         """``RateLimited`` (with the seconds until the window ends) once ``limit`` is reached."""
@@ -57,21 +56,10 @@ class RateLimits:
     async def hit(self, limit: Limit, subject: str, now: datetime) -> int:
         """Count one more; the new count."""
         index, ends = _window(limit, now)
-        key = _key(limit, subject, index)
-        table = RateCounter.__table__  # type: ignore[attr-defined]
-        dialect = self.session.bind.dialect.name if self.session.bind else "sqlite"
-        stmt: Any
-        if dialect == "mysql":
-            stmt = mysql.insert(table).values(key=key, count=1, expires_at=ends)
-            stmt = stmt.on_duplicate_key_update(count=stmt.inserted.count + table.c.count)
-        else:
-            stmt = sqlite.insert(table).values(key=key, count=1, expires_at=ends)
-            stmt = stmt.on_conflict_do_update(index_elements=["key"], set_={"count": table.c.count + 1})
-        await self.session.exec(stmt)
+        count = await self.conn.count_up(_key(limit, subject, index), ends)
         if random.random() < _PRUNE_PROBABILITY:  # noqa: S311 - not for security
-            await self.session.exec(delete(RateCounter).where(col(RateCounter.expires_at) < now))
-        count = (await self.session.exec(select(RateCounter.count).where(RateCounter.key == key))).one()
-        return int(count)
+            await self.conn.run("DELETE FROM rate_counters WHERE expires_at < %s", now)
+        return count
 
     async def take(self, limit: Limit, subject: str, now: datetime) -> None:
         """Count one more, refusing it (``RateLimited``) when it goes over the limit."""

@@ -2,6 +2,8 @@
 every ``interval`` seconds for ``seconds``; print the latencies' summary as one JSON line.
 
     python -m tests.tools.probe_latency URL SECONDS [INTERVAL]
+
+SIGINT ends the probing early; the summary is printed all the same.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ def main() -> None:
         client.get(url)
         print("ready", flush=True)
         end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            started = time.perf_counter()
-            statuses.add(client.get(url).status_code)
-            latencies.append((time.perf_counter() - started) * 1000)
-            time.sleep(interval)  # the sampling rate
+        try:
+            while time.monotonic() < end:
+                started = time.perf_counter()
+                statuses.add(client.get(url).status_code)
+                latencies.append((time.perf_counter() - started) * 1000)
+                time.sleep(interval)  # the sampling rate
+        except KeyboardInterrupt:  # stopped early by whoever started it (SIGINT)
+            pass
     latencies.sort()
     summary = {
         "probes": len(latencies),

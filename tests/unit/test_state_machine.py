@@ -29,7 +29,9 @@ from upload_plane.files.service import FileService
 from upload_plane.migrate import upgrade
 from upload_plane.models import File, Upload, User, utcnow
 from upload_plane.settings import Settings
+from upload_plane.sql import Pool, create_pool
 from upload_plane.uploads import state
+from upload_plane.uploads.rows import FileRow, UploadRow
 from upload_plane.uploads.service import UploadService
 from upload_plane.uploads.state import FileStatus, UploadStatus
 
@@ -40,6 +42,7 @@ DATA = b"evidence " * 1000
 @dataclass
 class World:
     db: Database
+    pool: Pool
     settings: Settings
     store: MemoryStorage
     storage: CountingStorage
@@ -49,18 +52,15 @@ class World:
 
     @asynccontextmanager
     async def services(self) -> AsyncIterator[tuple[UploadService, FileService]]:
-        """The services as one request gets them: one session, committed at the end on success."""
-        async with self.db.sessions() as session:
-            cases = CaseService(session)
-            uploads = UploadService(session, self.storage, self.settings, cases)
-            yield uploads, FileService(session, self.storage, self.settings, cases, uploads)
-            await session.commit()
+        """The services as one request gets them."""
+        uploads = UploadService(self.pool, self.storage, self.settings)
+        yield uploads, FileService(self.pool, self.storage, self.settings, uploads)
 
     async def call(self, fn: Callable[[UploadService, FileService], Awaitable[T]]) -> T:
         async with self.services() as (uploads, files):
             return await fn(uploads, files)
 
-    async def started(self) -> Upload:
+    async def started(self) -> UploadRow:
         """An upload with every part in the store, ready to complete."""
         upload = await self.call(
             lambda u, _: u.start(
@@ -101,7 +101,9 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         case = await CaseService(session).create_case(who, "case", None, "")
         log = await CaseService(session).create_log(who, case.id, "log", "")
         await session.commit()
-    yield World(db, settings, store, CountingStorage(store), who, boss, log.id)
+    pool = create_pool(settings)
+    yield World(db, pool, settings, store, CountingStorage(store), who, boss, log.id)
+    await pool.close()
     await db.dispose()
 
 
@@ -126,8 +128,8 @@ async def test_concurrent_and_repeated_completes_reach_the_store_once(world: Wor
     first = await gather(*(world.call(lambda u, _: u.complete(world.user, upload.id)) for _ in range(30)))
     again = await gather(*(world.call(lambda u, _: u.complete(world.user, upload.id)) for _ in range(30)))
     results = first + again
-    assert all(isinstance(r, File) for r in results), [r for r in results if not isinstance(r, File)]
-    assert {r.id for r in results if isinstance(r, File)} == {upload.file_id}
+    assert all(isinstance(r, FileRow) for r in results), [r for r in results if not isinstance(r, FileRow)]
+    assert {r.id for r in results if isinstance(r, FileRow)} == {upload.file_id}
     assert world.storage.count("complete_multipart") == 1
     row, file = await world.rows(upload.id)
     assert row is not None and file is not None
@@ -252,16 +254,12 @@ async def test_an_outage_during_abort_hands_the_upload_back(world: World) -> Non
 
 async def test_a_finish_with_another_claims_token_changes_nothing(world: World) -> None:
     upload = await world.started()
-    async with world.db.sessions() as session:
-        held = await state.claim(
-            session, upload.id, [UploadStatus.UPLOADING], UploadStatus.COMPLETING, utcnow()
-        )
-        await session.commit()
+    async with world.pool.connect() as conn:
+        held = await state.claim(conn, upload.id, [UploadStatus.UPLOADING], UploadStatus.COMPLETING, utcnow())
     assert held is not None
     forged = state.Claim(upload.id, UploadStatus.COMPLETING, state.new_claim_token())
-    async with world.db.sessions() as session:
-        done = await state.finish(session, forged, UploadStatus.COMPLETED, utcnow(), file_id=upload.file_id)
-        await session.commit()
+    async with world.pool.connect() as conn, conn.transaction():
+        done = await state.finish(conn, forged, UploadStatus.COMPLETED, utcnow(), file_id=upload.file_id)
     assert done is False
     row, file = await world.rows(upload.id)
     assert row is not None and file is not None

@@ -10,7 +10,7 @@ A request proves who it is with one of:
   cross-site form cannot create, abort or delete anything. Bearer tokens are not sent by browsers on
   their own, so they need no such check.
 
-The user is loaded on every request (in the request's one session), so a disabled account and a
+The user is loaded on every request (one query, ``credentials.py``), so a disabled account and a
 revoked sign-in lose access at once.
 """
 
@@ -22,11 +22,9 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
-from ..db import request_session
 from ..errors import CrossSiteRequest, DomainError, Unauthenticated
-from . import tokens
+from . import credentials, tokens
 from .principal import ClientInfo, Principal
-from .service import AuthService
 
 #: A request that passed authentication: ``request.user`` is who is acting.
 AuthedRequest: TypeAlias = Request[Principal, Any, Any]
@@ -50,7 +48,7 @@ def from_this_site(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
 
 async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     state = connection.app.state
-    service = AuthService(request_session(connection.scope, state.db), state.settings)  # type: ignore[arg-type]
+    secret = state.settings.jwt_secret
     client = client_info(connection)
     header = connection.headers.get("authorization")
     if header is not None:
@@ -58,15 +56,17 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("Send Authorization: Bearer <token>")
-        if token.startswith(tokens.PAT_PREFIX):
-            return await service.authenticate_personal_token(token, client)
-        return await service.authenticate_jwt(token, tokens.ACCESS, client)
+        async with state.sql.connect() as conn:
+            if token.startswith(tokens.PAT_PREFIX):
+                return await credentials.from_personal_token(conn, token, client)
+            return await credentials.from_jwt(conn, token, tokens.ACCESS, secret, client)
     cookie = connection.cookies.get(SESSION_COOKIE)
     if not cookie:
         raise Unauthenticated("Sign in, or send Authorization: Bearer <token>")
     if connection.scope.get("method", "GET") not in SAFE_METHODS and not from_this_site(connection):
         raise CrossSiteRequest("a request authenticated by the session cookie must come from this site")
-    return await service.authenticate_jwt(cookie, tokens.SESSION, client)
+    async with state.sql.connect() as conn:
+        return await credentials.from_jwt(conn, cookie, tokens.SESSION, secret, client)
 
 
 async def optional_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:

@@ -26,6 +26,7 @@ from ..models import AuthSession, PersonalAccessToken, RefreshToken, User, utcno
 from ..pagination import Page, PageRequest, paginate
 from ..ratelimit import Limit, RateLimits
 from ..settings import Settings
+from ..sql import Pool
 from . import tokens
 from .passwords import PasswordHashing
 from .principal import ClientInfo, Principal
@@ -33,8 +34,6 @@ from .usernames import normalize_username, valid_new_username
 
 ROLES = ("admin", "user")
 MIN_PASSWORD_LENGTH = 8
-#: ``last_used_at`` of a personal access token is written at most this often (not on every request).
-LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +53,16 @@ class IssuedToken:
 
 class AuthService:
     def __init__(
-        self, session: AsyncSession, settings: Settings, hashing: PasswordHashing | None = None
+        self,
+        session: AsyncSession,
+        settings: Settings,
+        hashing: PasswordHashing | None = None,
+        pool: Pool | None = None,
     ) -> None:
         self.session = session
         self.settings = settings
-        self.hashing = hashing or PasswordHashing(1)
+        self._hashing = hashing
+        self.pool = pool  # for the shared rate counters of login (the CLI's user commands need none)
         self.audit = Audit(session)
         self.address_limit = Limit(
             "login_address",
@@ -75,6 +79,13 @@ class AuthService:
 
     # -- passwords, off the event loop -----------------------------------------------------------
 
+    @property
+    def hashing(self) -> PasswordHashing:
+        """The application's hashing pool, or (CLI, tests) a private one made on first need."""
+        if self._hashing is None:
+            self._hashing = PasswordHashing(1)
+        return self._hashing
+
     async def _hash(self, password: str) -> str:
         return await self.hashing.hash(password)
 
@@ -90,13 +101,17 @@ class AuthService:
     async def _login(self, username: str, password: str, client: ClientInfo) -> SignIn:
         name = normalize_username(username)
         now = utcnow()
-        limits = RateLimits(self.session)
-        await limits.check(self.account_limit, name, now)
-        await limits.take(self.address_limit, client.address or "unknown", now)
+        if self.pool is None:
+            raise RuntimeError("login needs the rate counters' connections")
+        async with self.pool.connect() as conn:
+            limits = RateLimits(conn)
+            await limits.check(self.account_limit, name, now)
+            await limits.take(self.address_limit, client.address or "unknown", now)
         user = await self.find(name)
         ok = await self._verify(user.password_hash if user else None, password)
         if not user or not ok or user.disabled:
-            await limits.hit(self.account_limit, name, now)
+            async with self.pool.connect() as conn:
+                await RateLimits(conn).hit(self.account_limit, name, now)
             who = Principal.of(user, "password", client=client) if user else None
             self.audit.record(
                 who,
@@ -212,50 +227,6 @@ class AuthService:
         for session_id in sorted(ids):
             if await self._revoke_session(session_id, now):
                 self.audit.record(who, "logout", "session", session_id)
-
-    # -- authentication of each request ----------------------------------------------------------
-
-    async def authenticate_jwt(self, token: str, kind: str, client: ClientInfo) -> Principal:
-        claims = tokens.read_jwt(token, kind, self.settings.jwt_secret)
-        if claims is None:
-            raise Unauthenticated("The token is invalid or has expired")
-        stmt = (
-            select(User, AuthSession.revoked_at, AuthSession.expires_at)
-            .join(AuthSession, col(AuthSession.user_id) == col(User.id))
-            .where(User.id == claims.user_id, AuthSession.id == claims.session_id)
-        )
-        row = (await self.session.exec(stmt)).first()
-        if row is None or row[1] is not None or row[2] <= utcnow():
-            raise Unauthenticated("The sign-in has ended; sign in again")
-        user = row[0]
-        if user.disabled:
-            raise Unauthenticated("The account is disabled")
-        return Principal.of(user, kind, claims.session_id, client)
-
-    async def authenticate_personal_token(self, token: str, client: ClientInfo) -> Principal:
-        if not tokens.looks_like_personal_access_token(token):
-            raise Unauthenticated("The token is invalid")
-        now = utcnow()
-        stmt = (
-            select(User, PersonalAccessToken)
-            .join(PersonalAccessToken, col(PersonalAccessToken.user_id) == col(User.id))
-            .where(PersonalAccessToken.token_hash == tokens.token_hash(token))
-        )
-        row = (await self.session.exec(stmt)).first()
-        if row is None:
-            raise Unauthenticated("The token is invalid")
-        user, pat = row
-        if pat.revoked_at is not None or pat.expires_at <= now:
-            raise Unauthenticated("The token has expired or was revoked")
-        if user.disabled:
-            raise Unauthenticated("The account is disabled")
-        if pat.last_used_at is None or pat.last_used_at < now - LAST_USED_RESOLUTION:
-            await self.session.exec(
-                update(PersonalAccessToken)
-                .where(col(PersonalAccessToken.id) == pat.id)
-                .values(last_used_at=now)
-            )
-        return Principal.of(user, "pat", pat.id, client)
 
     # -- personal access tokens ----------------------------------------------------------------
 

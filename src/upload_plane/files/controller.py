@@ -14,11 +14,12 @@ from ..cases.controller import PageLimit
 from ..models import File
 from ..pagination import PageRequest
 from ..problems import problems
+from ..uploads.rows import FileRow
 from .schemas import DownloadOut, FileOut, FilePage
 from .service import FileService
 
 
-def file_out(f: File) -> FileOut:
+def file_out(f: File | FileRow) -> FileOut:
     return msgspec.convert(f, FileOut, from_attributes=True)
 
 

@@ -14,19 +14,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from ..audit.service import Audit
+from ..audit.service import insert_event
 from ..auth.principal import Principal
-from ..cases.access import CaseRole, membership, require
-from ..cases.service import CaseService
+from ..cases.access import CaseRole, require
 from ..errors import DomainError, FileNotAvailable, Forbidden, NotFound, ValidationFailed
-from ..models import CaseMember, File, Upload, utcnow
-from ..pagination import Page, PageRequest, paginate
+from ..models import utcnow
+from ..pagination import Page, PageRequest, page_of
 from ..settings import Settings
+from ..sql import Pool
 from ..storage import Storage
-from ..uploads import state
+from ..uploads import rows, state
+from ..uploads.rows import FileRow
 from ..uploads.rules import content_disposition
 from ..uploads.service import UploadService
 from ..uploads.state import FileStatus, UploadStatus
@@ -39,44 +38,32 @@ class DownloadLink:
 
 
 class FileService:
-    def __init__(
-        self,
-        session: AsyncSession,
-        storage: Storage,
-        settings: Settings,
-        cases: CaseService,
-        uploads: UploadService,
-    ) -> None:
-        self.session = session
+    def __init__(self, pool: Pool, storage: Storage, settings: Settings, uploads: UploadService) -> None:
+        self.pool = pool
         self.storage = storage
         self.settings = settings
-        self.cases = cases
         self.uploads = uploads
-        self.audit = Audit(session)
 
-    async def get(self, who: Principal, file_id: str, need: CaseRole = CaseRole.VIEWER) -> File:
-        stmt = (
-            select(File, CaseMember.role)
-            .outerjoin(CaseMember, membership(who, File.case_id))  # type: ignore[arg-type]
-            .where(File.id == file_id)
-            .execution_options(populate_existing=True)
-        )
-        row = (await self.session.exec(stmt)).first()
-        if row is None:
+    async def get(self, who: Principal, file_id: str, need: CaseRole = CaseRole.VIEWER) -> FileRow:
+        async with self.pool.connect() as conn:
+            found = await rows.file_with_role(conn, file_id, who.id)
+        if found is None:
             raise NotFound("No such file")
-        require(who, row[1], need, "file")
-        return row[0]
+        require(who, found[1], need, "file")
+        return found[0]
 
     async def list_in_log(
         self, who: Principal, log_id: str, status: str | None, page: PageRequest
-    ) -> Page[File]:
-        log = await self.cases.get_log(who, log_id)
-        query = select(File).where(File.log_id == log.id)
-        if status is not None:
-            if status not in set(FileStatus):
-                raise ValidationFailed(f"status must be one of {', '.join(FileStatus)}")
-            query = query.where(File.status == status)
-        return await paginate(self.session, query, File, page)
+    ) -> Page[FileRow]:
+        if status is not None and status not in set(FileStatus):
+            raise ValidationFailed(f"status must be one of {', '.join(FileStatus)}")
+        async with self.pool.connect() as conn:
+            found = await rows.log_with_role(conn, log_id, who.id)
+            if found is None:
+                raise NotFound("No such log")
+            require(who, found[2], CaseRole.VIEWER, "log")
+            files = await rows.page_of_files(conn, log_id, status, page.after_id, page.limit)
+        return page_of(files, page.limit)
 
     async def download_link(self, who: Principal, file_id: str) -> DownloadLink:
         """A presigned GET; issuing one is audited (the download itself goes to the store)."""
@@ -86,9 +73,10 @@ class FileService:
         ttl = self.settings.download_url_ttl
         url = self.storage.presign_get(file.key, content_disposition(file.filename), ttl)
         expires_at = utcnow() + timedelta(seconds=ttl)
-        self.audit.record(
-            who, "file.download_link", "file", file.id, case_id=file.case_id, expires_at=expires_at
-        )
+        async with self.pool.connect() as conn:
+            await insert_event(
+                conn, who, "file.download_link", "file", file.id, case_id=file.case_id, expires_at=expires_at
+            )
         return DownloadLink(url=url, expires_at=expires_at)
 
     async def delete(self, who: Principal, file_id: str) -> None:
@@ -102,17 +90,18 @@ class FileService:
             "sha256": file.sha256,
             "key": file.key,
         }
-        upload = (await self.session.exec(select(Upload).where(Upload.file_id == file.id))).first()
-        if upload is None:  # a file without an upload is not made by this service; remove it all the same
+        async with self.pool.connect() as conn:
+            upload = await rows.upload_of_file(conn, file.id)
+        if upload is None:  # not made by this service; remove it all the same
             await self.storage.delete_object(file.key)
-            await self.session.delete(file)
-            self.audit.record(who, "file.deleted", "file", file.id, case_id=file.case_id, **details)
+            async with self.pool.connect() as conn, conn.transaction():
+                await conn.run("DELETE FROM files WHERE id = %s", file.id)
+                await insert_event(
+                    conn, who, "file.deleted", "file", file.id, case_id=file.case_id, **details
+                )
             return
         upload, held = await self.uploads.claim_when_free(
-            upload,
-            expect=(UploadStatus.UPLOADING, *state.FINAL),
-            to=UploadStatus.DELETING,
-            settled=(),
+            upload, expect=(UploadStatus.UPLOADING, *state.FINAL), to=UploadStatus.DELETING, settled=()
         )
         if held is None:  # nothing is settled for a delete, so this cannot happen
             raise NotFound("No such file")
@@ -122,16 +111,14 @@ class FileService:
         except DomainError:
             await self._abandon(held)
             raise
-        if not await state.remove(self.session, held, file.id):
-            await self.session.rollback()
-            raise NotFound("No such file")  # another delete took over and finished
-        self.audit.record(who, "file.deleted", "file", file.id, case_id=file.case_id, **details)
-        await self.session.commit()
+        async with self.pool.connect() as conn, conn.transaction():
+            if not await state.remove(conn, held, file.id):
+                raise NotFound("No such file")  # another delete took over and finished
+            await insert_event(conn, who, "file.deleted", "file", file.id, case_id=file.case_id, **details)
 
     async def _abandon(self, held: state.Claim) -> None:
         try:
-            await self.session.rollback()
-            await state.abandon(self.session, held, utcnow())
-            await self.session.commit()
-        except SQLAlchemyError:
+            async with self.pool.connect() as conn:
+                await state.abandon(conn, held, utcnow())
+        except (SQLAlchemyError, DomainError):
             pass  # the claim goes stale; the next delete takes it over

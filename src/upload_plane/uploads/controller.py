@@ -11,9 +11,9 @@ from ..auth.middleware import AuthedRequest
 from ..cases.controller import PageLimit
 from ..files.controller import file_out
 from ..files.schemas import FileOut
-from ..models import Upload
 from ..pagination import PageRequest
 from ..problems import problems
+from .rows import UploadRow
 from .schemas import (
     CompleteRequest,
     PartStateOut,
@@ -29,7 +29,7 @@ from .schemas import (
 from .service import PartState, UploadService
 
 
-def upload_out(u: Upload) -> UploadOut:
+def upload_out(u: UploadRow) -> UploadOut:
     return msgspec.convert(u, UploadOut, from_attributes=True)
 
 

@@ -1,9 +1,13 @@
 """The multipart upload flow: start, sign parts, report progress, complete, abort.
 
-State changes follow ``state.py``: a change that needs the store claims the row first (committed),
-calls the store holding no database connection, then finishes with a compare-and-set that must match
-its claim. So concurrent and repeated completes send one CompleteMultipartUpload and return the same
-file; abort and complete cannot both win; and a worker that lost its claim changes nothing.
+State changes follow ``state.py``: a change that needs the store claims the row first (one committed
+statement), calls the store holding no database connection, then finishes with a compare-and-set that
+must match its claim, in one transaction with its audit event. So concurrent and repeated completes
+send one CompleteMultipartUpload and return the same file; abort and complete cannot both win; and a
+worker that lost its claim changes nothing.
+
+This is the request hot path, so it talks to the database through ``sql.py`` (the driver, no ORM):
+each call checks out a connection for a short unit of work and gives it back before any store call.
 
 Order of effects, so that failures leave nothing half-written:
 - start: CreateMultipartUpload first (an outage changes nothing), then the rows; if the rows cannot be
@@ -13,7 +17,7 @@ Order of effects, so that failures leave nothing half-written:
   HeadObject decides whether an earlier complete succeeded (its answer was lost) and the file is
   recovered. Any failure that is not a verdict hands the claim back (``uploading``).
 - abort: claim ``aborting``; AbortMultipartUpload; finish ``aborted`` (file ``failed``). If the store
-  no longer knew the upload and holds its object, the upload had been completed: that stands.
+  holds the upload's object afterwards, the upload had been completed: that stands.
 """
 
 from __future__ import annotations
@@ -27,13 +31,10 @@ from typing import Any
 
 import anyio
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from ..audit.service import Audit
+from ..audit.service import insert_event
 from ..auth.principal import Principal
 from ..cases.access import CaseRole, require
-from ..cases.service import CaseService
 from ..errors import (
     ContentTypeNotAllowed,
     DomainError,
@@ -51,12 +52,14 @@ from ..errors import (
     ValidationFailed,
 )
 from ..ids import new_id
-from ..models import CaseMember, File, Upload, utcnow
-from ..pagination import Page, PageRequest, paginate
+from ..models import utcnow
+from ..pagination import Page, PageRequest, page_of
 from ..ratelimit import Limit, RateLimits
 from ..settings import Settings
+from ..sql import Pool
 from ..storage import CRC64NVME, CompletedObject, PartToSign, Storage, StoredPart, normalize_etag
-from . import state
+from . import rows, state
+from .rows import FileRow, UploadRow
 from .rules import PartPlan, object_key, plan_parts
 from .state import Claim, FileStatus, UploadStatus
 
@@ -97,7 +100,7 @@ class PartState:
     bytes_uploaded: int
 
 
-def plan_of(upload: Upload) -> PartPlan:
+def plan_of(upload: UploadRow) -> PartPlan:
     return PartPlan(size=upload.size, part_size=upload.part_size, part_count=upload.part_count)
 
 
@@ -106,19 +109,19 @@ def content_type_allowed(content_type: str, allowed: tuple[str, ...]) -> bool:
     return not allowed or any(fnmatch.fnmatchcase(base, pattern.lower()) for pattern in allowed)
 
 
-def not_uploading(upload: Upload) -> UploadNotUploading:
+def not_uploading(upload: UploadRow) -> UploadNotUploading:
     return UploadNotUploading(f"the upload is {upload.status}", upload_status=upload.status)
 
 
+def busy(upload: UploadRow) -> UploadBusy:
+    return UploadBusy(f"another request holds this upload ({upload.status}); retry", retry_after=2)
+
+
 class UploadService:
-    def __init__(
-        self, session: AsyncSession, storage: Storage, settings: Settings, cases: CaseService
-    ) -> None:
-        self.session = session
+    def __init__(self, pool: Pool, storage: Storage, settings: Settings) -> None:
+        self.pool = pool
         self.storage = storage
         self.settings = settings
-        self.cases = cases
-        self.audit = Audit(session)
         self.start_limit = Limit(
             "upload_start", settings.upload_start_rate, 60, "uploads started by this user"
         )
@@ -137,85 +140,53 @@ class UploadService:
         part_size: int | None,
         crc64nvme: str | None = None,
         checksum_algorithm: str | None = None,
-    ) -> Upload:
+    ) -> UploadRow:
         """Start a multipart upload. A declared ``crc64nvme`` (or ``checksum_algorithm`` CRC64NVME,
         with the value given at complete) makes the store check the whole file: every part is then
         signed with its own CRC64NVME and complete passes the whole-file value."""
-        log_row = await self.cases.get_log(who, log_id, CaseRole.CONTRIBUTOR)
-        if size > self.settings.max_file_size:
-            raise FileTooLarge(
-                f"{size} bytes is above the limit of {self.settings.max_file_size} bytes",
-                max_file_size=self.settings.max_file_size,
-            )
-        content_type = content_type or "application/octet-stream"
-        if not content_type_allowed(content_type, self.settings.allowed_content_types):
-            raise ContentTypeNotAllowed(f"content type {content_type!r} is not allowed")
-        try:
-            plan = plan_parts(size, self.settings.part_size, part_size)
-        except ValueError as exc:
-            raise FileTooLarge(str(exc)) from exc
+        async with self.pool.connect() as conn:
+            found = await rows.log_with_role(conn, log_id, who.id)
+            if found is None:
+                raise NotFound("No such log")
+            log_row_id, case_id, role = found
+            require(who, role, CaseRole.CONTRIBUTOR, "log")
+            if size > self.settings.max_file_size:
+                raise FileTooLarge(
+                    f"{size} bytes is above the limit of {self.settings.max_file_size} bytes",
+                    max_file_size=self.settings.max_file_size,
+                )
+            content_type = content_type or "application/octet-stream"
+            if not content_type_allowed(content_type, self.settings.allowed_content_types):
+                raise ContentTypeNotAllowed(f"content type {content_type!r} is not allowed")
+            try:
+                plan = plan_parts(size, self.settings.part_size, part_size)
+            except ValueError as exc:
+                raise FileTooLarge(str(exc)) from exc
+            await RateLimits(conn).take(self.start_limit, who.id, utcnow())
 
-        await RateLimits(self.session).take(self.start_limit, who.id, utcnow())
         algorithm = CRC64NVME if crc64nvme or checksum_algorithm == CRC64NVME else None
         file_id = new_id()
-        key = object_key(log_row.case_id, log_row.id, file_id, filename)
-        await self.session.commit()  # hold no connection while the store answers
+        key = object_key(case_id, log_row_id, file_id, filename)
         s3_upload_id = await self.storage.create_multipart(key, content_type, crc64nvme=algorithm is not None)
         now = utcnow()
-        file = File(
-            id=file_id,
-            log_id=log_row.id,
-            case_id=log_row.case_id,
-            filename=filename,
-            content_type=content_type,
-            size=size,
-            key=key,
-            sha256=sha256,
-            crc64nvme=crc64nvme,
-            status=FileStatus.UPLOADING,
-            created_by=who.id,
-            created_at=now,
-            updated_at=now,
-        )
-        upload = Upload(
-            file_id=file_id,
-            log_id=log_row.id,
-            case_id=log_row.case_id,
-            s3_upload_id=s3_upload_id,
-            filename=filename,
-            key=key,
-            size=size,
-            part_size=plan.part_size,
-            part_count=plan.part_count,
-            content_type=content_type,
-            checksum_algorithm=algorithm,
-            sha256=sha256,
-            crc64nvme=crc64nvme,
-            status=UploadStatus.UPLOADING,
-            expires_at=now + timedelta(seconds=self.settings.upload_ttl),
-            created_by=who.id,
-            created_at=now,
-            updated_at=now,
-        )
+        file = FileRow(
+            file_id, log_row_id, case_id, filename, content_type, size, key, sha256, crc64nvme, None, None,
+            FileStatus.UPLOADING, who.id, now, now,
+        )  # fmt: skip
+        upload = UploadRow(
+            new_id(), file_id, log_row_id, case_id, s3_upload_id, filename, key, size, plan.part_size,
+            plan.part_count, content_type, algorithm, sha256, crc64nvme, UploadStatus.UPLOADING,
+            now + timedelta(seconds=self.settings.upload_ttl), None, None, who.id, now, now,
+        )  # fmt: skip
         try:
-            self.session.add(file)
-            await self.session.flush()
-            self.session.add(upload)
-            self.audit.record(
-                who,
-                "upload.started",
-                "upload",
-                upload.id,
-                case_id=upload.case_id,
-                file_id=file_id,
-                filename=filename,
-                size=size,
-                log_id=log_row.id,
-            )
-            await self.session.flush()
-            await self.session.commit()
-        except SQLAlchemyError:
-            await self.session.rollback()
+            async with self.pool.connect() as conn, conn.transaction():
+                await rows.insert_file(conn, file)
+                await rows.insert_upload(conn, upload)
+                await insert_event(
+                    conn, who, "upload.started", "upload", upload.id, case_id=case_id, file_id=file_id,
+                    filename=filename, size=size, log_id=log_row_id,
+                )  # fmt: skip
+        except (SQLAlchemyError, DomainError):
             await self._abort_quietly(key, s3_upload_id)
             raise
         return upload
@@ -228,54 +199,35 @@ class UploadService:
 
     # -- read ---------------------------------------------------------------------------------
 
-    async def get(self, who: Principal, upload_id: str, need: CaseRole = CaseRole.CONTRIBUTOR) -> Upload:
+    async def get(self, who: Principal, upload_id: str, need: CaseRole = CaseRole.CONTRIBUTOR) -> UploadRow:
         """An upload session belongs to whoever started it (and admins), while they keep ``need``
         in its case: removed from the case, they can no longer resume it. One query."""
-        stmt = (
-            select(Upload, CaseMember.role)
-            .outerjoin(
-                CaseMember,
-                (CaseMember.case_id == Upload.case_id) & (CaseMember.user_id == who.id),  # type: ignore[arg-type]
-            )
-            .where(Upload.id == upload_id)
-            .execution_options(populate_existing=True)
-        )
-        row = (await self.session.exec(stmt)).first()
-        if row is None or (not who.is_admin and row[0].created_by != who.id):
+        async with self.pool.connect() as conn:
+            found = await rows.upload_with_role(conn, upload_id, who.id)
+        if found is None or (not who.is_admin and found[0].created_by != who.id):
             raise NotFound("No such upload")
-        require(who, row[1], need, "upload")
-        self.session.expunge(row[0])
-        return row[0]
+        require(who, found[1], need, "upload")
+        return found[0]
 
-    async def _load(self, upload_id: str) -> Upload | None:
-        """A snapshot of the row as committed now, detached from the session: every change is a
-        compare-and-set (``state.py``), so a snapshot is never written back, and a rollback cannot
-        expire it under our feet."""
-        stmt = select(Upload).where(Upload.id == upload_id).execution_options(populate_existing=True)
-        row = (await self.session.exec(stmt)).first()
-        if row is not None:
-            self.session.expunge(row)
-        return row
+    async def _load(self, upload_id: str) -> UploadRow | None:
+        async with self.pool.connect() as conn:
+            return await rows.upload_by_id(conn, upload_id)
 
     async def list_mine(
         self, who: Principal, status: str | None, log_id: str | None, page: PageRequest
-    ) -> Page[Upload]:
-        query = select(Upload).where(Upload.created_by == who.id)
-        if status is not None:
-            if status not in set(UploadStatus):
-                raise ValidationFailed(f"status must be one of {', '.join(UploadStatus)}")
-            query = query.where(Upload.status == status)
-        if log_id is not None:
-            query = query.where(Upload.log_id == log_id)
-        return await paginate(self.session, query, Upload, page)
+    ) -> Page[UploadRow]:
+        if status is not None and status not in set(UploadStatus):
+            raise ValidationFailed(f"status must be one of {', '.join(UploadStatus)}")
+        async with self.pool.connect() as conn:
+            found = await rows.page_of_uploads(conn, who.id, status, log_id, page.after_id, page.limit)
+        return page_of(found, page.limit)
 
-    async def part_state(self, upload: Upload) -> PartState:
+    async def part_state(self, upload: UploadRow) -> PartState:
         """Live part state from ListParts while the upload is open; a finished one reports its end."""
         if upload.status == UploadStatus.COMPLETED:
             return PartState(uploaded=[], missing=[], bytes_uploaded=upload.size)
         if upload.status not in (UploadStatus.UPLOADING, UploadStatus.COMPLETING):
             return PartState(uploaded=[], missing=[], bytes_uploaded=0)
-        await self.session.commit()  # hold no connection while the store answers
         try:
             stored = await self.storage.list_parts(upload.key, upload.s3_upload_id)
         except StoredUploadGone as exc:
@@ -371,8 +323,8 @@ class UploadService:
     # -- claims -------------------------------------------------------------------------------
 
     async def claim_when_free(
-        self, upload: Upload, expect: Collection[UploadStatus], to: UploadStatus, settled: Collection[str]
-    ) -> tuple[Upload, Claim | None]:
+        self, upload: UploadRow, expect: Collection[UploadStatus], to: UploadStatus, settled: Collection[str]
+    ) -> tuple[UploadRow, Claim | None]:
         """Claim ``upload`` from one of ``expect`` into ``to``, waiting while another worker holds
         it. Returns the row and the claim; or the row and ``None`` once it is in one of ``settled``
         (the caller answers from it). Raises ``UploadBusy`` when the other worker takes too long.
@@ -386,18 +338,17 @@ class UploadService:
             free = upload.status in expect
             stale = upload.status == to and state.is_stale(upload.claimed_at, now)
             if free or stale:
-                held = await state.claim(self.session, upload.id, expect, to, now)
-                await self.session.commit()
+                async with self.pool.connect() as conn:
+                    held = await state.claim(conn, upload.id, expect, to, now)
                 if held is not None:
                     return upload, held
             elif upload.status not in state.HELD:
                 raise not_uploading(upload)
             if anyio.current_time() > deadline:
-                raise UploadBusy(f"another request holds this upload ({upload.status}); retry", retry_after=2)
+                raise busy(upload)
             await anyio.sleep(delay)
             delay = min(delay * 2, _POLL_MAX)
             reloaded = await self._load(upload.id)
-            await self.session.commit()  # release the connection while waiting
             if reloaded is None:
                 raise NotFound("No such upload")
             upload = reloaded
@@ -406,9 +357,8 @@ class UploadService:
         """Return a claim to ``uploading`` after a failure that is not a verdict. If even that fails,
         the claim goes stale and the next claim takes it over after ``CLAIM_STALE_AFTER``."""
         try:
-            await self.session.rollback()
-            await state.finish(self.session, held, UploadStatus.UPLOADING, utcnow())
-            await self.session.commit()
+            async with self.pool.connect() as conn:
+                await state.finish(conn, held, UploadStatus.UPLOADING, utcnow())
         except (SQLAlchemyError, DomainError):
             log.warning("could not hand back the %s claim on upload %s", held.status, held.upload_id)
 
@@ -416,39 +366,32 @@ class UploadService:
         self,
         who: Principal | None,
         held: Claim,
-        upload: Upload,
+        upload: UploadRow,
         to: UploadStatus,
         *,
         file_values: dict[str, Any] | None = None,
         upload_values: dict[str, Any] | None = None,
     ) -> bool:
-        """Finish ``held`` with ``to`` and the file along, with its audit event, in one committed
-        transaction. ``False`` if the claim was lost (then nothing was written)."""
-        done = await state.finish(
-            self.session,
-            held,
-            to,
-            utcnow(),
-            file_id=upload.file_id,
-            file_values=file_values,
-            upload_values=upload_values,
-        )
-        if done:
-            self.audit.record(
-                who,
-                f"upload.{to}",
-                "upload",
-                upload.id,
-                case_id=upload.case_id,
+        """Finish ``held`` with ``to`` and the file along, with its audit event, in one transaction.
+        ``False`` if the claim was lost (then nothing was written)."""
+        async with self.pool.connect() as conn, conn.transaction():
+            done = await state.finish(
+                conn,
+                held,
+                to,
+                utcnow(),
                 file_id=upload.file_id,
-                size=upload.size,
+                file_values=file_values,
+                upload_values=upload_values,
             )
-            await self.session.commit()
-        else:
-            await self.session.rollback()
+            if done:
+                await insert_event(
+                    conn, who, f"upload.{to}", "upload", upload.id, case_id=upload.case_id,
+                    file_id=upload.file_id, size=upload.size,
+                )  # fmt: skip
         return done
 
-    async def _after_lost_claim(self, upload_id: str) -> File:
+    async def _after_lost_claim(self, upload_id: str) -> FileRow:
         """Another worker took over our claim and may have finished: answer with its result."""
         upload = await self._load(upload_id)
         if upload is None:
@@ -456,7 +399,7 @@ class UploadService:
         if upload.status == UploadStatus.COMPLETED:
             return await self._file_of(upload)
         if upload.status in state.HELD:
-            raise UploadBusy(f"another request holds this upload ({upload.status}); retry", retry_after=2)
+            raise busy(upload)
         raise not_uploading(upload)
 
     # -- complete -----------------------------------------------------------------------------
@@ -469,7 +412,7 @@ class UploadService:
         *,
         sha256: str | None = None,
         crc64nvme: str | None = None,
-    ) -> File:
+    ) -> FileRow:
         """Finish the file. Whole-file checksums may be declared here when the client computed them
         while sending (they must agree with any declared at start)."""
         upload = await self.get(who, upload_id)
@@ -497,7 +440,7 @@ class UploadService:
             raise
 
     @staticmethod
-    def _declared_checksums(upload: Upload, sha256: str | None, crc64nvme: str | None) -> Declared:
+    def _declared_checksums(upload: UploadRow, sha256: str | None, crc64nvme: str | None) -> Declared:
         if sha256 and upload.sha256 and sha256 != upload.sha256:
             raise ValidationFailed("sha256 differs from the value declared when the upload started")
         if crc64nvme and upload.crc64nvme and crc64nvme != upload.crc64nvme:
@@ -516,10 +459,10 @@ class UploadService:
         self,
         who: Principal,
         held: Claim,
-        upload: Upload,
+        upload: UploadRow,
         client_parts: list[tuple[int, str]] | None,
         declared: Declared,
-    ) -> File:
+    ) -> FileRow:
         try:
             completed: CompletedObject | None = await self._complete_in_store(upload, client_parts, declared)
         except StoredUploadGone:
@@ -563,7 +506,12 @@ class UploadService:
             who, held, upload, UploadStatus.COMPLETED, file_values=file_values, upload_values=values
         ):
             return await self._after_lost_claim(upload.id)
-        return await self._file_of(upload)
+        # The file row now holds exactly this (its other columns were written with the upload's).
+        return FileRow(
+            upload.file_id, upload.log_id, upload.case_id, upload.filename, upload.content_type, upload.size,
+            upload.key, declared.sha256, declared.crc64nvme, file_values["verified_by"], etag,
+            FileStatus.AVAILABLE, upload.created_by, upload.created_at, utcnow(),
+        )  # fmt: skip
 
     async def _delete_quietly(self, key: str) -> None:
         try:
@@ -572,7 +520,7 @@ class UploadService:
             log.warning("could not delete the mismatching object %s; it belongs to no file", key)
 
     async def _complete_in_store(
-        self, upload: Upload, client_parts: list[tuple[int, str]] | None, declared: Declared
+        self, upload: UploadRow, client_parts: list[tuple[int, str]] | None, declared: Declared
     ) -> CompletedObject:
         """Verify every planned part from ListParts, then CompleteMultipartUpload (passing the parts'
         checksums and the whole-file CRC64NVME when the store is to check it)."""
@@ -606,12 +554,11 @@ class UploadService:
         crc = declared.crc64nvme if upload.checksum_algorithm == CRC64NVME else None
         return await self.storage.complete_multipart(upload.key, upload.s3_upload_id, ordered, crc)
 
-    async def _file_of(self, upload: Upload) -> File:
-        stmt = select(File).where(File.id == upload.file_id).execution_options(populate_existing=True)
-        file = (await self.session.exec(stmt)).first()
+    async def _file_of(self, upload: UploadRow) -> FileRow:
+        async with self.pool.connect() as conn:
+            file = await rows.file_by_id(conn, upload.file_id)
         if file is None:
             raise NotFound("No such file")
-        self.session.expunge(file)
         return file
 
     # -- abort --------------------------------------------------------------------------------
@@ -635,7 +582,7 @@ class UploadService:
             raise UploadNotUploading(f"the upload is {ended}", upload_status=ended)
 
     async def end_in_store(
-        self, who: Principal | None, held: Claim, upload: Upload, to: UploadStatus
+        self, who: Principal | None, held: Claim, upload: UploadRow, to: UploadStatus
     ) -> UploadStatus:
         """Abort the multipart upload under an ``aborting``/``expiring`` claim and finish with ``to``;
         the status the upload ended in. If the store holds the upload's object afterwards, the upload

@@ -21,11 +21,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, update
-from sqlmodel import col
-from sqlmodel.ext.asyncio.session import AsyncSession
-
-from ..models import File, Upload
+from ..sql import Connection
 
 CLAIM_STALE_AFTER = timedelta(minutes=2)
 
@@ -112,32 +108,48 @@ def is_stale(claimed_at: datetime | None, now: datetime) -> bool:
     return claimed_at is None or claimed_at < now - CLAIM_STALE_AFTER
 
 
+_UPLOAD_COLUMNS = frozenset({"sha256", "crc64nvme"})
+_FILE_COLUMNS = frozenset({"etag", "sha256", "crc64nvme", "verified_by"})
+
+
+def _assignments(values: dict[str, Any], allowed: frozenset[str]) -> tuple[str, list[Any]]:
+    unknown = set(values) - allowed
+    if unknown:
+        raise TransitionError(f"not a column a transition sets: {sorted(unknown)}")
+    names = sorted(values)
+    return "".join(f", {name} = %s" for name in names), [values[name] for name in names]
+
+
 async def claim(
-    session: AsyncSession, upload_id: str, expect: Collection[UploadStatus], to: UploadStatus, now: datetime
+    conn: Connection, upload_id: str, expect: Collection[UploadStatus], to: UploadStatus, now: datetime
 ) -> Claim | None:
     """Move the upload from one of ``expect`` to the held state ``to`` (or take over a stale claim of
-    ``to``); the claim, or ``None`` if the row was in none of those states. The caller commits."""
+    ``to``); the claim, or ``None`` if the row was in none of those states. One statement, committed
+    by itself (the connection is in autocommit mode)."""
     if to not in HELD:
         raise TransitionError(f"{to} is not a held state")
-    for current in expect:
+    expected = list(expect)
+    for current in expected:
         check_upload_transition(current, to)
     token = new_claim_token()
-    stale_before = now - CLAIM_STALE_AFTER
-    taken_over = and_(
-        col(Upload.status) == to,
-        or_(col(Upload.claimed_at).is_(None), col(Upload.claimed_at) < stale_before),
+    marks = ", ".join(["%s"] * len(expected))
+    changed = await conn.run(
+        "UPDATE uploads SET status = %s, claim_token = %s, claimed_at = %s, updated_at = %s WHERE id = %s "
+        f"AND (status IN ({marks}) OR (status = %s AND (claimed_at IS NULL OR claimed_at < %s)))",
+        to,
+        token,
+        now,
+        now,
+        upload_id,
+        *expected,
+        to,
+        now - CLAIM_STALE_AFTER,
     )
-    stmt = (
-        update(Upload)
-        .where(col(Upload.id) == upload_id, or_(col(Upload.status).in_(list(expect)), taken_over))
-        .values(status=to, claim_token=token, claimed_at=now, updated_at=now)
-    )
-    result = await session.exec(stmt)
-    return Claim(upload_id, to, token) if result.rowcount == 1 else None
+    return Claim(upload_id, to, token) if changed == 1 else None
 
 
 async def finish(
-    session: AsyncSession,
+    conn: Connection,
     held: Claim,
     to: UploadStatus,
     now: datetime,
@@ -148,66 +160,74 @@ async def finish(
 ) -> bool:
     """End a claim: move the upload to ``to`` if this claim still holds it (with ``upload_values``),
     and its file along (``FILE_STATUS_FOR``, from ``uploading``, with ``file_values``). ``False``
-    means the claim was lost and nothing changed; the caller rolls back. The caller commits."""
+    means the claim was lost and nothing changed. Run it inside ``conn.transaction()`` with whatever
+    else must happen with it (the audit event)."""
     check_upload_transition(held.status, to)
-    stmt = (
-        update(Upload)
-        .where(
-            col(Upload.id) == held.upload_id,
-            col(Upload.status) == held.status,
-            col(Upload.claim_token) == held.token,
-        )
-        .values(status=to, claim_token=None, claimed_at=None, updated_at=now, **(upload_values or {}))
+    extra, params = _assignments(upload_values or {}, _UPLOAD_COLUMNS)
+    changed = await conn.run(
+        f"UPDATE uploads SET status = %s, claim_token = NULL, claimed_at = NULL, updated_at = %s{extra} "
+        "WHERE id = %s AND status = %s AND claim_token = %s",
+        to,
+        now,
+        *params,
+        held.upload_id,
+        held.status,
+        held.token,
     )
-    if (await session.exec(stmt)).rowcount != 1:
+    if changed != 1:
         return False
     file_status = FILE_STATUS_FOR.get(to)
     if file_id is not None and file_status is not None:
-        await set_file_status(session, file_id, F.UPLOADING, file_status, now, **(file_values or {}))
+        await set_file_status(conn, file_id, F.UPLOADING, file_status, now, **(file_values or {}))
     return True
 
 
 async def set_file_status(
-    session: AsyncSession, file_id: str, expect: FileStatus, to: FileStatus, now: datetime, **values: Any
+    conn: Connection, file_id: str, expect: FileStatus, to: FileStatus, now: datetime, **values: Any
 ) -> None:
     """Compare-and-set a file's status. Only ever called beside its upload's own transition in the
     same transaction, so a miss means the rows disagree: that raises, and the transaction rolls back."""
     if to not in FILE_TRANSITIONS[expect]:
         raise TransitionError(f"no file transition {expect} -> {to}")
-    stmt = (
-        update(File)
-        .where(col(File.id) == file_id, col(File.status) == expect)
-        .values(status=to, updated_at=now, **values)
+    extra, params = _assignments(values, _FILE_COLUMNS)
+    changed = await conn.run(
+        f"UPDATE files SET status = %s, updated_at = %s{extra} WHERE id = %s AND status = %s",
+        to,
+        now,
+        *params,
+        file_id,
+        expect,
     )
-    if (await session.exec(stmt)).rowcount != 1:
+    if changed != 1:
         raise TransitionError(f"file {file_id} was not {expect}")
 
 
-async def abandon(session: AsyncSession, held: Claim, now: datetime) -> bool:
+async def abandon(conn: Connection, held: Claim, now: datetime) -> bool:
     """Give up a claim without leaving its held state, so that the next claim of the same kind takes
-    it over at once (``deleting``: a half-done delete is finished, never undone). The caller commits."""
-    stmt = (
-        update(Upload)
-        .where(
-            col(Upload.id) == held.upload_id,
-            col(Upload.status) == held.status,
-            col(Upload.claim_token) == held.token,
-        )
-        .values(claim_token=None, claimed_at=None, updated_at=now)
+    it over at once (``deleting``: a half-done delete is finished, never undone)."""
+    changed = await conn.run(
+        "UPDATE uploads SET claim_token = NULL, claimed_at = NULL, updated_at = %s "
+        "WHERE id = %s AND status = %s AND claim_token = %s",
+        now,
+        held.upload_id,
+        held.status,
+        held.token,
     )
-    return bool((await session.exec(stmt)).rowcount == 1)
+    return changed == 1
 
 
-async def remove(session: AsyncSession, held: Claim, file_id: str) -> bool:
-    """End a ``deleting`` claim by removing the upload and its file; ``False`` if the claim was lost."""
+async def remove(conn: Connection, held: Claim, file_id: str) -> bool:
+    """End a ``deleting`` claim by removing the upload and its file; ``False`` if the claim was lost.
+    Run it inside ``conn.transaction()``."""
     if held.status != U.DELETING:
         raise TransitionError("only a deleting claim removes rows")
-    stmt = delete(Upload).where(
-        col(Upload.id) == held.upload_id,
-        col(Upload.status) == U.DELETING,
-        col(Upload.claim_token) == held.token,
+    changed = await conn.run(
+        "DELETE FROM uploads WHERE id = %s AND status = %s AND claim_token = %s",
+        held.upload_id,
+        U.DELETING,
+        held.token,
     )
-    if (await session.exec(stmt)).rowcount != 1:
+    if changed != 1:
         return False
-    await session.exec(delete(File).where(col(File.id) == file_id))
+    await conn.run("DELETE FROM files WHERE id = %s", file_id)
     return True
