@@ -10,7 +10,7 @@ from typing import Any
 
 from litestar import Litestar, Request, Response, Router, get
 from litestar.config.cors import CORSConfig
-from litestar.datastructures import State
+from litestar.datastructures import ResponseHeader, State
 from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware, DefineMiddleware
@@ -204,11 +204,6 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
         security=[{"bearer": []}, {"session": []}],
     )
 
-    def security_headers(response: Response[Any]) -> Response[Any]:
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
-
     return Litestar(
         route_handlers=[public_api, api, health, ready, docs, _index_handler()],
         dependencies={
@@ -226,7 +221,8 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
         request_max_body_size=settings.max_request_body,
         middleware=[DeclaredBodyLimit(settings.max_request_body), RequestSessionCloser()],
         request_class=ApiRequest,
-        after_request=security_headers,
+        # Static headers on every response (an after_request hook would run in a worker thread).
+        response_headers=[ResponseHeader(name=n, value=v) for n, v in SECURITY_HEADERS.items()],
         openapi_config=OpenAPIConfig(
             title="upload-plane",
             version="1.0.0",
