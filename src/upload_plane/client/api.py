@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -170,6 +171,14 @@ class Upload(msgspec.Struct):
     expires_at: str
     checksum_algorithm: str | None = None
 
+    @property
+    def store_checks(self) -> bool:
+        """The store checks the whole file's CRC64NVME (and each part is signed with its own)."""
+        return self.checksum_algorithm == "CRC64NVME"
+
+    def part_bytes(self, n: int) -> int:
+        return max(0, min(self.part_size, self.size - (n - 1) * self.part_size))
+
 
 class StoredPart(msgspec.Struct):
     part_number: int
@@ -194,6 +203,14 @@ class SignedPart(msgspec.Struct):
     headers: dict[str, str]
     size: int
     method: str = "PUT"
+    expires_at: str = ""  # copied from the answer (see ``sign_parts``)
+
+    def expires_soon(self, margin: float = 30.0) -> bool:
+        try:
+            expires = datetime.fromisoformat(self.expires_at)
+        except ValueError:
+            return False
+        return expires.timestamp() - time.time() < margin
 
 
 class SignedParts(msgspec.Struct):
@@ -367,9 +384,13 @@ class Api:
         *,
         content_type: str | None = None,
         part_size: int | None = None,
+        store_checks: bool = True,
     ) -> Upload:
-        """Start an upload whose whole-file CRC64NVME (and SHA-256) are declared at complete."""
-        body: dict[str, Any] = {"filename": filename, "size": size, "checksum_algorithm": "CRC64NVME"}
+        """Start an upload whose whole-file checksums are declared at complete; with ``store_checks``
+        the store checks the whole-file CRC64NVME (and every part is signed with its own)."""
+        body: dict[str, Any] = {"filename": filename, "size": size}
+        if store_checks:
+            body["checksum_algorithm"] = "CRC64NVME"
         if content_type:
             body["content_type"] = content_type
         if part_size:
@@ -379,20 +400,25 @@ class Api:
     async def upload_status(self, upload_id: str) -> UploadStatus:
         return await self.typed(UploadStatus, "GET", f"/uploads/{upload_id}")
 
-    async def sign_parts(self, upload_id: str, crc64nvme: Mapping[int, str]) -> SignedParts:
-        body = {
-            "part_numbers": list(crc64nvme),
-            "checksums_crc64nvme": {str(n): c for n, c in crc64nvme.items()},
-        }
-        return await self.typed(SignedParts, "POST", f"/uploads/{upload_id}/parts", json=body)
+    async def sign_parts(
+        self, upload_id: str, numbers: list[int], crc64nvme: Mapping[int, str] | None = None
+    ) -> SignedParts:
+        body: dict[str, Any] = {"part_numbers": numbers}
+        if crc64nvme:
+            body["checksums_crc64nvme"] = {str(n): c for n, c in crc64nvme.items()}
+        signed = await self.typed(SignedParts, "POST", f"/uploads/{upload_id}/parts", json=body)
+        for part in signed.parts:
+            part.expires_at = signed.expires_at
+        return signed
 
-    async def complete(self, upload_id: str, sha256: str, crc64nvme: str) -> FileInfo:
+    async def complete(self, upload_id: str, sha256: str, crc64nvme: str | None = None) -> FileInfo:
         """Complete (idempotent: retried while another request holds the upload)."""
+        body = {"sha256": sha256} | ({"crc64nvme": crc64nvme} if crc64nvme else {})
         return await self.typed(
             FileInfo,
             "POST",
             f"/uploads/{upload_id}/complete",
-            json={"sha256": sha256, "crc64nvme": crc64nvme},
+            json=body,
             retry_codes=frozenset({"UPLOAD_COMPLETING", "PARTS_CHANGED"}),
         )
 

@@ -17,21 +17,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import mimetypes
 import os
+import time
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from .api import Api, ApiError, StoredPart, Upload, UploadStatus
-from .checksums import FileDigest, crc_b64
+from .api import Api, ApiError, SignedPart, StoredPart, Upload, UploadStatus
+from .checksums import FileDigest, crc64nvme, crc_b64
 from .state import ResumeState, ResumeStore
-from .transfer import Progress, RateLimit, Store, store_error
+from .transfer import CHUNK, Progress, RateLimit, Store, store_error
 
 DEFAULT_PARALLEL = 4
 RESIGNS_PER_PART = 3
+SIGN_WINDOW_BYTES = 256 * 1024 * 1024  # parts signed per call: this many bytes' worth...
+SIGN_WINDOW_PARTS = 64  # ...but at most this many (URLs live 15 minutes by default)
+STATE_SAVE_INTERVAL = 1.0  # seconds between rewrites of a state file while parts finish
 #: Codes that mean the upload can no longer take parts: start a new one.
 UPLOAD_GONE = frozenset({"UPLOAD_EXPIRED", "UPLOAD_NOT_UPLOADING"})
 
@@ -55,6 +61,7 @@ class UploadResult:
     parts_uploaded: int
     parts_skipped: int
     resumed: bool
+    seconds: float  # from opening the upload to the answer of complete
 
 
 @dataclass
@@ -128,7 +135,7 @@ class Uploader:
         self.part_size = part_size
         self.resume = resume or ResumeStore()
         self.progress = progress or Progress()
-        self.slots = asyncio.Semaphore(self.parallel)
+        self.buffers = _Buffers(self.parallel)
 
     async def upload_all(self, log_id: str, files: Sequence[LocalFile]) -> list[UploadResult]:
         """Upload every file (up to ``parallel`` files at once); the first failure stops the rest."""
@@ -145,12 +152,14 @@ class Uploader:
     async def upload(self, log_id: str, item: LocalFile) -> UploadResult:
         key = str(item.path)
         stat = item.path.stat()
+        began = time.perf_counter()
         try:
             for fresh_start in (False, True):
                 self.progress.start(key, item.name, stat.st_size)
                 opened = await self._open(log_id, item, stat, fresh=fresh_start)
                 try:
-                    return await self._send(item, stat, opened)
+                    result = await self._send(item, stat, opened)
+                    return dataclasses.replace(result, seconds=round(time.perf_counter() - began, 3))
                 except ApiError as exc:
                     if exc.code not in UPLOAD_GONE or fresh_start:
                         raise
@@ -177,7 +186,14 @@ class Uploader:
             self.resume.forget(saved)
         content_type = mimetypes.guess_type(item.name)[0]
         upload = await self.api.start_upload(
-            log_id, item.name, stat.st_size, content_type=content_type, part_size=self.part_size
+            log_id,
+            item.name,
+            stat.st_size,
+            content_type=content_type,
+            part_size=self.part_size,
+            # Not for empty files: MinIO refuses the (correct) CRC64NVME of zero bytes at complete
+            # (XAmzContentChecksumMismatch; measured on the pinned build). Nothing to verify anyway.
+            store_checks=stat.st_size > 0,
         )
         state = ResumeState(
             api_url=self.api.api_url,
@@ -201,57 +217,68 @@ class Uploader:
             raise
 
     async def _send(self, item: LocalFile, stat: os.stat_result, opened: _Opened) -> UploadResult:
-        key, state, upload, held = str(item.path), opened.state, opened.upload, opened.held
+        key, state, upload = str(item.path), opened.state, opened.upload
         digest = FileDigest()
-        saving = asyncio.Lock()
+        saved_at = 0.0
         skipped = sent = 0
 
-        async def record(n: int, crc: str) -> None:
-            async with saving:
-                state.parts[str(n)] = crc
-                await asyncio.to_thread(self.resume.save, state)
+        def record(n: int, crc: str) -> None:
+            """Remember a sent part; the state file is rewritten at most once a second (the store
+            is the authority on parts: a part missing from the file is only checked by the store's
+            own checksum on resume)."""
+            nonlocal saved_at
+            state.parts[str(n)] = crc
+            if time.monotonic() - saved_at >= STATE_SAVE_INTERVAL:
+                saved_at = time.monotonic()
+                self.resume.save(state)
 
-        async def send(n: int, data: bytes, crc: str) -> None:
+        async def send(n: int, buffer: bytearray, data: memoryview, crc: str, part: SignedPart) -> None:
             nonlocal sent
             try:
-                await self._put_part(key, upload, n, data, crc)
+                await self._put_part(key, upload, n, data, crc, part)
             finally:
-                self.slots.release()
+                data.release()
+                self.buffers.put(buffer)
             sent += 1
-            await record(n, crc)
+            record(n, crc)
 
-        with item.path.open("rb") as f:
-            async with first_error_group() as group:
-                for n in range(1, upload.part_count + 1):
-                    size = min(upload.part_size, upload.size - (n - 1) * upload.part_size)
-                    await self.slots.acquire()
-                    try:
-                        data, part_crc = await asyncio.to_thread(_read_part, f, size, digest)
-                    except BaseException:
-                        self.slots.release()
-                        raise
-                    if len(data) != size:
-                        self.slots.release()
-                        raise ApiError(
-                            0, "FILE_CHANGED", f"{item.path}: the file is shorter than when started"
-                        )
-                    crc = crc_b64(part_crc)
-                    stored = held.get(n) if held is not None else None
-                    known = (stored.checksum_crc64nvme or state.parts.get(str(n))) if stored else None
-                    if held is None or (stored and stored.size == size and known in (None, crc)):
-                        self.slots.release()
-                        skipped += 1
-                        self.progress.advance(key, size)
-                        continue
-                    group.create_task(send(n, data, crc))
-            now = os.fstat(f.fileno())
+        signer = _Signer(self.api, upload, item.path, opened.held, dict(state.parts))
+        try:
+            with item.path.open("rb") as f:
+                async with first_error_group() as group:
+                    for n in range(1, upload.part_count + 1):
+                        window = await signer.window_of(n)
+                        size = upload.part_bytes(n)
+                        buffer = await self.buffers.take(size)
+                        try:
+                            data, part_crc = await asyncio.to_thread(_read_part, f, buffer, size, digest)
+                        except BaseException:
+                            self.buffers.put(buffer)
+                            raise
+                        crc = crc_b64(part_crc)
+                        changed = len(data) != size or crc != window.crcs[n]
+                        if changed or n not in window.signed:
+                            data.release()
+                            self.buffers.put(buffer)
+                            if changed:
+                                raise ApiError(
+                                    0, "FILE_CHANGED", f"{item.path}: the file changed while it was read"
+                                )
+                            skipped += 1
+                            self.progress.advance(key, size)
+                            continue
+                        group.create_task(send(n, buffer, data, crc, window.signed[n]))
+                now = os.fstat(f.fileno())
+        finally:
+            signer.close()
         if (now.st_size, now.st_mtime_ns) != (stat.st_size, stat.st_mtime_ns):
             with contextlib.suppress(ApiError):
                 await self.api.abort(upload.id)
             self.resume.forget(state)
             raise ApiError(0, "FILE_CHANGED", f"{item.path}: the file changed while it was uploaded")
-        file = await self.api.complete(upload.id, digest.sha256, digest.crc64nvme)
-        if (file.sha256, file.crc64nvme) != (digest.sha256, digest.crc64nvme):
+        crc64nvme = digest.crc64nvme if upload.store_checks else None
+        file = await self.api.complete(upload.id, digest.sha256, crc64nvme)
+        if (file.sha256, file.crc64nvme) != (digest.sha256, crc64nvme):
             raise ApiError(0, "INTEGRITY_ERROR", f"{item.name}: the API recorded other checksums")
         self.resume.forget(state)
         return UploadResult(
@@ -266,28 +293,146 @@ class Uploader:
             parts_uploaded=sent,
             parts_skipped=skipped,
             resumed=opened.resumed,
+            seconds=0.0,
         )
 
-    async def _put_part(self, key: str, upload: Upload, n: int, data: bytes, crc: str) -> None:
-        """Sign part ``n`` with its CRC64NVME and PUT it; sign again when the URL expired."""
+    async def _put_part(
+        self, key: str, upload: Upload, n: int, data: memoryview, crc: str, part: SignedPart
+    ) -> None:
+        """PUT part ``n``; sign it again when its URL expired (or is about to, or the store says
+        403, e.g. after long retries)."""
         what = f"{upload.filename} part {n}"
-        for _ in range(RESIGNS_PER_PART + 1):
-            part = (await self.api.sign_parts(upload.id, {n: crc})).parts[0]
+        for attempt in range(RESIGNS_PER_PART + 1):
+            if attempt or part.expires_soon():
+                checksums = {n: crc} if upload.store_checks else None
+                part = (await self.api.sign_parts(upload.id, [n], checksums)).parts[0]
             response = await self.store.put(
                 part.url, part.headers, data, lambda done: self.progress.advance(key, done), what
             )
             if response.status_code == 200:
                 return
-            if response.status_code != 403:  # 403: the URL expired (or its clock is off): re-sign
+            if response.status_code != 403:
                 raise store_error(response, what)
             self.progress.notice(f"{what}: the store refused the URL (403), signing it again")
         raise store_error(response, what)
 
 
-def _read_part(f: IO[bytes], size: int, digest: FileDigest) -> tuple[bytes, int]:
-    """Read the next part and feed the file's checksums (runs in a worker thread)."""
-    data = f.read(size)
+@dataclass(frozen=True)
+class _Window:
+    crcs: dict[int, str]  # every part of the window: its CRC64NVME (base64)
+    signed: dict[int, SignedPart]  # the parts to send (not those the store holds)
+
+
+class _Signer:
+    """Signs parts a window ahead of the reader, one API call per window of parts.
+
+    A part's URL signs its CRC64NVME, so the CRC must be known before the part is sent. Each window
+    (``SIGN_WINDOW_BYTES``) is therefore read once ahead, for its parts' CRCs only (CRC64NVME runs at
+    GB/s, and the window is usually still in the page cache when it is read again to be sent), and
+    its parts are signed in one call; the reader then checks that each part still has that CRC.
+    This is also where a resumed upload decides which parts the store already holds: same size,
+    and the same CRC64NVME as the store reports (or, if it reports none, as recorded when sent).
+    """
+
+    def __init__(
+        self,
+        api: Api,
+        upload: Upload,
+        path: Path,
+        held: dict[int, StoredPart] | None,
+        recorded: dict[str, str],
+    ) -> None:
+        self.api = api
+        self.upload = upload
+        self.path = path
+        self.held = held
+        self.recorded = recorded
+        self.size = max(1, min(SIGN_WINDOW_PARTS, SIGN_WINDOW_BYTES // max(1, upload.part_size)))
+        self.windows: dict[int, asyncio.Task[_Window]] = {}
+
+    def window_of(self, n: int) -> asyncio.Task[_Window]:
+        """The window holding part ``n``; the next one starts being prepared too."""
+        k = (n - 1) // self.size
+        for j in (k, k + 1):
+            if j * self.size < self.upload.part_count and j not in self.windows:
+                self.windows[j] = asyncio.create_task(self._prepare(j))
+        self.windows.pop(k - 1, None)
+        return self.windows[k]
+
+    def close(self) -> None:
+        for task in self.windows.values():
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: a window read ahead may have failed unseen
+            task.cancel()
+
+    def _held(self, n: int, crc: str) -> bool:
+        if self.held is None:  # completing or completed: the store holds every part
+            return True
+        stored = self.held.get(n)
+        if stored is None or stored.size != self.upload.part_bytes(n):
+            return False
+        known = stored.checksum_crc64nvme or self.recorded.get(str(n))
+        return known is None or known == crc
+
+    async def _prepare(self, k: int) -> _Window:
+        first = k * self.size + 1
+        last = min(self.upload.part_count, first + self.size - 1)
+        crcs = await asyncio.to_thread(_part_crcs, self.path, self.upload, first, last)
+        needed = [n for n in range(first, last + 1) if not self._held(n, crcs[n])]
+        signed: dict[int, SignedPart] = {}
+        if needed:
+            checksums = {n: crcs[n] for n in needed} if self.upload.store_checks else None
+            answer = await self.api.sign_parts(self.upload.id, needed, checksums)
+            signed = {p.part_number: p for p in answer.parts}
+        return _Window(crcs, signed)
+
+
+def _part_crcs(path: Path, upload: Upload, first: int, last: int) -> dict[int, str]:
+    """The CRC64NVME of parts ``first..last``, read in 1 MiB chunks (a worker thread)."""
+    crcs: dict[int, str] = {}
+    with path.open("rb") as f:
+        f.seek((first - 1) * upload.part_size)
+        for n in range(first, last + 1):
+            left, crc = upload.part_bytes(n), 0
+            while left:
+                chunk = f.read(min(CHUNK, left))
+                if not chunk:
+                    raise ApiError(0, "FILE_CHANGED", f"{path}: the file is shorter than when started")
+                crc = crc64nvme(chunk, crc)
+                left -= len(chunk)
+            crcs[n] = crc_b64(crc)
+    return crcs
+
+
+def _read_part(f: IO[bytes], buffer: bytearray, size: int, digest: FileDigest) -> tuple[memoryview, int]:
+    """Read the next part into ``buffer`` and feed the file's checksums (a worker thread)."""
+    view = memoryview(buffer)[:size]
+    done = 0
+    while done < size:
+        n = f.readinto(view[done:])  # type: ignore[attr-defined]
+        if not n:
+            break
+        done += n
+    data = view[:done]
+    view.release()
     return data, digest.add_part(data)
+
+
+class _Buffers:
+    """The part buffers: ``count`` of them, reused, so memory stays at ``count`` parts however
+    large the file (fresh 8 MiB objects per part would leave the allocator's arenas fragmented)."""
+
+    def __init__(self, count: int) -> None:
+        self.free: asyncio.Queue[bytearray] = asyncio.Queue()
+        for _ in range(count):
+            self.free.put_nowait(bytearray())
+
+    async def take(self, size: int) -> bytearray:
+        buffer = await self.free.get()
+        return buffer if len(buffer) >= size else bytearray(size)
+
+    def put(self, buffer: bytearray) -> None:
+        self.free.put_nowait(buffer)
 
 
 async def upload_files(
@@ -308,13 +453,15 @@ async def upload_files(
         rate_limit=RateLimit(limit_rate) if limit_rate else None,
         notice=api.notice,
     )
+    # PUTs, reads and checksum passes run in threads: enough of them for every part in flight.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(parallel + 4))
     try:
         uploader = Uploader(
             api, store, parallel=parallel, part_size=part_size, resume=resume, progress=progress
         )
         return await uploader.upload_all(log_id, files)
     finally:
-        await store.aclose()
+        store.close()
 
 
 async def upload_paths(
