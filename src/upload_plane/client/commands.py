@@ -67,7 +67,10 @@ def byte_count(text: str) -> int:
     match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(i?b)?\s*", text, re.IGNORECASE)
     if match is None:
         raise argparse.ArgumentTypeError(f"not a byte count: {text!r} (e.g. 8388608 or 8M)")
-    return int(match.group(1)) << (10 * "_kmgt".index(match.group(2).lower() or "_"))
+    value = int(match.group(1)) << (10 * "_kmgt".index(match.group(2).lower() or "_"))
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1 byte")
+    return value
 
 
 def positive(text: str) -> int:
