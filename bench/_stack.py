@@ -124,10 +124,9 @@ def random_file(path: Path, size: int) -> Path:
     return path
 
 
-def peak_rss_kib(pid: int, program: bytes = b"") -> int:
-    """The process's peak resident set so far (``VmHWM``), 0 once it is gone, or while its command
-    line does not contain ``program`` yet (a child between fork and exec still counts its parent's
-    pages)."""
+def _status_kib(pid: int, field: str, program: bytes = b"") -> int:
+    """A ``/proc/PID/status`` memory field in KiB; 0 once the process is gone, or while its command
+    line does not contain ``program`` yet (a child between fork and exec shows its parent's memory)."""
     proc = Path(f"/proc/{pid}")
     try:
         before = (proc / "cmdline").read_bytes()
@@ -138,9 +137,14 @@ def peak_rss_kib(pid: int, program: bytes = b"") -> int:
     if program not in before or program not in after:
         return 0
     for line in status.splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return 0
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The process's high-water mark (``VmHWM``), as the kernel keeps it."""
+    return _status_kib(pid, "VmHWM")
 
 
 def rss_kib(pid: int) -> int:
@@ -152,8 +156,10 @@ def rss_kib(pid: int) -> int:
 
 
 def run_cli(s: Stack, *args: str) -> tuple[float, int, dict[str, Any]]:
-    """Run ``upload-plane ARGS --json`` as a user would; wall seconds, its peak RSS (KiB, VmHWM
-    sampled until it exits) and its JSON."""
+    """Run ``upload-plane ARGS --json`` as a user would; wall seconds, its peak RSS (KiB: the highest
+    ``VmRSS`` sampled every 20 ms; its part buffers live for the whole transfer, so sampling finds
+    them. Not ``VmHWM`` or ``ru_maxrss``: after a fork from this large process they can report the
+    parent's pages) and its JSON."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPLOAD_PLANE_")}
     env.update(
         UPLOAD_PLANE_API_URL=s.api_url,
