@@ -25,7 +25,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("crc64nvme", sa.String(length=16), nullable=True))
         batch.add_column(sa.Column("verified_by", sa.String(length=16), nullable=True))
     # Uploads started before this revision recorded their declared SHA-256 on the file only.
-    op.execute("UPDATE uploads SET sha256 = (SELECT files.sha256 FROM files WHERE files.id = uploads.file_id)")
+    op.execute(
+        "UPDATE uploads SET sha256 = (SELECT files.sha256 FROM files WHERE files.id = uploads.file_id)"
+    )
 
 
 def downgrade() -> None:
