@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -155,11 +156,24 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def run_cli(s: Stack, *args: str) -> tuple[float, int, dict[str, Any]]:
-    """Run ``upload-plane ARGS --json`` as a user would; wall seconds, its peak RSS (KiB: the highest
-    ``VmRSS`` sampled every 20 ms; its part buffers live for the whole transfer, so sampling finds
-    them. Not ``VmHWM`` or ``ru_maxrss``: after a fork from this large process they can report the
-    parent's pages) and its JSON."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a live process has used (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class CliRun:
+    seconds: float  # wall clock of the whole process
+    cpu_seconds: float  # its user + system CPU
+    peak_rss_kib: int  # the highest VmRSS sampled every 20 ms
+    output: dict[str, Any]  # its --json document
+
+
+def run_cli(s: Stack, *args: str) -> CliRun:
+    """Run ``upload-plane ARGS --json`` as a user would. Its peak RSS is the highest ``VmRSS`` sampled
+    every 20 ms (its part buffers live for the whole transfer, so sampling finds them; ``VmHWM`` and
+    ``ru_maxrss`` can report the pages of this large parent after the fork)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPLOAD_PLANE_")}
     env.update(
         UPLOAD_PLANE_API_URL=s.api_url,
@@ -168,22 +182,30 @@ def run_cli(s: Stack, *args: str) -> tuple[float, int, dict[str, Any]]:
         XDG_CONFIG_HOME=str(s.workdir / "config"),
     )
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "upload-plane"), *args, "--json"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    out, err = proc.stdout.read(), proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "upload-plane"), *args, "--json"],
+            env=env,
+            stdout=out,
+            stderr=err,
+        )
+        peak, marker = 0, f"\0{args[0]}\0".encode()
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            peak = max(peak, _status_kib(proc.pid, "VmRSS", marker))
+            time.sleep(0.02)  # sampling interval
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
         raise RuntimeError(
-            f"upload-plane {' '.join(args)} failed ({proc.returncode}): {err.decode()[-2000:]}"
+            f"upload-plane {' '.join(args)} failed ({proc.returncode}): {stderr.decode()[-2000:]}"
         )
-    return elapsed, usage.ru_maxrss, json.loads(out)
+    return CliRun(elapsed, usage.ru_utime + usage.ru_stime, peak, json.loads(stdout))
 
 
 def write_result(name: str, result: dict[str, Any]) -> None:

@@ -41,7 +41,7 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp)) as s:
         small = random_file(Path(tmp) / "warm-up.bin", 20 * MIB)
-        run_cli(s, "upload", str(small), "--log", s.log_id)
+        run_cli(s, "upload", str(small), "--log", s.log_id)  # warm-up
         big = random_file(Path(tmp) / "four-gib.bin", args.size_mib * MIB)
         idle = rss_kib(s.api_pid)
         hwm_before = peak_rss_kib(s.api_pid)
@@ -56,7 +56,8 @@ def main() -> int:
         sampler = threading.Thread(target=sample)
         sampler.start()
         try:
-            elapsed, cli_peak, out = run_cli(s, "upload", str(big), "--log", s.log_id, "--part-size", "8M")
+            run = run_cli(s, "upload", str(big), "--log", s.log_id, "--part-size", "8M")
+            elapsed, cli_peak, out = run.seconds, run.peak_rss_kib, run.output
         finally:
             done.set()
             sampler.join()
