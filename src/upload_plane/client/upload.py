@@ -1,16 +1,18 @@
 """The upload engine: files and directories, parts in parallel, checksums while reading, resume.
 
 For each file: start an upload (``checksum_algorithm: CRC64NVME``) or resume the one in its state
-file; read the file once, in order, part by part (in a worker thread), feeding SHA-256 and the
-whole-file CRC64NVME and computing each part's own CRC64NVME; sign that part with its CRC and PUT it
-straight to the store with exactly the signed headers; then complete with both whole-file values, so
-the store checks the whole file. At most ``parallel`` parts (of all files together) are held in memory
-and in flight. A part URL that expired (403 from the store) is signed again.
+file; read the file once, in order, part by part (in a worker thread, into one of ``parallel`` reused
+buffers), feeding SHA-256 and the whole-file CRC64NVME; PUT each part straight to the store with
+exactly the headers its URL was signed with (its size and its own CRC64NVME; parts are signed a
+window at a time, see ``_Signer``); then complete with both whole-file values, so the store checks
+the whole file. At most ``parallel`` parts (of all files together) are in memory and in flight. A
+part URL that expired (403 from the store, or about to) is signed again.
 
 Resuming (same absolute path, log, size and mtime): the store's parts (``GET /uploads/{id}``) are not
 sent again. They are still read for the whole-file checksums, and a part whose local CRC64NVME differs
 from the one the store reports (or, when it reports none, from the one sent earlier) is sent again.
-An upload that is gone, expired, or was aborted is replaced by a new one.
+An upload that is gone, expired, or was aborted is replaced by a new one; so is the upload of a file
+that changed (the old one is aborted).
 """
 
 from __future__ import annotations
