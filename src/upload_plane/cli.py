@@ -1,4 +1,5 @@
-"""The ``upload-plane`` command: serve, dev, migrate, init-storage, users."""
+"""The ``upload-plane`` command: serve, dev, migrate, init-storage, users; and the client commands
+(login, logout, upload, download, ls, create) from ``client/commands.py``."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
-from litestar import Litestar
-
+from .client.commands import register as register_client_commands
 from .settings import Settings, SettingsError
 
 if TYPE_CHECKING:
+    from litestar import Litestar
+
     from .auth.service import AuthService
     from .models import User
 
@@ -242,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = users_sub.add_parser("set-password", help="set a user's password, read from a prompt or stdin")
     p.add_argument("username")
     p.set_defaults(func=cmd_users_set_password)
+
+    register_client_commands(sub)
     return parser
 
 

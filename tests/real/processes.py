@@ -17,9 +17,12 @@ from tests.services import MinIO, free_port
 
 
 @contextmanager
-def serve_process(backend: Backend, minio: MinIO, log: Path, **env: str) -> Iterator[str]:
-    """``upload-plane serve`` in its own process, as production runs it; yields its base URL."""
-    port = free_port()
+def serve_process(
+    backend: Backend, minio: MinIO, log: Path, *, port: int | None = None, **env: str
+) -> Iterator[str]:
+    """``upload-plane serve`` in its own process, as production runs it (on ``port``, or a free
+    one); yields its base URL."""
+    port = port or free_port()
     settings = backend.settings
     environment = {
         **{k: v for k, v in os.environ.items() if not k.startswith("UPLOAD_PLANE_")},
@@ -31,7 +34,7 @@ def serve_process(backend: Backend, minio: MinIO, log: Path, **env: str) -> Iter
         "UPLOAD_PLANE_JWT_SECRET": settings.jwt_secret,
         **{f"UPLOAD_PLANE_{k.upper()}": v for k, v in env.items()},
     }
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "upload_plane.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
             env=environment,
