@@ -37,7 +37,7 @@ from .settings import Settings
 from .sql import create_pool
 from .storage import S3Storage, Storage
 from .uploads.controller import LogUploadController, UploadController
-from .uploads.service import UploadService
+from .uploads.service import ClaimWaiters, UploadService
 
 log = logging.getLogger("upload_plane")
 
@@ -96,7 +96,7 @@ def provide_cases(db_session: NamedDependency[AsyncSession]) -> CaseService:
 
 
 def provide_uploads(state: State) -> UploadService:
-    return UploadService(state.sql, state.storage, state.settings)
+    return UploadService(state.sql, state.storage, state.settings, state.claim_waiters)
 
 
 def provide_files(uploads: NamedDependency[UploadService], state: State) -> FileService:
@@ -175,6 +175,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
         db: Database = create_database(settings)
         app.state.db = db
         app.state.sql = create_pool(settings)
+        app.state.claim_waiters = ClaimWaiters()
         app.state.storage = storage if storage is not None else S3Storage(settings)
         app.state.hashing = PasswordHashing(settings.password_hash_concurrency)
         # Long-lived objects built so far never become garbage; keeping them out of the collector's

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 import jwt
 
@@ -54,19 +56,37 @@ def issue_jwt(
     return SignedToken(jwt.encode(claims, secret, algorithm=ALGORITHM), ttl)
 
 
-def read_jwt(token: str, kind: str, secret: str) -> TokenClaims | None:
+def read_jwt(token: str, kind: str, secret: str, now: float | None = None) -> TokenClaims | None:
     """The claims of a valid, unexpired token of ``kind``; ``None`` for anything else (another
     algorithm, ``alg=none``, another key, another kind, a missing claim)."""
+    verified = _verified(token, secret)
+    if verified is None:
+        return None
+    claims_kind, claims, expires = verified
+    if claims_kind != kind or expires <= (time.time() if now is None else now):
+        return None
+    return claims
+
+
+@lru_cache(maxsize=8192)
+def _verified(token: str, secret: str) -> tuple[str, TokenClaims, float] | None:
+    """A token's signature checked once: a client sends the same token with many requests, and
+    the same string always has the same (immutable) claims. Expiry is checked on every use."""
     try:
         claims = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "sid", "typ"]}
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            options={"require": ["exp", "sub", "sid", "typ"], "verify_exp": False},
         )
     except jwt.PyJWTError:
         return None
-    sub, sid = claims.get("sub"), claims.get("sid")
-    if claims.get("typ") != kind or not isinstance(sub, str) or not isinstance(sid, str):
+    sub, sid, kind, exp = claims.get("sub"), claims.get("sid"), claims.get("typ"), claims.get("exp")
+    if not (isinstance(sub, str) and isinstance(sid, str) and isinstance(kind, str)):
         return None
-    return TokenClaims(sub, sid)
+    if not isinstance(exp, int | float):
+        return None
+    return kind, TokenClaims(sub, sid), float(exp)
 
 
 def token_hash(token: str) -> str:

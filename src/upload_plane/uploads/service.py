@@ -22,6 +22,7 @@ Order of effects, so that failures leave nothing half-written:
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import logging
 from collections.abc import Collection
@@ -113,15 +114,50 @@ def not_uploading(upload: UploadRow) -> UploadNotUploading:
     return UploadNotUploading(f"the upload is {upload.status}", upload_status=upload.status)
 
 
+class ClaimWaiters:
+    """Wakes the requests of this process that wait for a claim to end, as soon as it ends.
+
+    Requests waiting on a claim held by another replica still poll (with backoff); those waiting on
+    one held here are woken by ``ended`` instead of the next poll. One per application.
+    """
+
+    def __init__(self) -> None:
+        self._events: dict[str, tuple[asyncio.Event, int]] = {}
+
+    async def wait(self, upload_id: str, at_most: float) -> None:
+        event, waiting = self._events.get(upload_id, (asyncio.Event(), 0))
+        self._events[upload_id] = (event, waiting + 1)
+        try:
+            async with asyncio.timeout(at_most):
+                await event.wait()
+        except TimeoutError:
+            pass
+        finally:
+            current = self._events.get(upload_id)
+            if current is not None and current[0] is event:
+                if current[1] <= 1:
+                    del self._events[upload_id]
+                else:
+                    self._events[upload_id] = (event, current[1] - 1)
+
+    def ended(self, upload_id: str) -> None:
+        found = self._events.pop(upload_id, None)
+        if found is not None:
+            found[0].set()
+
+
 def busy(upload: UploadRow) -> UploadBusy:
     return UploadBusy(f"another request holds this upload ({upload.status}); retry", retry_after=2)
 
 
 class UploadService:
-    def __init__(self, pool: Pool, storage: Storage, settings: Settings) -> None:
+    def __init__(
+        self, pool: Pool, storage: Storage, settings: Settings, waiters: ClaimWaiters | None = None
+    ) -> None:
         self.pool = pool
         self.storage = storage
         self.settings = settings
+        self.waiters = waiters or ClaimWaiters()
         self.start_limit = Limit(
             "upload_start", settings.upload_start_rate, 60, "uploads started by this user"
         )
@@ -346,7 +382,7 @@ class UploadService:
                 raise not_uploading(upload)
             if anyio.current_time() > deadline:
                 raise busy(upload)
-            await anyio.sleep(delay)
+            await self.waiters.wait(upload.id, delay)  # woken at once if the claim is held here
             delay = min(delay * 2, _POLL_MAX)
             reloaded = await self._load(upload.id)
             if reloaded is None:
@@ -361,6 +397,7 @@ class UploadService:
                 await state.finish(conn, held, UploadStatus.UPLOADING, utcnow())
         except (SQLAlchemyError, DomainError):
             log.warning("could not hand back the %s claim on upload %s", held.status, held.upload_id)
+        self.waiters.ended(held.upload_id)
 
     async def _finish(
         self,
@@ -389,6 +426,7 @@ class UploadService:
                     conn, who, f"upload.{to}", "upload", upload.id, case_id=upload.case_id,
                     file_id=upload.file_id, size=upload.size,
                 )  # fmt: skip
+        self.waiters.ended(upload.id)
         return done
 
     async def _after_lost_claim(self, upload_id: str) -> FileRow:
