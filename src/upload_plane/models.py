@@ -106,12 +106,24 @@ class File(SQLModel, table=True):
 
 class Upload(SQLModel, table=True):
     __tablename__ = "uploads"
-    __table_args__ = (sa.Index("ix_uploads_status_expires_at", "status", "expires_at"),)
+    __table_args__ = (
+        sa.Index("ix_uploads_status_expires_at", "status", "expires_at"),
+        sa.Index("ix_uploads_status_claimed_at", "status", "claimed_at"),
+        sa.UniqueConstraint("created_by", "idempotency_key", name="uq_uploads_creator_idempotency_key"),
+    )
     id: str = _id()
     file_id: str = Field(foreign_key="files.id", max_length=36, unique=True)
     log_id: str = _fk("logs.id")
     case_id: str = _fk("cases.id", index=False)
-    s3_upload_id: str = Field(max_length=1024)
+    # "multipart" (parts signed one by one) or "post" (one presigned POST, Uppy's small files)
+    kind: str = Field(default="multipart", max_length=16)
+    # The store's multipart upload id; empty while ``creating`` (written before the store is asked).
+    s3_upload_id: str | None = Field(default=None, max_length=1024, nullable=True)
+    # A client's retry of the same start (``Idempotency-Key``) finds this upload again.
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    # The store may hold multipart uploads on this key that no row records (a start taken over
+    # after a crash): the reaper lists the key's multipart uploads and aborts the strays.
+    needs_sweep: bool = Field(default=False, index=True)
     filename: str = Field(sa_type=sa.Text)
     key: str = Field(max_length=700)
     size: int = Field(sa_type=sa.BigInteger)

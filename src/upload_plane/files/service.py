@@ -106,7 +106,8 @@ class FileService:
         if held is None:  # nothing is settled for a delete, so this cannot happen
             raise NotFound("No such file")
         try:
-            await self.storage.abort_multipart(upload.key, upload.s3_upload_id)
+            if upload.s3_upload_id is not None:
+                await self.storage.abort_multipart(upload.key, upload.s3_upload_id)
             await self.storage.delete_object(upload.key)
         except DomainError:
             await self._abandon(held)

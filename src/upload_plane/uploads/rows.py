@@ -12,7 +12,8 @@ from ..sql import Connection, Row, utc
 UPLOAD_COLUMNS = (
     "u.id, u.file_id, u.log_id, u.case_id, u.s3_upload_id, u.filename, u.`key`, u.size, u.part_size, "
     "u.part_count, u.content_type, u.checksum_algorithm, u.sha256, u.crc64nvme, u.status, u.expires_at, "
-    "u.claim_token, u.claimed_at, u.created_by, u.created_at, u.updated_at"
+    "u.claim_token, u.claimed_at, u.created_by, u.created_at, u.updated_at, u.kind, u.idempotency_key, "
+    "u.needs_sweep"
 )
 FILE_COLUMNS = (
     "f.id, f.log_id, f.case_id, f.filename, f.content_type, f.size, f.`key`, f.sha256, f.crc64nvme, "
@@ -26,7 +27,7 @@ class UploadRow:
     file_id: str
     log_id: str
     case_id: str
-    s3_upload_id: str
+    s3_upload_id: str | None  # None while creating, and for kind "post"
     filename: str
     key: str
     size: int
@@ -43,13 +44,26 @@ class UploadRow:
     created_by: str
     created_at: datetime
     updated_at: datetime
+    kind: str = "multipart"
+    idempotency_key: str | None = None
+    needs_sweep: bool = False
 
     @classmethod
     def of(cls, row: Row) -> UploadRow:
-        values = list(row[:21])
+        values = list(row[:24])
         for i in (15, 17, 19, 20):  # expires_at, claimed_at, created_at, updated_at
             values[i] = utc(values[i])
+        values[23] = bool(values[23])
         return cls(*values)
+
+    @property
+    def store_upload_id(self) -> str:
+        """The store's multipart upload id (set once the upload left ``creating``)."""
+        if self.s3_upload_id is None:
+            raise ValueError(
+                f"upload {self.id} has no multipart upload in the store ({self.status}, {self.kind})"
+            )
+        return self.s3_upload_id
 
 
 @dataclass(slots=True)
@@ -87,7 +101,7 @@ async def upload_with_role(
         user_id,
         upload_id,
     )
-    return None if row is None else (UploadRow.of(row), row[21])
+    return None if row is None else (UploadRow.of(row), row[24])
 
 
 async def upload_by_id(conn: Connection, upload_id: str) -> UploadRow | None:
@@ -142,8 +156,8 @@ async def insert_upload(conn: Connection, u: UploadRow) -> None:
     await conn.run(
         "INSERT INTO uploads (id, file_id, log_id, case_id, s3_upload_id, filename, `key`, size, part_size, "
         "part_count, content_type, checksum_algorithm, sha256, crc64nvme, status, expires_at, claim_token, "
-        "claimed_at, created_by, created_at, updated_at) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        "claimed_at, created_by, created_at, updated_at, kind, idempotency_key, needs_sweep) "
+        f"VALUES ({', '.join(['%s'] * 24)})",
         u.id,
         u.file_id,
         u.log_id,
@@ -165,6 +179,9 @@ async def insert_upload(conn: Connection, u: UploadRow) -> None:
         u.created_by,
         u.created_at,
         u.updated_at,
+        u.kind,
+        u.idempotency_key,
+        u.needs_sweep,
     )
 
 

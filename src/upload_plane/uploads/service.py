@@ -265,7 +265,7 @@ class UploadService:
         if upload.status not in (UploadStatus.UPLOADING, UploadStatus.COMPLETING):
             return PartState(uploaded=[], missing=[], bytes_uploaded=0)
         try:
-            stored = await self.storage.list_parts(upload.key, upload.s3_upload_id)
+            stored = await self.storage.list_parts(upload.key, upload.store_upload_id)
         except StoredUploadGone as exc:
             if upload.status == UploadStatus.COMPLETING:  # the store finished; the row follows
                 return PartState(uploaded=[], missing=[], bytes_uploaded=upload.size)
@@ -349,7 +349,7 @@ class UploadService:
             else PartToSign(n, plan.part_bytes(n), checksums.get(str(n)))
             for n in wanted
         ]
-        signed = self.storage.presign_parts(upload.key, upload.s3_upload_id, to_sign, ttl, now)
+        signed = self.storage.presign_parts(upload.key, upload.store_upload_id, to_sign, ttl, now)
         parts = [
             SignedPart(part_number=p.part_number, url=s.url, headers=s.headers, size=p.size)
             for p, s in zip(to_sign, signed, strict=True)
@@ -563,7 +563,7 @@ class UploadService:
         """Verify every planned part from ListParts, then CompleteMultipartUpload (passing the parts'
         checksums and the whole-file CRC64NVME when the store is to check it)."""
         plan = plan_of(upload)
-        stored = {p.part_number: p for p in await self.storage.list_parts(upload.key, upload.s3_upload_id)}
+        stored = {p.part_number: p for p in await self.storage.list_parts(upload.key, upload.store_upload_id)}
         missing = [n for n in range(1, plan.part_count + 1) if n not in stored]
         if missing:
             raise PartsMissing(
@@ -590,7 +590,7 @@ class UploadService:
                 )
         ordered = [stored[n] for n in range(1, plan.part_count + 1)]
         crc = declared.crc64nvme if upload.checksum_algorithm == CRC64NVME else None
-        return await self.storage.complete_multipart(upload.key, upload.s3_upload_id, ordered, crc)
+        return await self.storage.complete_multipart(upload.key, upload.store_upload_id, ordered, crc)
 
     async def _file_of(self, upload: UploadRow) -> FileRow:
         async with self.pool.connect() as conn:
@@ -627,7 +627,7 @@ class UploadService:
         had been completed (a complete whose answer was lost, or a taken-over completer's late call):
         ``completed`` stands. The abort's own answer cannot tell (MinIO says 204 either way)."""
         try:
-            await self.storage.abort_multipart(upload.key, upload.s3_upload_id)
+            await self.storage.abort_multipart(upload.key, upload.store_upload_id)
             stored = await self.storage.head_object(upload.key)
         except Exception:
             await self._hand_back(held)

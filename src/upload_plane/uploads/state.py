@@ -27,6 +27,7 @@ CLAIM_STALE_AFTER = timedelta(minutes=2)
 
 
 class UploadStatus(StrEnum):
+    CREATING = "creating"
     UPLOADING = "uploading"
     COMPLETING = "completing"
     COMPLETED = "completed"
@@ -46,12 +47,16 @@ class FileStatus(StrEnum):
 U, F = UploadStatus, FileStatus
 
 #: States in which a claim holds the row while its worker talks to the store.
-HELD = frozenset({U.COMPLETING, U.ABORTING, U.EXPIRING, U.DELETING})
+HELD = frozenset({U.CREATING, U.COMPLETING, U.ABORTING, U.EXPIRING, U.DELETING})
 #: States no request moves out of, except by deleting the file.
 FINAL = frozenset({U.COMPLETED, U.ABORTED, U.EXPIRED})
 
 #: Every upload transition there is. A held state may also be taken over (held -> same held).
 UPLOAD_TRANSITIONS: dict[UploadStatus, frozenset[UploadStatus]] = {
+    # creating: the row exists (with its key) before the store is asked; the store's upload id moves
+    # it to uploading. A start that never came back is taken over (a retry with its idempotency key)
+    # or aborted by the reaper (whatever the store holds on the key).
+    U.CREATING: frozenset({U.CREATING, U.UPLOADING, U.ABORTED}),
     U.UPLOADING: frozenset({U.COMPLETING, U.ABORTING, U.EXPIRING, U.DELETING}),
     # completing: done; handed back (verification or the store failed); the store holds neither the
     # upload nor the object (expired); the object it holds is not the planned one (aborted).
