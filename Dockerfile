@@ -13,10 +13,13 @@ RUN groupadd --system --gid 10001 upload-plane \
 
 WORKDIR /app
 
-# Install the package (and its dependencies) into the system site-packages.
+# The pinned dependencies (requirements.lock, hashes checked), then the package itself. The embedded
+# store (moto) and SQLite driver are an extra the image leaves out.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY src/ src/
-RUN pip install . && rm -rf build src/*.egg-info
+RUN pip install --no-deps . && rm -rf build src/*.egg-info
 
 COPY alembic.ini ./
 COPY migrations/ migrations/

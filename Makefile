@@ -7,16 +7,25 @@ MINIO_MODULE := github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c
 MINIO_BIN_PATH := .cache/bin/minio
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-fast lint fmt bench minio clean
+.PHONY: help run test test-fast lint fmt bench minio clean lock
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# The versions CI and the image install are pinned (with hashes) in requirements*.lock; `make lock`
+# re-resolves them from pyproject.toml.
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+lock: ## re-resolve requirements.lock (the image) and requirements-dev.lock (CI, make run/test)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes -q -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes -q -o requirements-dev.lock
 
 run: $(STAMP) ## start the embedded default (SQLite + embedded S3) on http://127.0.0.1:8000
 	$(BIN)/upload-plane dev

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -31,17 +32,20 @@ from .auth.passwords import PasswordHashing
 from .cases.controller import CaseController, LogController
 from .cases.service import CaseService
 from .db import Database, close_request_session, create_database, request_session, schema_charset_problems
-from .errors import DomainError, RequestTooLarge
+from .errors import DomainError, RequestTooLarge, Unauthenticated
 from .files.controller import FileController
 from .files.service import FileService
+from .metrics import UPLOAD_STATES_SQL, MeteredStorage, Metrics, meter_engine
+from .observe import RequestObserver
 from .paths import project_path
 from .problems import PROBLEM_JSON, ApiRequest, problem_response
 from .settings import Settings
 from .sql import create_pool
 from .storage import S3Storage, Storage
 from .uploads.controller import LogUploadController, UploadController
-from .uploads.reaper import Reaper
+from .uploads.reaper import Reaper, ReapReport
 from .uploads.service import ClaimWaiters, UploadService
+from .uploads.state import UploadStatus
 
 log = logging.getLogger("upload_plane")
 
@@ -153,6 +157,27 @@ async def _schema_check(state: State) -> str:
     return "ok"
 
 
+@get("/metrics", tags=["operations"], summary="Prometheus metrics", media_type="text/plain")
+async def metrics(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    """Request, store and database latency, presigned URLs, uploads by state, reaper actions.
+    With ``UPLOAD_PLANE_METRICS_TOKEN`` set, only for ``Authorization: Bearer <that token>``."""
+    expected = state.settings.metrics_token
+    if expected and not secrets.compare_digest(
+        request.headers.get("authorization", "").encode(), f"Bearer {expected}".encode()
+    ):
+        raise Unauthenticated("this endpoint needs the metrics token")
+    registry: Metrics = state.metrics
+    try:
+        async with state.sql.connect() as conn:
+            counts = dict(await conn.all(UPLOAD_STATES_SQL))
+    except SQLAlchemyError:
+        counts = None  # the database is down: the other series still answer
+    if counts is not None:
+        for status in UploadStatus:
+            registry.uploads.labels(status.value).set(counts.get(status.value, 0))
+    return Response(registry.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
 @get("/docs", include_in_schema=False)
 async def docs() -> Redirect:
     return Redirect("/schema/swagger")
@@ -180,8 +205,23 @@ async def reap_every(state: State, settings: Settings) -> None:
         except Exception:
             log.exception("the in-process reaper failed; it runs again in %s s", settings.reaper_interval)
             continue
+        for action, count in report.as_dict().items():
+            if count:
+                state.metrics.reaper.labels(action).inc(count)
         if report.total() or report.errors:
             log.info("reaper: %s", report.as_dict())
+
+
+class UploadPlane(Litestar):
+    """Litestar, with every HTTP request observed (``observe.py``) from outside all middleware."""
+
+    observer: RequestObserver
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        await self.observer(scope, receive, send, super().__call__)
 
 
 def create_app(settings: Settings, *, storage: Storage | None = None) -> Litestar:
@@ -189,14 +229,19 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
     for warning in settings.check():
         log.warning(warning)
     failpoints.arm(settings.failpoints)
+    registry = Metrics()
+    for action in ReapReport().as_dict():
+        registry.reaper.labels(action)  # every action's series exists (at 0) before its first run
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         db: Database = create_database(settings)
+        meter_engine(db.engine, registry)
         app.state.db = db
         app.state.sql = create_pool(settings)
+        app.state.sql.observe = registry.observe_statement
         app.state.claim_waiters = ClaimWaiters()
-        app.state.storage = storage if storage is not None else S3Storage(settings)
+        app.state.storage = MeteredStorage(storage if storage is not None else S3Storage(settings), registry)
         app.state.hashing = PasswordHashing(settings.password_hash_concurrency)
         # Long-lived objects built so far never become garbage; keeping them out of the collector's
         # generations stops full collections from stalling large responses (10,000 signed parts).
@@ -232,8 +277,8 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
         security=[{"bearer": []}, {"session": []}],
     )
 
-    return Litestar(
-        route_handlers=[public_api, api, health, ready, docs, _index_handler()],
+    app = UploadPlane(
+        route_handlers=[public_api, api, health, ready, metrics, docs, _index_handler()],
         dependencies={
             "db_session": Provide(provide_db_session),
             "cases": Provide(provide_cases, sync_to_thread=False),
@@ -242,7 +287,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
         },
         exception_handlers={Exception: problem_response},
         lifespan=[lifespan],
-        state=State({"settings": settings}),
+        state=State({"settings": settings, "metrics": registry}),
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins), allow_credentials=True)
         if settings.cors_origins
         else None,
@@ -277,4 +322,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
             ),
         ),
         debug=False,
+        logging_config=None,  # logging is the process's (logs.configure), not reset by each app
     )
+    app.observer = RequestObserver(registry)
+    return app

@@ -34,13 +34,18 @@ BANNER = """
 def app_from_env() -> Litestar:
     """uvicorn factory for ``serve`` (each worker reads the same environment)."""
     from .app import create_app
+    from .logs import configure
 
+    configure(os.environ.get("UPLOAD_PLANE_LOG_FORMAT", "json"))
     return create_app(Settings.from_env().with_(production=True))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from .logs import configure
+
+    configure(os.environ.get("UPLOAD_PLANE_LOG_FORMAT", "json"))
     settings = Settings.from_env().with_(production=True)
     settings.check()
     uvicorn.run(
@@ -51,7 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         proxy_headers=True,
         forwarded_allow_ips=args.forwarded_allow_ips,
-        log_level="info",
+        log_config=None,  # logs.configure: JSON lines; the access line is upload_plane.access's
+        access_log=False,
     )
     return 0
 
@@ -61,7 +67,17 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     from .app import create_app
     from .embedded import DEV_DATABASE_URL, EmbeddedS3, prepare
+    from .logs import configure
 
+    try:
+        import aiosqlite  # noqa: F401
+        import moto  # noqa: F401
+    except ImportError:
+        print(
+            "upload-plane dev needs the embedded extra: pip install 'upload-plane[embedded]'", file=sys.stderr
+        )
+        return 2
+    configure("text")
     env = Settings.from_env()
     s3 = EmbeddedS3()
     endpoint = s3.start()
@@ -83,7 +99,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     )
     print(BANNER.format(host=args.host, port=args.port, password=shown), flush=True)
     try:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None, access_log=False)
     finally:
         s3.stop()
     return 0
@@ -206,11 +222,13 @@ def cmd_users_set_password(args: argparse.Namespace) -> int:
 
 def cmd_reap(args: argparse.Namespace) -> int:
     """One reaper run (or one every ``--every`` seconds), printing what it did as JSON lines."""
+    from .logs import configure
     from .models import utcnow
     from .sql import create_pool
     from .storage import S3Storage
     from .uploads.reaper import Reaper, report_line
 
+    configure(os.environ.get("UPLOAD_PLANE_LOG_FORMAT", "json"), logging.WARNING)
     settings = Settings.from_env()
 
     async def run() -> None:
@@ -219,8 +237,16 @@ def cmd_reap(args: argparse.Namespace) -> int:
             reaper = Reaper(pool, storage, settings)
             while True:
                 started = utcnow()
-                report = await reaper.run(args.batch)
-                print(json.dumps(report_line(report, started)), flush=True)
+                try:
+                    report = await reaper.run(args.batch)
+                except Exception:
+                    if not args.every:
+                        raise
+                    logging.getLogger("upload_plane.reaper").exception(
+                        "the reaper run failed; it runs again in %s s", args.every
+                    )
+                else:
+                    print(json.dumps(report_line(report, started)), flush=True)
                 if not args.every:
                     return
                 await asyncio.sleep(args.every)

@@ -54,6 +54,7 @@ class Settings:
     production: bool = False
     db_pool_size: int = 10
     db_pool_timeout: int = 10
+    metrics_token: str = field(default="", repr=False)  # when set, GET /metrics needs it as a bearer
 
     @property
     def presign_endpoint_url(self) -> str:

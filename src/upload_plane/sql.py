@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -30,6 +31,8 @@ from .db import MYSQL_SESSION_SETUP, engine_url, ensure_sqlite_dir, is_sqlite
 from .settings import Settings
 
 Row = tuple[Any, ...]
+Observer = Callable[[str, float, bool], None]
+"""Told of every statement: its text, seconds taken and whether it succeeded (``metrics.py``)."""
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
@@ -73,15 +76,25 @@ def _wrapped(exc: Exception, sql: str, dbapi_base: type[Exception]) -> DBAPIErro
     return wrapped
 
 
+async def _fetched(cursor: Any, fetch: int) -> Any:
+    """``fetch`` 1: one row (or ``None``); 2: every row; 0: the number of rows changed."""
+    if fetch == 1:
+        return await cursor.fetchone()
+    if fetch == 2:
+        return list(await cursor.fetchall())
+    return cursor.rowcount
+
+
 # -- MySQL / MariaDB ------------------------------------------------------------------------------
 
 
 class _MySQLConnection:
     dialect = "mysql"
 
-    def __init__(self, raw: Any, errors: Any) -> None:
+    def __init__(self, raw: Any, errors: Any, observe: Observer | None) -> None:
         self.raw = raw
         self.errors = errors
+        self.observe = observe
         self.broken = False
 
     @staticmethod
@@ -93,18 +106,21 @@ class _MySQLConnection:
         return value
 
     async def _execute(self, sql: str, params: Sequence[Any], fetch: int) -> Any:
+        started = time.perf_counter()
+        ok = False
         try:
             async with self.raw.cursor() as cursor:
                 await cursor.execute(sql, [self._param(p) for p in params])
-                if fetch == 1:
-                    return await cursor.fetchone()
-                if fetch == 2:
-                    return list(await cursor.fetchall())
-                return cursor.rowcount
+                result = await _fetched(cursor, fetch)
+            ok = True
+            return result
         except self.errors.Error as exc:
             errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
             self.broken = errno >= 2000 or errno in (1927, 4031)
             raise _wrapped(exc, sql, self.errors.Error) from exc
+        finally:
+            if self.observe is not None:
+                self.observe(sql, time.perf_counter() - started, ok)
 
     async def one(self, sql: str, *params: Any) -> Row | None:
         row = await self._execute(sql, params, 1)
@@ -122,12 +138,18 @@ class _MySQLConnection:
             "INSERT INTO rate_counters (`key`, count, expires_at) VALUES (%s, LAST_INSERT_ID(1), %s) "
             "ON DUPLICATE KEY UPDATE count = LAST_INSERT_ID(count + 1)"
         )
+        started = time.perf_counter()
+        ok = False
         try:
             async with self.raw.cursor() as cursor:
                 await cursor.execute(sql, [key, self._param(expires_at)])
+                ok = True
                 return int(cursor.lastrowid)
         except self.errors.Error as exc:
             raise _wrapped(exc, sql, self.errors.Error) from exc
+        finally:
+            if self.observe is not None:
+                self.observe(sql, time.perf_counter() - started, ok)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -148,6 +170,7 @@ class MySQLPool:
         self.url = sa.engine.make_url(engine_url(settings.database_url))
         self.size = max(2, settings.db_pool_size)
         self.timeout = settings.db_pool_timeout
+        self.observe: Observer | None = None
         self._pool: Any = None
         self._lock = asyncio.Lock()
 
@@ -197,7 +220,7 @@ class MySQLPool:
             raise _wrapped(
                 asyncmy.errors.OperationalError(2003, str(exc)), "CONNECT", asyncmy.errors.Error
             ) from exc
-        conn = _MySQLConnection(raw, asyncmy.errors)
+        conn = _MySQLConnection(raw, asyncmy.errors, self.observe)
         try:
             yield conn
         finally:
@@ -223,8 +246,9 @@ def _qmark(sql: str) -> str:
 class _SQLiteConnection:
     dialect = "sqlite"
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: Any, observe: Observer | None) -> None:
         self.raw = raw
+        self.observe = observe
 
     @staticmethod
     def _param(value: Any) -> Any:
@@ -235,15 +259,18 @@ class _SQLiteConnection:
         return value
 
     async def _execute(self, sql: str, params: Sequence[Any], fetch: int) -> Any:
+        started = time.perf_counter()
+        ok = False
         try:
             async with self.raw.execute(_qmark(sql), [self._param(p) for p in params]) as cursor:
-                if fetch == 1:
-                    return await cursor.fetchone()
-                if fetch == 2:
-                    return list(await cursor.fetchall())
-                return cursor.rowcount
+                result = await _fetched(cursor, fetch)
+            ok = True
+            return result
         except sqlite3.Error as exc:
             raise _wrapped(exc, sql, sqlite3.Error) from exc
+        finally:
+            if self.observe is not None:
+                self.observe(sql, time.perf_counter() - started, ok)
 
     async def one(self, sql: str, *params: Any) -> Row | None:
         row = await self._execute(sql, params, 1)
@@ -284,6 +311,7 @@ class SQLitePool:
         ensure_sqlite_dir(settings.database_url)
         self.path = sa.engine.make_url(settings.database_url).database or ":memory:"
         self.timeout = settings.db_pool_timeout
+        self.observe: Observer | None = None
         self._free: asyncio.Queue[Any] | None = None
         self._all: list[Any] = []
         self._lock = asyncio.Lock()
@@ -312,7 +340,7 @@ class SQLitePool:
         except TimeoutError as exc:
             raise sa.exc.TimeoutError(f"no database connection free within {self.timeout} s") from exc
         try:
-            yield _SQLiteConnection(raw)
+            yield _SQLiteConnection(raw, self.observe)
         finally:
             free.put_nowait(raw)
 
@@ -323,6 +351,8 @@ class SQLitePool:
 
 
 class Pool(Protocol):
+    observe: Observer | None
+
     def connect(self) -> Any:
         """``async with pool.connect() as conn:`` — a connection for a short unit of work."""
         ...

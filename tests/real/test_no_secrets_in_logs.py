@@ -1,11 +1,13 @@
 """The service's logs never hold a whole secret: passwords, access, refresh and personal access
 tokens, the session cookie, presigned URL signatures, the signing and store secrets. The server runs
 as production runs it (`upload-plane serve`, its own process, its own stdout/stderr), and the test
-drives a full upload, logins (good and bad), refresh, tokens and download through it."""
+drives a full upload, logins (good and bad), refresh, tokens and download through it. Every line is
+a JSON object; the complete's access line carries the request id the client sent."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -64,7 +66,10 @@ def test_a_full_session_leaves_no_secret_in_the_logs(real: Backend, minio: MinIO
                 body = data[(part["part_number"] - 1) * upload["part_size"] :][: part["size"]]
                 assert store.put(part["url"], content=body, headers=part["headers"]).status_code == 200
                 secrets_seen.append(parse_qs(urlsplit(part["url"]).query)["X-Amz-Signature"][0])
-        assert api.post(f"/uploads/{upload['id']}/complete", headers=auth).status_code == 200
+        done = api.post(
+            f"/uploads/{upload['id']}/complete", headers={**auth, "X-Request-ID": "evidence-run-42"}
+        )
+        assert done.status_code == 200 and done.headers["x-request-id"] == "evidence-run-42"
         download = api.get(f"/files/{upload['file_id']}/download", headers=auth)
         assert download.status_code == 307
         secrets_seen.append(parse_qs(urlsplit(download.headers["location"]).query)["X-Amz-Signature"][0])
@@ -76,6 +81,12 @@ def test_a_full_session_leaves_no_secret_in_the_logs(real: Backend, minio: MinIO
         )
     text = log.read_text()
     assert len(text.splitlines()) >= 15, text  # the server did log the session
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]  # every line is JSON
+    (access,) = [line for line in lines if line.get("request_id") == "evidence-run-42"]
+    assert access["logger"] == "upload_plane.access"
+    assert access["route"] == "/api/v1/uploads/{upload_id}/complete"
+    assert access["path"] == f"/api/v1/uploads/{upload['id']}/complete"
+    assert access["status"] == 200 and access["ms"] > 0
     leaked = [s[:12] + "..." for s in secrets_seen if s in text]
     assert not leaked, leaked
     # No bearer credential or signature of any kind, even one this test did not think of.

@@ -586,6 +586,7 @@ class UploadService:
             completed: CompletedObject | None = await self._complete_in_store(upload, client_parts, declared)
         except StoredUploadGone:
             completed = None  # gone from the store: completed earlier (answer lost) or purged
+        failpoints.hit("after_store_complete")  # crash tests: the store completed, the database not
         stored = await self.storage.head_object(upload.key)
         if stored is None:
             if completed is None:  # neither the multipart upload nor the object exists

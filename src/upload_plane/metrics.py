@@ -1,0 +1,185 @@
+"""Prometheus metrics (``GET /metrics``), in a registry of the application's own.
+
+- ``upload_plane_http_request_duration_seconds{method,route,status}``: every request (``route`` is
+  the route template, never a raw path);
+- ``upload_plane_store_call_duration_seconds{operation,outcome}``: every call to the object store
+  (``outcome`` is ``ok`` or the domain error's code); its ``_count`` counts CompleteMultipartUploads;
+- ``upload_plane_db_statement_duration_seconds{operation,outcome}``: every hot-path statement,
+  by verb and table;
+- ``upload_plane_presigned_urls_total{kind}``: part and download URLs signed;
+- ``upload_plane_uploads{status}``: uploads by state (read from the database at each scrape);
+- ``upload_plane_reaper_actions_total{action}``: what the reapers did.
+
+With ``uvicorn --workers N`` each worker counts alone; set ``PROMETHEUS_MULTIPROC_DIR`` (the
+prometheus-client multiprocess mode) to have ``/metrics`` add them up.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+from .errors import DomainError
+from .storage import CompletedObject, PartToSign, SignedUrl, Storage, StoredObject, StoredPart
+
+T = TypeVar("T")
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_STATEMENT = re.compile(
+    r"^\s*(?:(select)\b.*?\bfrom\s+`?(\w+)|(update)\s+`?(\w+)|(insert)\s+into\s+`?(\w+)|(delete)\s+from\s+`?(\w+)|(\w+))",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+@lru_cache(maxsize=1024)
+def statement_kind(sql: str) -> str:
+    """``select uploads``, ``update files``, ``begin`` ... for a statement (cached per text)."""
+    match = _STATEMENT.match(sql)
+    if match is None:
+        return "other"
+    words = [g for g in match.groups() if g]
+    return " ".join(w.lower() for w in words[:2])
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Histogram(
+            "upload_plane_http_request_duration_seconds",
+            "HTTP requests by route template",
+            ["method", "route", "status"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.store_calls = Histogram(
+            "upload_plane_store_call_duration_seconds",
+            "Calls to the object store by operation and outcome",
+            ["operation", "outcome"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.db_statements = Histogram(
+            "upload_plane_db_statement_duration_seconds",
+            "Hot-path database statements by verb and table, and outcome",
+            ["operation", "outcome"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.presigned = Counter("upload_plane_presigned_urls", "Presigned URLs issued", ["kind"], registry=r)
+        self.uploads = Gauge(
+            "upload_plane_uploads", "Uploads by state", ["status"], registry=r, multiprocess_mode="max"
+        )
+        self.reaper = Counter("upload_plane_reaper_actions", "Reaper actions", ["action"], registry=r)
+
+    def observe_statement(self, sql: str, seconds: float, ok: bool) -> None:
+        self.db_statements.labels(statement_kind(sql), "ok" if ok else "error").observe(seconds)
+
+    def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            combined = CollectorRegistry()
+            multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+            return bytes(generate_latest(combined))
+        return bytes(generate_latest(self.registry))
+
+
+class MeteredStorage:
+    """``Storage`` that times and counts every call to the store it wraps."""
+
+    def __init__(self, inner: Storage, metrics: Metrics) -> None:
+        self.inner = inner
+        self.metrics = metrics
+
+    async def _timed(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await call()
+        except DomainError as exc:
+            outcome = exc.code
+            raise
+        finally:
+            self.metrics.store_calls.labels(operation, outcome).observe(time.perf_counter() - started)
+
+    async def ping(self) -> None:
+        await self._timed("head_bucket", self.inner.ping)
+
+    async def create_multipart(self, key: str, content_type: str, crc64nvme: bool = False) -> str:
+        return await self._timed(
+            "create_multipart", lambda: self.inner.create_multipart(key, content_type, crc64nvme)
+        )
+
+    async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
+        return await self._timed("list_parts", lambda: self.inner.list_parts(key, upload_id))
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[StoredPart], crc64nvme: str | None = None
+    ) -> CompletedObject:
+        return await self._timed(
+            "complete_multipart", lambda: self.inner.complete_multipart(key, upload_id, parts, crc64nvme)
+        )
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        await self._timed("abort_multipart", lambda: self.inner.abort_multipart(key, upload_id))
+
+    async def list_multipart_uploads(self, key: str) -> list[str]:
+        return await self._timed("list_multipart_uploads", lambda: self.inner.list_multipart_uploads(key))
+
+    async def head_object(self, key: str) -> StoredObject | None:
+        return await self._timed("head_object", lambda: self.inner.head_object(key))
+
+    async def delete_object(self, key: str) -> None:
+        await self._timed("delete_object", lambda: self.inner.delete_object(key))
+
+    def presign_parts(
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[PartToSign],
+        expires_in: int,
+        now: datetime | None = None,
+    ) -> list[SignedUrl]:
+        signed = self.inner.presign_parts(key, upload_id, parts, expires_in, now)
+        self.metrics.presigned.labels("part").inc(len(signed))
+        return signed
+
+    def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str:
+        self.metrics.presigned.labels("download").inc()
+        return self.inner.presign_get(key, content_disposition, expires_in)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def __getattr__(self, name: str) -> Any:  # anything else the wrapped store offers (tests' gates)
+        return getattr(self.inner, name)
+
+
+def meter_engine(engine: Any, metrics: Metrics) -> None:
+    """Time the ORM's statements (the cold routes) into the same histogram as the hot path's."""
+    from sqlalchemy import event
+
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "before_cursor_execute")
+    def _started(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        conn.info.setdefault("upload_plane_started", []).append(time.perf_counter())
+
+    @event.listens_for(sync_engine, "after_cursor_execute")
+    def _done(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        started = conn.info["upload_plane_started"].pop()
+        metrics.observe_statement(statement, time.perf_counter() - started, True)
+
+    @event.listens_for(sync_engine, "handle_error")
+    def _failed(context: Any) -> None:
+        stack = context.connection.info.get("upload_plane_started") if context.connection else None
+        if stack and context.statement:
+            metrics.observe_statement(context.statement, time.perf_counter() - stack.pop(), False)
+
+
+UPLOAD_STATES_SQL = "SELECT status, COUNT(*) FROM uploads GROUP BY status"
