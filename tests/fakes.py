@@ -47,6 +47,7 @@ class CountingStorage:
     def __init__(self, inner: Storage) -> None:
         self.inner = inner
         self.calls: Counter[str] = Counter()
+        self.aborted: Counter[str] = Counter()  # multipart upload id -> AbortMultipartUploads sent
         self._lock = threading.Lock()
         self._gates: dict[str, Gate] = {}
 
@@ -91,6 +92,8 @@ class CountingStorage:
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         await self._enter("abort_multipart")
+        with self._lock:
+            self.aborted[upload_id] += 1
         await self.inner.abort_multipart(key, upload_id)
 
     async def list_multipart_uploads(self, key: str) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,44 +17,93 @@ from tests.conftest import Backend
 from tests.services import MinIO, free_port
 
 
+class ApiProcess:
+    """One ``upload-plane serve`` process on a fixed port, which a test may kill and start again."""
+
+    def __init__(self, backend: Backend, minio: MinIO, log: Path, port: int | None = None, **env: str):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        settings = backend.settings
+        self.environment = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("UPLOAD_PLANE_")},
+            "UPLOAD_PLANE_DATABASE_URL": settings.database_url,
+            "UPLOAD_PLANE_S3_ENDPOINT_URL": minio.endpoint,
+            "UPLOAD_PLANE_S3_BUCKET": settings.s3_bucket,
+            "UPLOAD_PLANE_S3_ACCESS_KEY_ID": minio.access_key,
+            "UPLOAD_PLANE_S3_SECRET_ACCESS_KEY": minio.secret_key,
+            "UPLOAD_PLANE_JWT_SECRET": settings.jwt_secret,
+            **{f"UPLOAD_PLANE_{k.upper()}": v for k, v in env.items()},
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server and wait until it answers ``/health``."""
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "upload_plane.cli",
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                env=self.environment,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            assert self.proc.poll() is None, self.log.read_text()[-2000:]
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)  # polling interval while waiting for the condition above
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_dead(self, timeout: float = 30) -> int:
+        """Wait for the process to end (a failpoint killed it); its return code."""
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no cleanup, as when a machine or container dies."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+
+
+@contextmanager
+def api_process(
+    backend: Backend, minio: MinIO, log: Path, *, port: int | None = None, **env: str
+) -> Iterator[ApiProcess]:
+    server = ApiProcess(backend, minio, log, port, **env)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @contextmanager
 def serve_process(
     backend: Backend, minio: MinIO, log: Path, *, port: int | None = None, **env: str
 ) -> Iterator[str]:
     """``upload-plane serve`` in its own process, as production runs it (on ``port``, or a free
     one); yields its base URL."""
-    port = port or free_port()
-    settings = backend.settings
-    environment = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("UPLOAD_PLANE_")},
-        "UPLOAD_PLANE_DATABASE_URL": settings.database_url,
-        "UPLOAD_PLANE_S3_ENDPOINT_URL": minio.endpoint,
-        "UPLOAD_PLANE_S3_BUCKET": settings.s3_bucket,
-        "UPLOAD_PLANE_S3_ACCESS_KEY_ID": minio.access_key,
-        "UPLOAD_PLANE_S3_SECRET_ACCESS_KEY": minio.secret_key,
-        "UPLOAD_PLANE_JWT_SECRET": settings.jwt_secret,
-        **{f"UPLOAD_PLANE_{k.upper()}": v for k, v in env.items()},
-    }
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "upload_plane.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=environment,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()[-2000:]
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)  # polling interval while waiting for the condition above
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    with api_process(backend, minio, log, port=port, **env) as server:
+        yield server.url
