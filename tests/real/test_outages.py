@@ -26,6 +26,7 @@ from sqlmodel import func, select
 
 from tests.api.helpers import (
     MIB,
+    admin,
     assert_problem,
     assert_store_agrees,
     backend_db,
@@ -38,6 +39,7 @@ from tests.api.helpers import (
     sign,
     start_upload,
     store,
+    upload_file,
     upload_row,
 )
 from tests.conftest import Backend, base_settings, serve
@@ -244,9 +246,11 @@ def test_a_stopped_store_is_503_changes_nothing_and_uploads_resume_after_restart
 ) -> None:
     backend = store_outage_backend
     minio = process_of(private_minio)
+    administrator = admin(backend)
+    kept = upload_file(http, administrator, new_log(administrator)["id"], b"evidence kept")
     api, upload, data = begin_upload(backend, http)
     before = asyncio.run(db_state(backend))
-    assert len(before["uploads"]) == 1
+    assert len(before["uploads"]) == 2
 
     take_down(minio, how)
     calls = {
@@ -257,6 +261,7 @@ def test_a_stopped_store_is_503_changes_nothing_and_uploads_resume_after_restart
         "progress": lambda: api.get(f"/uploads/{upload['id']}"),
         "complete": lambda: complete(api, upload["id"]),
         "abort": lambda: api.delete(f"/uploads/{upload['id']}"),
+        "delete a file": lambda: administrator.delete(f"/files/{kept['id']}"),
     }
     for name, call in calls.items():
         resp = call()
@@ -276,3 +281,7 @@ def test_a_stopped_store_is_503_changes_nothing_and_uploads_resume_after_restart
     assert ready(backend).status_code == 200
     resume_and_finish(backend, http, api, upload, data)
     api.close()
+    # The file whose delete failed is whole, and can be deleted now.
+    assert download(http, administrator, kept["id"]) == b"evidence kept"
+    assert administrator.delete(f"/files/{kept['id']}").status_code == 204
+    administrator.close()
