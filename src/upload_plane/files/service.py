@@ -4,7 +4,8 @@ Deletion (admins only) is ``deleting`` in the upload state machine: the claim is
 settled state (or from ``uploading``), so a delete and a complete cannot interleave — whichever
 claims first wins and the other waits for it. The store goes first (abort an open multipart upload,
 delete the object), then the rows; a delete whose store step failed leaves its claim abandoned, and
-the next delete finishes it.
+the next delete (or the reaper) finishes it. A claimed delete is never undone, so the store is asked
+whether it answers before the claim: a store outage answers 503 and changes nothing.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class FileService:
                     conn, who, "file.deleted", "file", file.id, case_id=file.case_id, **details
                 )
             return
+        await self.storage.ping()  # an outage must not leave a claim that will delete the file later
         upload, held = await self.uploads.claim_when_free(
             upload, expect=(UploadStatus.UPLOADING, *state.FINAL), to=UploadStatus.DELETING, settled=()
         )
