@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +19,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Redirect
+from litestar.static_files import create_static_files_router
 from litestar.types import ASGIApp, Receive, Scope, Send
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -25,12 +27,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from .auth.controller import AccountController, LoginController, UserAdminController
 from .auth.middleware import AuthMiddleware
 from .auth.passwords import PasswordHashing
+from .auth.tokens import LINK_PREFIX
 from .cases.controller import CaseController, LogController
 from .cases.service import CaseService
 from .db import Database, close_request_session, create_database, request_session, schema_charset_problems
 from .errors import DomainError, RequestTooLarge
 from .files.controller import FileController
 from .files.service import FileService
+from .links.controller import UploadLinkController, link_info
 from .paths import project_path
 from .problems import PROBLEM_JSON, ApiRequest, problem_response
 from .settings import Settings
@@ -38,6 +42,8 @@ from .sql import create_pool
 from .storage import S3Storage, Storage
 from .uploads.controller import LogUploadController, UploadController
 from .uploads.service import ClaimWaiters, UploadService
+from .uppy.controller import LINK_DEPENDENCIES, USER_DEPENDENCIES, UppyController
+from .uppy.service import UppyService
 
 log = logging.getLogger("upload_plane")
 
@@ -154,15 +160,69 @@ async def docs() -> Redirect:
     return Redirect("/schema/swagger")
 
 
-def _index_handler() -> Any:
-    page = project_path("web-demo") / "index.html"
-    html = page.read_text() if page.exists() else "<h1>upload-plane</h1><p><a href=/docs>API</a></p>"
+def _page(name: str) -> str:
+    page = project_path("web-demo") / name
+    return page.read_text() if page.exists() else "<h1>upload-plane</h1><p><a href=/docs>API</a></p>"
+
+
+def _page_handlers() -> list[Any]:
+    """The web demo at ``/`` and the upload-link page at ``/u/{token}`` (the token stays in the
+    page: ``Referrer-Policy: no-referrer`` keeps it out of other sites' logs)."""
+    index_html, link_html = _page("index.html"), _page("link.html")
 
     @get("/", include_in_schema=False, media_type="text/html")
     async def index() -> str:
-        return html
+        return index_html
 
-    return index
+    @get("/u/{token:str}", include_in_schema=False, media_type="text/html")
+    async def link_page() -> str:
+        return link_html
+
+    return [index, link_page]
+
+
+#: Browser assets, served from the web demo's own folder and its npm packages (``npm ci`` in
+#: web-demo/, run by the Makefile); nothing comes from a CDN at run time.
+ASSETS = {
+    "/assets": "app",
+    "/vendor/uppy": "node_modules/uppy/dist",
+    "/vendor/crc64nvme": "node_modules/@aws-sdk/checksums/dist-es/submodules/crc/crc64-nvme",
+    "/vendor/hash-wasm": "node_modules/hash-wasm/dist",
+    "/vendor/swagger-ui": "node_modules/swagger-ui-dist",
+}
+
+
+def _asset_routers() -> list[Any]:
+    routers = []
+    for path, folder in ASSETS.items():
+        directory = project_path("web-demo") / folder
+        if not directory.is_dir():
+            log.warning("%s is missing (run `make web-deps`); %s/* will answer 404", directory, path)
+            continue
+        routers.append(
+            create_static_files_router(path=path, directories=[directory], include_in_schema=False)
+        )
+    return routers
+
+
+class LinkTokenFilter(logging.Filter):
+    """Access logs name paths, and upload-link tokens travel in paths: keep only their prefix."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+            isinstance(a, str) and LINK_PREFIX in a for a in record.args
+        ):
+            record.args = tuple(_LINK_TOKEN.sub(r"\1…", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+_LINK_TOKEN = re.compile(rf"({LINK_PREFIX}[A-Za-z0-9]{{4}})[A-Za-z0-9]+")
+
+
+def redact_link_tokens_in_access_log() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, LinkTokenFilter) for f in access.filters):
+        access.addFilter(LinkTokenFilter())
 
 
 def create_app(settings: Settings, *, storage: Storage | None = None) -> Litestar:
@@ -178,6 +238,13 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
         app.state.claim_waiters = ClaimWaiters()
         app.state.storage = storage if storage is not None else S3Storage(settings)
         app.state.hashing = PasswordHashing(settings.password_hash_concurrency)
+        app.state.uppy = UppyService(
+            app.state.sql,
+            app.state.storage,
+            settings,
+            UploadService(app.state.sql, app.state.storage, settings, app.state.claim_waiters),
+        )
+        redact_link_tokens_in_access_log()
         # Long-lived objects built so far never become garbage; keeping them out of the collector's
         # generations stops full collections from stalling large responses (10,000 signed parts).
         gc.freeze()
@@ -200,13 +267,30 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
             FileController,
             LogUploadController,
             UploadController,
+            UploadLinkController,
         ],
         middleware=[DefineMiddleware(AuthMiddleware)],
         security=[{"bearer": []}, {"session": []}],
     )
 
+    uppy_for_users = Router(path="/", route_handlers=[UppyController], dependencies=USER_DEPENDENCIES)
+    uppy_for_links = Router(
+        path="/links/{token:str}", route_handlers=[UppyController], dependencies=LINK_DEPENDENCIES
+    )
+
     return Litestar(
-        route_handlers=[public_api, api, health, ready, docs, _index_handler()],
+        route_handlers=[
+            public_api,
+            api,
+            uppy_for_users,
+            uppy_for_links,
+            link_info,
+            health,
+            ready,
+            docs,
+            *_page_handlers(),
+            *_asset_routers(),
+        ],
         dependencies={
             "db_session": Provide(provide_db_session),
             "cases": Provide(provide_cases, sync_to_thread=False),
@@ -232,7 +316,14 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
                 "File bytes never pass through this API."
             ),
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
+            render_plugins=[
+                SwaggerRenderPlugin(
+                    js_url="/vendor/swagger-ui/swagger-ui-bundle.js",
+                    css_url="/vendor/swagger-ui/swagger-ui.css",
+                    standalone_preset_js_url="/vendor/swagger-ui/swagger-ui-standalone-preset.js",
+                    favicon="<link rel='icon' type='image/png' href='/vendor/swagger-ui/favicon-32x32.png'>",
+                )
+            ],
             components=Components(
                 security_schemes={
                     "bearer": SecurityScheme(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -57,7 +57,7 @@ from ..models import utcnow
 from ..pagination import Page, PageRequest, page_of
 from ..ratelimit import Limit, RateLimits
 from ..settings import Settings
-from ..sql import Pool
+from ..sql import Connection, Pool
 from ..storage import CRC64NVME, CompletedObject, PartToSign, Storage, StoredPart, normalize_etag
 from . import rows, state
 from .rows import FileRow, UploadRow
@@ -65,6 +65,12 @@ from .rules import PartPlan, object_key, plan_parts
 from .state import Claim, FileStatus, UploadStatus
 
 log = logging.getLogger("upload_plane.uploads")
+
+#: Upload kinds: parts signed one by one, or one presigned form POST (Uppy's small files).
+MULTIPART, POST = "multipart", "post"
+
+#: Runs inside the transaction that writes a started upload's rows (see ``UploadService.start``).
+OnStart = Callable[[Connection, UploadRow], Awaitable[None]]
 
 MAX_PARTS_PER_CALL = 10_000
 #: How long a request waits for another request's claim (a concurrent complete) to finish.
@@ -164,22 +170,11 @@ class UploadService:
 
     # -- start --------------------------------------------------------------------------------
 
-    async def start(
-        self,
-        who: Principal,
-        log_id: str,
-        *,
-        filename: str,
-        size: int,
-        content_type: str | None,
-        sha256: str | None,
-        part_size: int | None,
-        crc64nvme: str | None = None,
-        checksum_algorithm: str | None = None,
-    ) -> UploadRow:
-        """Start a multipart upload. A declared ``crc64nvme`` (or ``checksum_algorithm`` CRC64NVME,
-        with the value given at complete) makes the store check the whole file: every part is then
-        signed with its own CRC64NVME and complete passes the whole-file value."""
+    async def admit(
+        self, who: Principal, log_id: str, size: int, content_type: str | None
+    ) -> tuple[str, str, str]:
+        """May ``who`` start an upload of ``size`` bytes of ``content_type`` into the log? Counts
+        against the user's upload-start rate. ``(log id, case id, content type)``."""
         async with self.pool.connect() as conn:
             found = await rows.log_with_role(conn, log_id, who.id)
             if found is None:
@@ -194,11 +189,34 @@ class UploadService:
             content_type = content_type or "application/octet-stream"
             if not content_type_allowed(content_type, self.settings.allowed_content_types):
                 raise ContentTypeNotAllowed(f"content type {content_type!r} is not allowed")
-            try:
-                plan = plan_parts(size, self.settings.part_size, part_size)
-            except ValueError as exc:
-                raise FileTooLarge(str(exc)) from exc
             await RateLimits(conn).take(self.start_limit, who.id, utcnow())
+        return log_row_id, case_id, content_type
+
+    async def start(
+        self,
+        who: Principal,
+        log_id: str,
+        *,
+        filename: str,
+        size: int,
+        content_type: str | None,
+        sha256: str | None,
+        part_size: int | None,
+        crc64nvme: str | None = None,
+        checksum_algorithm: str | None = None,
+        on_start: OnStart | None = None,
+    ) -> UploadRow:
+        """Start a multipart upload. A declared ``crc64nvme`` (or ``checksum_algorithm`` CRC64NVME,
+        with the value given at complete) makes the store check the whole file: every part is then
+        signed with its own CRC64NVME and complete passes the whole-file value.
+
+        ``on_start`` runs inside the transaction that writes the rows (an upload link reserves its
+        budget there); if it raises, nothing is written and the multipart upload is aborted."""
+        log_row_id, case_id, content_type = await self.admit(who, log_id, size, content_type)
+        try:
+            plan = plan_parts(size, self.settings.part_size, part_size)
+        except ValueError as exc:
+            raise FileTooLarge(str(exc)) from exc
 
         algorithm = CRC64NVME if crc64nvme or checksum_algorithm == CRC64NVME else None
         file_id = new_id()
@@ -215,17 +233,26 @@ class UploadService:
             now + timedelta(seconds=self.settings.upload_ttl), None, None, who.id, now, now,
         )  # fmt: skip
         try:
-            async with self.pool.connect() as conn, conn.transaction():
-                await rows.insert_file(conn, file)
-                await rows.insert_upload(conn, upload)
-                await insert_event(
-                    conn, who, "upload.started", "upload", upload.id, case_id=case_id, file_id=file_id,
-                    filename=filename, size=size, log_id=log_row_id,
-                )  # fmt: skip
+            await self.insert_started(who, file, upload, on_start)
         except (SQLAlchemyError, DomainError):
             await self._abort_quietly(key, s3_upload_id)
             raise
         return upload
+
+    async def insert_started(
+        self, who: Principal, file: FileRow, upload: UploadRow, on_start: OnStart | None = None
+    ) -> None:
+        """Write a started upload's rows and its audit event in one transaction (with ``on_start``)."""
+        async with self.pool.connect() as conn, conn.transaction():
+            if on_start is not None:
+                await on_start(conn, upload)
+            await rows.insert_file(conn, file)
+            await rows.insert_upload(conn, upload)
+            await insert_event(
+                conn, who, "upload.started", "upload", upload.id, case_id=upload.case_id,
+                file_id=file.id, filename=file.filename, size=file.size, log_id=upload.log_id,
+                kind=upload.kind,
+            )  # fmt: skip
 
     async def _abort_quietly(self, key: str, s3_upload_id: str) -> None:
         try:
@@ -264,6 +291,8 @@ class UploadService:
             return PartState(uploaded=[], missing=[], bytes_uploaded=upload.size)
         if upload.status not in (UploadStatus.UPLOADING, UploadStatus.COMPLETING):
             return PartState(uploaded=[], missing=[], bytes_uploaded=0)
+        if upload.kind == POST:  # one form upload: the object is there or it is not
+            return PartState(uploaded=[], missing=[1], bytes_uploaded=0)
         try:
             stored = await self.storage.list_parts(upload.key, upload.store_upload_id)
         except StoredUploadGone as exc:
@@ -302,6 +331,10 @@ class UploadService:
         now = utcnow()
         if upload.status != UploadStatus.UPLOADING:
             raise not_uploading(upload)
+        if upload.kind == POST:
+            raise ValidationFailed(
+                "this upload is one form POST (Uppy's /s3/params); it has no parts to sign"
+            )
         if upload.expires_at <= now:
             raise UploadExpired("the upload expired; start a new one")
         plan = plan_of(upload)
@@ -454,6 +487,8 @@ class UploadService:
         """Finish the file. Whole-file checksums may be declared here when the client computed them
         while sending (they must agree with any declared at start)."""
         upload = await self.get(who, upload_id)
+        if upload.kind == POST:
+            return await self._settle_post(who, upload)
         declared = self._declared_checksums(upload, sha256, crc64nvme)
         if upload.status == UploadStatus.UPLOADING and upload.expires_at <= utcnow():
             raise UploadExpired("the upload expired; start a new one")
@@ -476,6 +511,17 @@ class UploadService:
             # is safe even if the store did complete: the next complete finds the object (HeadObject).
             await self._hand_back(held)
             raise
+
+    async def _settle_post(self, who: Principal, upload: UploadRow) -> FileRow:
+        """Complete a form upload: it is done once its object exists (``post.py``)."""
+        from .post import settle_post_upload
+
+        status = await settle_post_upload(self.pool, self.storage, upload.id, who=who)
+        if status == UploadStatus.COMPLETED:
+            return await self._file_of(upload)
+        if status == UploadStatus.UPLOADING:
+            raise PartsMissing("the form upload has not reached the store yet", missing_parts=[1])
+        raise UploadNotUploading(f"the upload is {status}", upload_status=status)
 
     @staticmethod
     def _declared_checksums(upload: UploadRow, sha256: str | None, crc64nvme: str | None) -> Declared:
@@ -627,7 +673,8 @@ class UploadService:
         had been completed (a complete whose answer was lost, or a taken-over completer's late call):
         ``completed`` stands. The abort's own answer cannot tell (MinIO says 204 either way)."""
         try:
-            await self.storage.abort_multipart(upload.key, upload.store_upload_id)
+            if upload.s3_upload_id is not None:  # a form upload (kind "post") has none
+                await self.storage.abort_multipart(upload.key, upload.s3_upload_id)
             stored = await self.storage.head_object(upload.key)
         except Exception:
             await self._hand_back(held)
