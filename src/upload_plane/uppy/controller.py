@@ -1,8 +1,9 @@
 """HTTP routes of the Uppy Companion S3 contract, served twice: ``/s3/...`` for signed-in pages (the
 session cookie; a bearer token works too) and ``/links/{token}/s3/...`` for upload links.
 
-The same controller is registered on both routers; each router provides ``caller`` (who calls, for
-the cold routes) and ``credential`` (what the part-signing route checks without a query).
+The same controller is registered on both routers; each router provides ``caller`` (a ``Scope``:
+who calls, for the cold routes) and ``credential`` (what the part-signing route checks without a
+query). They are typed ``Any`` for Litestar, which would otherwise re-validate them per request.
 Answers are Companion's shapes (what ``@uppy/aws-s3`` reads); errors are problem+json like the rest.
 """
 
@@ -88,11 +89,11 @@ async def user_credential(request: Request[Any, Any, Any]) -> Credential:
     return Scope.of_user(await authenticate(request))  # a bearer token: the full check every time
 
 
-async def link_scope(token: str, request: Request[Any, Any, Any], state: State) -> Scope:
+async def link_scope(token: FromPath[str], request: Request[Any, Any, Any], state: State) -> Scope:
     return await state.uppy.link_scope(token, client_info(request))  # type: ignore[no-any-return]
 
 
-def link_credential(token: str, request: Request[Any, Any, Any]) -> Credential:
+def link_credential(token: FromPath[str], request: Request[Any, Any, Any]) -> Credential:
     return LinkToken(token, client_info(request))
 
 
@@ -130,7 +131,7 @@ class UppyController(Controller):
         self,
         request: Request[Any, Any, Any],
         filename: FromQuery[Key],
-        caller: NamedDependency[Scope],
+        caller: NamedDependency[Any],
         uppy: NamedDependency[UppyService],
         type: FromQuery[str] = "",
     ) -> FormUpload:
@@ -144,7 +145,7 @@ class UppyController(Controller):
         responses=problems(403),
     )
     async def settle(
-        self, key: FromQuery[Key], caller: NamedDependency[Scope], uppy: NamedDependency[UppyService]
+        self, key: FromQuery[Key], caller: NamedDependency[Any], uppy: NamedDependency[UppyService]
     ) -> SettledOut:
         settled = await uppy.settle(caller, key)
         return SettledOut(settled.status, settled.file_id)
@@ -158,7 +159,7 @@ class UppyController(Controller):
     async def create(
         self,
         data: JSONBody[CreateMultipart],
-        caller: NamedDependency[Scope],
+        caller: NamedDependency[Any],
         uppy: NamedDependency[UppyService],
     ) -> CreatedMultipart:
         started = await uppy.create_multipart(caller, data.filename, data.type or None, data.metadata)
@@ -174,7 +175,7 @@ class UppyController(Controller):
         upload_id: FromPath[str],
         part_number: FromPath[int],
         key: FromQuery[Key],
-        credential: NamedDependency[Credential],
+        credential: NamedDependency[Any],
         uppy: NamedDependency[UppyService],
     ) -> SignedPart:
         signed = await uppy.sign_part(upload_id, part_number, key, credential)
@@ -189,7 +190,7 @@ class UppyController(Controller):
         self,
         upload_id: FromPath[str],
         key: FromQuery[Key],
-        caller: NamedDependency[Scope],
+        caller: NamedDependency[Any],
         uppy: NamedDependency[UppyService],
     ) -> list[StoredPartOut]:
         parts = await uppy.list_parts(caller, upload_id, key)
@@ -206,7 +207,7 @@ class UppyController(Controller):
         upload_id: FromPath[str],
         key: FromQuery[Key],
         data: JSONBody[CompleteMultipart],
-        caller: NamedDependency[Scope],
+        caller: NamedDependency[Any],
         uppy: NamedDependency[UppyService],
     ) -> Completed:
         parts = [(p.part_number, p.e_tag) for p in data.parts]
@@ -222,7 +223,7 @@ class UppyController(Controller):
         self,
         upload_id: FromPath[str],
         key: FromQuery[Key],
-        caller: NamedDependency[Scope],
+        caller: NamedDependency[Any],
         uppy: NamedDependency[UppyService],
     ) -> dict[str, Any]:
         await uppy.abort(caller, upload_id, key)
