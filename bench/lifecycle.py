@@ -252,7 +252,7 @@ def main() -> int:
             py_spy = str(Path(sys.executable).parent / "py-spy")
             spy = subprocess.Popen(
                 [py_spy, "record", "-r", "200", "-f", "raw", "--nonblocking", "-d", "15"]
-                + ["-o", str(profile), "-p", str(api_pid)]  # noqa: RUF005
+                + ["-o", str(profile), "-p", str(api_pid)]
             )
         pids = {"api": api_pid, "minio": minio.pid, "mariadb": mariadb.pid}
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
