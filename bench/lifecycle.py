@@ -250,10 +250,8 @@ def main() -> int:
         if args.profile:
             profile = REPO / "bench" / "results" / "lifecycle-profile.txt"
             py_spy = str(Path(sys.executable).parent / "py-spy")
-            spy = subprocess.Popen(
-                [py_spy, "record", "-r", "200", "-f", "raw", "--nonblocking", "-d", "15"]
-                + ["-o", str(profile), "-p", str(api_pid)]
-            )
+            spy_args = ["record", "-r", "200", "-f", "raw", "--nonblocking", "-d", "15", "-o", str(profile)]
+            spy = subprocess.Popen([py_spy, *spy_args, "-p", str(api_pid)])
         pids = {"api": api_pid, "minio": minio.pid, "mariadb": mariadb.pid}
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         elapsed, timings = asyncio.run(drive(url, args.lifecycles, args.concurrency))
@@ -293,8 +291,9 @@ def main() -> int:
     health_p99 = float(health.get("p99_ms", 1e9))
     api_ms = per["api"]
     cpu_line = (
-        f"CPU per lifecycle: API {api_ms:.2f} ms (target <= {TARGET_CPU_MS:.0f}), MinIO {per['minio']:.2f} ms, "
-        f"MariaDB {per['mariadb']:.2f} ms; direct: boto3 {boto_ms:.2f} ms, MinIO {direct_minio_ms:.2f} ms"
+        f"CPU per lifecycle: API {api_ms:.2f} ms (target <= {TARGET_CPU_MS:.0f}), "
+        f"MinIO {per['minio']:.2f} ms, MariaDB {per['mariadb']:.2f} ms; "
+        f"direct: boto3 {boto_ms:.2f} ms, MinIO {direct_minio_ms:.2f} ms"
     )
     health_line = (
         f"/health during the run: p99 {health.get('p99_ms')} ms, max {health.get('max_ms')} ms over "

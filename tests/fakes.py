@@ -101,6 +101,10 @@ class CountingStorage:
         await self._enter("abort_multipart")
         await self.inner.abort_multipart(key, upload_id)
 
+    async def list_multipart_uploads(self, key: str) -> list[str]:
+        await self._enter("list_multipart_uploads")
+        return await self.inner.list_multipart_uploads(key)
+
     async def head_object(self, key: str) -> StoredObject | None:
         await self._enter("head_object")
         return await self.inner.head_object(key)
@@ -198,6 +202,11 @@ class MemoryStorage:
         self._check()  # like MinIO: success whether or not the upload existed
         with self._lock:
             self.uploads.pop(upload_id, None)
+
+    async def list_multipart_uploads(self, key: str) -> list[str]:
+        self._check()
+        with self._lock:
+            return [upload_id for upload_id, upload in self.uploads.items() if upload.key == key]
 
     async def head_object(self, key: str) -> StoredObject | None:
         self._check()

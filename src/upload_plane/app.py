@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import re
@@ -24,6 +26,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from . import failpoints
 from .auth.controller import AccountController, LoginController, UserAdminController
 from .auth.middleware import AuthMiddleware
 from .auth.passwords import PasswordHashing
@@ -41,6 +44,7 @@ from .settings import Settings
 from .sql import create_pool
 from .storage import S3Storage, Storage
 from .uploads.controller import LogUploadController, UploadController
+from .uploads.reaper import Reaper
 from .uploads.service import ClaimWaiters, UploadService
 from .uppy.controller import LINK_DEPENDENCIES, USER_DEPENDENCIES, UppyController
 from .uppy.service import UppyService
@@ -225,10 +229,26 @@ def redact_link_tokens_in_access_log() -> None:
         access.addFilter(LinkTokenFilter())
 
 
+async def reap_every(state: State, settings: Settings) -> None:
+    """The optional in-process reaper (``UPLOAD_PLANE_REAPER_INTERVAL``): safe with any number of
+    replicas doing the same (``uploads/reaper.py``)."""
+    reaper = Reaper(state.sql, state.storage, settings)
+    while True:
+        await asyncio.sleep(settings.reaper_interval)
+        try:
+            report = await reaper.run()
+        except Exception:
+            log.exception("the in-process reaper failed; it runs again in %s s", settings.reaper_interval)
+            continue
+        if report.total() or report.errors:
+            log.info("reaper: %s", report.as_dict())
+
+
 def create_app(settings: Settings, *, storage: Storage | None = None) -> Litestar:
     """The application. ``storage`` replaces the S3 gateway (tests wrap it to count store calls)."""
     for warning in settings.check():
         log.warning(warning)
+    failpoints.arm(settings.failpoints)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -247,10 +267,17 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
         redact_link_tokens_in_access_log()
         # Long-lived objects built so far never become garbage; keeping them out of the collector's
         # generations stops full collections from stalling large responses (10,000 signed parts).
+        reaping = (
+            asyncio.create_task(reap_every(app.state, settings)) if settings.reaper_interval > 0 else None
+        )
         gc.freeze()
         try:
             yield
         finally:
+            if reaping is not None:
+                reaping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reaping
             app.state.hashing.close()
             await app.state.storage.aclose()
             await app.state.sql.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -73,6 +74,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         s3_secret_access_key="testing",
         cors_origins=env.cors_origins or (origin, f"http://localhost:{args.port}"),
         production=False,
+        reaper_interval=env.reaper_interval or 30,
     )
     password = os.environ.get("UPLOAD_PLANE_DEV_ADMIN_PASSWORD")
     generated = prepare(settings, password)
@@ -202,6 +204,34 @@ def cmd_users_set_password(args: argparse.Namespace) -> int:
     return _with_accounts(change)
 
 
+def cmd_reap(args: argparse.Namespace) -> int:
+    """One reaper run (or one every ``--every`` seconds), printing what it did as JSON lines."""
+    from .models import utcnow
+    from .sql import create_pool
+    from .storage import S3Storage
+    from .uploads.reaper import Reaper, report_line
+
+    settings = Settings.from_env()
+
+    async def run() -> None:
+        pool, storage = create_pool(settings), S3Storage(settings)
+        try:
+            reaper = Reaper(pool, storage, settings)
+            while True:
+                started = utcnow()
+                report = await reaper.run(args.batch)
+                print(json.dumps(report_line(report, started)), flush=True)
+                if not args.every:
+                    return
+                await asyncio.sleep(args.every)
+        finally:
+            await storage.aclose()
+            await pool.close()
+
+    asyncio.run(run())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="upload-plane", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -225,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="apply database migrations (alembic upgrade)")
     p.add_argument("revision", nargs="?", default="head")
     p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser(
+        "reap", help="abort expired uploads, settle dead claims, sweep stray multipart uploads"
+    )
+    p.add_argument("--batch", type=int, default=None, help="rows per kind of work and run (default 200)")
+    p.add_argument("--every", type=float, default=0, help="run again every N seconds (0: once)")
+    p.set_defaults(func=cmd_reap)
 
     p = sub.add_parser("init-storage", help="create the bucket and set its CORS rules")
     p.set_defaults(func=cmd_init_storage)

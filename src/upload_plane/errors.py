@@ -53,6 +53,12 @@ class Conflict(DomainError):
     code, title = "CONFLICT", "Conflicts with the current state"
 
 
+class IdempotencyKeyReused(DomainError):
+    """An ``Idempotency-Key`` sent again with a different request."""
+
+    code, title = "IDEMPOTENCY_KEY_REUSED", "This idempotency key belongs to another request"
+
+
 class RateLimited(DomainError):
     code, title = "RATE_LIMITED", "Too many requests"
 

@@ -39,6 +39,9 @@ class Settings:
     login_window: int = 300
     upload_start_rate: int = 1200  # per user per minute
     password_hash_concurrency: int = 2
+    reaper_interval: int = 0  # seconds between in-process reaper runs; 0: off (run `upload-plane reap`)
+    reaper_batch: int = 200
+    failpoints: tuple[str, ...] = ()  # tests only: "after_store_complete=kill" (failpoints.py)
     part_size: int = 8 * MIB
     part_url_ttl: int = 15 * 60
     download_url_ttl: int = 5 * 60

@@ -143,6 +143,10 @@ class Storage(Protocol):
         Stores differ in saying so (MinIO never does): ask ``head_object`` whether it was completed."""
         ...
 
+    async def list_multipart_uploads(self, key: str) -> list[str]:
+        """The ids of the multipart uploads open on exactly ``key`` (MinIO lists by exact key only)."""
+        ...
+
     async def head_object(self, key: str) -> StoredObject | None:
         """The object's size, ETag and full-object checksum, ``None`` if there is no such object."""
         ...
@@ -278,6 +282,25 @@ class S3Storage:
             await self.http.delete(key)
         except StoreError as exc:
             raise translate_store_error(exc.code, exc.status) from exc
+
+    async def list_multipart_uploads(self, key: str) -> list[str]:
+        found: list[str] = []
+        key_marker, id_marker = "", ""
+        while True:
+            params = [("prefix", key), ("uploads", None)]
+            if key_marker:
+                params += [("key-marker", key_marker), ("upload-id-marker", id_marker)]
+            try:
+                page = (await self.http.request("GET", None, params=params)).xml()
+            except StoreError as exc:
+                raise translate_store_error(exc.code, exc.status) from exc
+            found += [text(u, "UploadId") or "" for u in page.iter(f"{NS}Upload") if text(u, "Key") == key]
+            if (text(page, "IsTruncated") or "false").lower() != "true":
+                return [u for u in found if u]
+            key_marker = text(page, "NextKeyMarker") or ""
+            id_marker = text(page, "NextUploadIdMarker") or ""
+            if not key_marker:
+                return [u for u in found if u]
 
     async def head_object(self, key: str) -> StoredObject | None:
         try:

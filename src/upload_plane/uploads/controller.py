@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 from litestar import Controller, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
 
 from ..auth.middleware import AuthedRequest
 from ..cases.controller import PageLimit
@@ -45,13 +47,27 @@ class LogUploadController(Controller):
     path = "/logs/{log_id:str}/uploads"
     tags = ["uploads"]
 
-    @post("/", summary="Start a multipart upload into a log", responses=problems(409, 413, 415, 502))
+    @post(
+        "/",
+        summary="Start a multipart upload into a log (Idempotency-Key makes a retry safe)",
+        responses=problems(409, 413, 415, 422, 429, 502),
+    )
     async def start(
         self,
         log_id: FromPath[str],
         data: JSONBody[UploadCreate],
         request: AuthedRequest,
         uploads: NamedDependency[UploadService],
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                required=False,
+                max_length=200,
+                pattern=r"^[\x21-\x7e]+$",
+                description="send the same key again (an answer was lost) to get the same upload back",
+            ),
+        ] = None,
     ) -> UploadOut:
         upload = await uploads.start(
             request.user,
@@ -63,6 +79,7 @@ class LogUploadController(Controller):
             part_size=data.part_size,
             crc64nvme=data.crc64nvme,
             checksum_algorithm=data.checksum_algorithm,
+            idempotency_key=idempotency_key,
         )
         return upload_out(upload)
 

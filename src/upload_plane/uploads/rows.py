@@ -109,6 +109,15 @@ async def upload_by_id(conn: Connection, upload_id: str) -> UploadRow | None:
     return None if row is None else UploadRow.of(row)
 
 
+async def upload_by_idempotency_key(conn: Connection, user_id: str, key: str) -> UploadRow | None:
+    row = await conn.one(
+        f"SELECT {UPLOAD_COLUMNS} FROM uploads u WHERE u.created_by = %s AND u.idempotency_key = %s",
+        user_id,
+        key,
+    )
+    return None if row is None else UploadRow.of(row)
+
+
 async def upload_of_file(conn: Connection, file_id: str) -> UploadRow | None:
     row = await conn.one(f"SELECT {UPLOAD_COLUMNS} FROM uploads u WHERE u.file_id = %s", file_id)
     return None if row is None else UploadRow.of(row)

@@ -31,8 +31,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from .. import failpoints
 from ..audit.service import insert_event
 from ..auth.principal import Principal
 from ..cases.access import CaseRole, require
@@ -40,6 +41,7 @@ from ..errors import (
     ContentTypeNotAllowed,
     DomainError,
     FileTooLarge,
+    IdempotencyKeyReused,
     NotFound,
     ObjectMismatch,
     PartEtagMismatch,
@@ -170,25 +172,33 @@ class UploadService:
 
     # -- start --------------------------------------------------------------------------------
 
+    async def _admit(
+        self, conn: Connection, who: Principal, log_id: str, size: int, content_type: str
+    ) -> tuple[str, str]:
+        """May ``who`` start an upload of ``size`` bytes of ``content_type`` into the log?
+        ``(log id, case id)``."""
+        found = await rows.log_with_role(conn, log_id, who.id)
+        if found is None:
+            raise NotFound("No such log")
+        log_row_id, case_id, role = found
+        require(who, role, CaseRole.CONTRIBUTOR, "log")
+        if size > self.settings.max_file_size:
+            raise FileTooLarge(
+                f"{size} bytes is above the limit of {self.settings.max_file_size} bytes",
+                max_file_size=self.settings.max_file_size,
+            )
+        if not content_type_allowed(content_type, self.settings.allowed_content_types):
+            raise ContentTypeNotAllowed(f"content type {content_type!r} is not allowed")
+        return log_row_id, case_id
+
     async def admit(
         self, who: Principal, log_id: str, size: int, content_type: str | None
     ) -> tuple[str, str, str]:
-        """May ``who`` start an upload of ``size`` bytes of ``content_type`` into the log? Counts
-        against the user's upload-start rate. ``(log id, case id, content type)``."""
+        """``_admit``, counted against the user's upload-start rate (form uploads, ``post.py``).
+        ``(log id, case id, content type)``."""
+        content_type = content_type or "application/octet-stream"
         async with self.pool.connect() as conn:
-            found = await rows.log_with_role(conn, log_id, who.id)
-            if found is None:
-                raise NotFound("No such log")
-            log_row_id, case_id, role = found
-            require(who, role, CaseRole.CONTRIBUTOR, "log")
-            if size > self.settings.max_file_size:
-                raise FileTooLarge(
-                    f"{size} bytes is above the limit of {self.settings.max_file_size} bytes",
-                    max_file_size=self.settings.max_file_size,
-                )
-            content_type = content_type or "application/octet-stream"
-            if not content_type_allowed(content_type, self.settings.allowed_content_types):
-                raise ContentTypeNotAllowed(f"content type {content_type!r} is not allowed")
+            log_row_id, case_id = await self._admit(conn, who, log_id, size, content_type)
             await RateLimits(conn).take(self.start_limit, who.id, utcnow())
         return log_row_id, case_id, content_type
 
@@ -204,40 +214,134 @@ class UploadService:
         part_size: int | None,
         crc64nvme: str | None = None,
         checksum_algorithm: str | None = None,
+        idempotency_key: str | None = None,
         on_start: OnStart | None = None,
+        on_forget: OnStart | None = None,
     ) -> UploadRow:
         """Start a multipart upload. A declared ``crc64nvme`` (or ``checksum_algorithm`` CRC64NVME,
         with the value given at complete) makes the store check the whole file: every part is then
         signed with its own CRC64NVME and complete passes the whole-file value.
 
+        Crash-safe: the rows are committed (``creating``, with the key) before the store is asked, so
+        a crash can leave a multipart upload only on a key the database knows (the reaper aborts it).
+        ``idempotency_key``: the same start sent again (its answer was lost) returns the same upload.
         ``on_start`` runs inside the transaction that writes the rows (an upload link reserves its
-        budget there); if it raises, nothing is written and the multipart upload is aborted."""
-        log_row_id, case_id, content_type = await self.admit(who, log_id, size, content_type)
-        try:
-            plan = plan_parts(size, self.settings.part_size, part_size)
-        except ValueError as exc:
-            raise FileTooLarge(str(exc)) from exc
-
+        budget there; if it raises, nothing is written); ``on_forget`` inside the one that removes
+        them again when the store refuses the start (the link gets its share back).
+        """
+        content_type = content_type or "application/octet-stream"
         algorithm = CRC64NVME if crc64nvme or checksum_algorithm == CRC64NVME else None
-        file_id = new_id()
-        key = object_key(case_id, log_row_id, file_id, filename)
-        s3_upload_id = await self.storage.create_multipart(key, content_type, crc64nvme=algorithm is not None)
-        now = utcnow()
-        file = FileRow(
-            file_id, log_row_id, case_id, filename, content_type, size, key, sha256, crc64nvme, None, None,
-            FileStatus.UPLOADING, who.id, now, now,
+        async with self.pool.connect() as conn:
+            log_row_id, case_id = await self._admit(conn, who, log_id, size, content_type)
+            try:
+                plan = plan_parts(size, self.settings.part_size, part_size)
+            except ValueError as exc:
+                raise FileTooLarge(str(exc)) from exc
+            wanted = (log_row_id, filename, size, content_type, sha256, crc64nvme, algorithm)
+            if idempotency_key is not None:
+                existing = await rows.upload_by_idempotency_key(conn, who.id, idempotency_key)
+                if existing is not None:
+                    return await self._start_again(who, existing, wanted)
+            await RateLimits(conn).take(self.start_limit, who.id, utcnow())
+            now = utcnow()
+            file_id = new_id()
+            key = object_key(case_id, log_row_id, file_id, filename)
+            file = FileRow(
+                file_id, log_row_id, case_id, filename, content_type, size, key, sha256, crc64nvme,
+                None, None, FileStatus.UPLOADING, who.id, now, now,
+            )  # fmt: skip
+            held = Claim(new_id(), UploadStatus.CREATING, state.new_claim_token())
+            upload = UploadRow(
+                held.upload_id, file_id, log_row_id, case_id, None, filename, key, size, plan.part_size,
+                plan.part_count, content_type, algorithm, sha256, crc64nvme, UploadStatus.CREATING,
+                now + timedelta(seconds=self.settings.upload_ttl), held.token, now, who.id, now, now,
+                "multipart", idempotency_key,
+            )  # fmt: skip
+            try:
+                async with conn.transaction():
+                    if on_start is not None:
+                        await on_start(conn, upload)
+                    await rows.insert_file(conn, file)
+                    await rows.insert_upload(conn, upload)
+            except IntegrityError:
+                if idempotency_key is None:
+                    raise
+                existing = await rows.upload_by_idempotency_key(conn, who.id, idempotency_key)
+                if existing is None:
+                    raise
+                return await self._start_again(who, existing, wanted)  # a concurrent retry won
+        failpoints.hit("after_start_row")
+        return await self._create_in_store(who, held, upload, on_forget)
+
+    async def _start_again(self, who: Principal, existing: UploadRow, wanted: tuple[Any, ...]) -> UploadRow:
+        """The answer to a start sent again with its idempotency key: the same upload, once its
+        first start finished (or, if that one died in ``creating``, after taking it over)."""
+        recorded = (
+            existing.log_id, existing.filename, existing.size, existing.content_type, existing.sha256,
+            existing.crc64nvme, existing.checksum_algorithm,
         )  # fmt: skip
-        upload = UploadRow(
-            new_id(), file_id, log_row_id, case_id, s3_upload_id, filename, key, size, plan.part_size,
-            plan.part_count, content_type, algorithm, sha256, crc64nvme, UploadStatus.UPLOADING,
-            now + timedelta(seconds=self.settings.upload_ttl), None, None, who.id, now, now,
-        )  # fmt: skip
+        if recorded != wanted:
+            raise IdempotencyKeyReused("this Idempotency-Key started another upload; use a new key")
+        settled = tuple(s for s in UploadStatus if s != UploadStatus.CREATING)
+        upload, held = await self.claim_when_free(
+            existing, expect=(), to=UploadStatus.CREATING, settled=settled
+        )
+        if held is None:
+            return upload
+        # The first start died after its row was written: it may have left a multipart upload on the
+        # key that no row records. Mark the key for the reaper's sweep before making our own.
+        async with self.pool.connect() as conn:
+            await conn.run(
+                "UPDATE uploads SET needs_sweep = %s WHERE id = %s AND claim_token = %s",
+                True,
+                held.upload_id,
+                held.token,
+            )
+        upload.needs_sweep = True
+        return await self._create_in_store(who, held, upload)
+
+    async def _create_in_store(
+        self, who: Principal, held: Claim, upload: UploadRow, on_forget: OnStart | None = None
+    ) -> UploadRow:
+        """CreateMultipartUpload under a ``creating`` claim, then ``uploading`` with its id."""
         try:
-            await self.insert_started(who, file, upload, on_start)
-        except (SQLAlchemyError, DomainError):
-            await self._abort_quietly(key, s3_upload_id)
+            s3_upload_id = await self.storage.create_multipart(
+                upload.key, upload.content_type, crc64nvme=upload.checksum_algorithm == CRC64NVME
+            )
+        except DomainError:
+            # The store refused or did not answer: nothing of this start may remain (503 changes
+            # nothing). If even this fails, the reaper forgets the row once its claim is stale.
+            await self._forget_quietly(held, upload, on_forget)
             raise
+        failpoints.hit("after_store_create")
+        now = utcnow()
+        async with self.pool.connect() as conn, conn.transaction():
+            done = await state.created(conn, held, s3_upload_id, now)
+            if done:
+                await insert_event(
+                    conn, who, "upload.started", "upload", upload.id, case_id=upload.case_id,
+                    file_id=upload.file_id, filename=upload.filename, size=upload.size, log_id=upload.log_id,
+                )  # fmt: skip
+        if not done:  # slower than a retry that took the claim over: that one's upload stands
+            await self._abort_quietly(upload.key, s3_upload_id)
+            current = await self._load(upload.id)
+            if current is None:
+                raise NotFound("No such upload")
+            if current.status == UploadStatus.CREATING:
+                raise busy(current)
+            return current
+        upload.s3_upload_id, upload.status = s3_upload_id, UploadStatus.UPLOADING
+        upload.claim_token = upload.claimed_at = None
+        upload.updated_at = now
         return upload
+
+    async def _forget_quietly(self, held: Claim, upload: UploadRow, on_forget: OnStart | None = None) -> None:
+        try:
+            async with self.pool.connect() as conn, conn.transaction():
+                if await state.forget_creating(conn, held, upload.file_id) and on_forget is not None:
+                    await on_forget(conn, upload)
+        except (SQLAlchemyError, DomainError):
+            log.warning("could not remove the failed start of upload %s; the reaper will", upload.id)
 
     async def insert_started(
         self, who: Principal, file: FileRow, upload: UploadRow, on_start: OnStart | None = None
@@ -405,7 +509,7 @@ class UploadService:
                 return upload, None
             now = utcnow()
             free = upload.status in expect
-            stale = upload.status == to and state.is_stale(upload.claimed_at, now)
+            stale = upload.status == to and state.is_stale(to, upload.claimed_at, now)
             if free or stale:
                 async with self.pool.connect() as conn:
                     held = await state.claim(conn, upload.id, expect, to, now)
@@ -422,9 +526,9 @@ class UploadService:
                 raise NotFound("No such upload")
             upload = reloaded
 
-    async def _hand_back(self, held: Claim) -> None:
+    async def hand_back(self, held: Claim) -> None:
         """Return a claim to ``uploading`` after a failure that is not a verdict. If even that fails,
-        the claim goes stale and the next claim takes it over after ``CLAIM_STALE_AFTER``."""
+        the claim goes stale and the next claim (or the reaper) takes it over."""
         try:
             async with self.pool.connect() as conn:
                 await state.finish(conn, held, UploadStatus.UPLOADING, utcnow())
@@ -432,7 +536,7 @@ class UploadService:
             log.warning("could not hand back the %s claim on upload %s", held.status, held.upload_id)
         self.waiters.ended(held.upload_id)
 
-    async def _finish(
+    async def finish_claim(
         self,
         who: Principal | None,
         held: Claim,
@@ -509,7 +613,7 @@ class UploadService:
         except Exception:
             # Verification failed, or the store or database failed mid-way. Handing the upload back
             # is safe even if the store did complete: the next complete finds the object (HeadObject).
-            await self._hand_back(held)
+            await self.hand_back(held)
             raise
 
     async def _settle_post(self, who: Principal, upload: UploadRow) -> FileRow:
@@ -554,7 +658,7 @@ class UploadService:
         stored = await self.storage.head_object(upload.key)
         if stored is None:
             if completed is None:  # neither the multipart upload nor the object exists
-                if not await self._finish(who, held, upload, UploadStatus.EXPIRED):
+                if not await self.finish_claim(who, held, upload, UploadStatus.EXPIRED):
                     return await self._after_lost_claim(upload.id)
                 raise UploadExpired("the store no longer holds this upload; start a new one")
             raise StorageUnavailable("the completed object is not visible yet; retry")
@@ -573,7 +677,7 @@ class UploadService:
                 f"{declared.crc64nvme} was declared"
             )
         if mismatch is not None:
-            if not await self._finish(who, held, upload, UploadStatus.ABORTED):
+            if not await self.finish_claim(who, held, upload, UploadStatus.ABORTED):
                 return await self._after_lost_claim(upload.id)
             await self._delete_quietly(upload.key)
             raise ObjectMismatch(mismatch)
@@ -586,7 +690,7 @@ class UploadService:
         values = {"sha256": declared.sha256, "crc64nvme": declared.crc64nvme}
         etag = stored.etag or (completed.etag if completed else "")
         file_values = {**values, "etag": etag, "verified_by": "store" if verified else None}
-        if not await self._finish(
+        if not await self.finish_claim(
             who, held, upload, UploadStatus.COMPLETED, file_values=file_values, upload_values=values
         ):
             return await self._after_lost_claim(upload.id)
@@ -677,13 +781,13 @@ class UploadService:
                 await self.storage.abort_multipart(upload.key, upload.s3_upload_id)
             stored = await self.storage.head_object(upload.key)
         except Exception:
-            await self._hand_back(held)
+            await self.hand_back(held)
             raise
         if stored is not None and stored.size == upload.size:
             log.warning("upload %s was completed in the store before it could be %s", upload.id, to)
             to = UploadStatus.COMPLETED
         file_values = {"etag": stored.etag} if stored is not None and to == UploadStatus.COMPLETED else None
-        if not await self._finish(who, held, upload, to, file_values=file_values):
+        if not await self.finish_claim(who, held, upload, to, file_values=file_values):
             current = await self._load(upload.id)
             if current is None:
                 raise NotFound("No such upload")

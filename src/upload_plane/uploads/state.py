@@ -8,8 +8,9 @@ A change that needs the store takes a **claim** first: the row moves to a held s
 ``aborting``, ``expiring``, ``deleting``) with a fresh random ``claim_token``, committed, before the
 store call, which runs outside any transaction. The finish (or the hand-back after a failure) must
 match that token, so a worker whose claim went stale and was taken over by another changes nothing
-when it wakes up. A held row whose ``claimed_at`` is older than ``CLAIM_STALE_AFTER`` (or empty) may
-be taken over by a new claim of the same kind; its worker is presumed dead.
+when it wakes up. A held row whose ``claimed_at`` is older than its state's ``stale_after`` (or empty)
+may be taken over by a new claim of the same kind; its worker is presumed dead. A claim's finish that
+lost to a takeover changes nothing, so a worker that was merely slow is harmless too.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from typing import Any
 from ..sql import Connection
 
 CLAIM_STALE_AFTER = timedelta(minutes=2)
+#: ``creating`` covers one short store call (CreateMultipartUpload): a retried start may take a
+#: claim that old over, instead of keeping its client waiting for minutes.
+CREATING_STALE_AFTER = timedelta(seconds=15)
 
 
 class UploadStatus(StrEnum):
@@ -109,8 +113,12 @@ def new_claim_token() -> str:
     return secrets.token_hex(16)
 
 
-def is_stale(claimed_at: datetime | None, now: datetime) -> bool:
-    return claimed_at is None or claimed_at < now - CLAIM_STALE_AFTER
+def stale_after(status: str) -> timedelta:
+    return CREATING_STALE_AFTER if status == UploadStatus.CREATING else CLAIM_STALE_AFTER
+
+
+def is_stale(status: str, claimed_at: datetime | None, now: datetime) -> bool:
+    return claimed_at is None or claimed_at < now - stale_after(status)
 
 
 _UPLOAD_COLUMNS = frozenset({"sha256", "crc64nvme"})
@@ -137,10 +145,10 @@ async def claim(
     for current in expected:
         check_upload_transition(current, to)
     token = new_claim_token()
-    marks = ", ".join(["%s"] * len(expected))
+    free = f"status IN ({', '.join(['%s'] * len(expected))}) OR " if expected else ""
     changed = await conn.run(
         "UPDATE uploads SET status = %s, claim_token = %s, claimed_at = %s, updated_at = %s WHERE id = %s "
-        f"AND (status IN ({marks}) OR (status = %s AND (claimed_at IS NULL OR claimed_at < %s)))",
+        f"AND ({free}(status = %s AND (claimed_at IS NULL OR claimed_at < %s)))",
         to,
         token,
         now,
@@ -148,7 +156,7 @@ async def claim(
         upload_id,
         *expected,
         to,
-        now - CLAIM_STALE_AFTER,
+        now - stale_after(to),
     )
     return Claim(upload_id, to, token) if changed == 1 else None
 
@@ -205,6 +213,41 @@ async def set_file_status(
     )
     if changed != 1:
         raise TransitionError(f"file {file_id} was not {expect}")
+
+
+async def created(conn: Connection, held: Claim, s3_upload_id: str, now: datetime) -> bool:
+    """End a ``creating`` claim with the store's upload id: the upload is ``uploading``. ``False``
+    if the claim was lost (a retry took it over and made its own). Run it in a transaction with the
+    upload's ``upload.started`` event."""
+    check_upload_transition(held.status, U.UPLOADING)
+    changed = await conn.run(
+        "UPDATE uploads SET status = %s, s3_upload_id = %s, claim_token = NULL, claimed_at = NULL, "
+        "updated_at = %s WHERE id = %s AND status = %s AND claim_token = %s",
+        U.UPLOADING,
+        s3_upload_id,
+        now,
+        held.upload_id,
+        U.CREATING,
+        held.token,
+    )
+    return changed == 1
+
+
+async def forget_creating(conn: Connection, held: Claim, file_id: str) -> bool:
+    """Remove an upload that never got a multipart upload in the store (its start failed or died),
+    and its file. Run it in a transaction; ``False`` if the claim was lost."""
+    if held.status != U.CREATING:
+        raise TransitionError("only a creating claim is forgotten")
+    changed = await conn.run(
+        "DELETE FROM uploads WHERE id = %s AND status = %s AND claim_token = %s",
+        held.upload_id,
+        U.CREATING,
+        held.token,
+    )
+    if changed != 1:
+        return False
+    await conn.run("DELETE FROM files WHERE id = %s", file_id)
+    return True
 
 
 async def abandon(conn: Connection, held: Claim, now: datetime) -> bool:

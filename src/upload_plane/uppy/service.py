@@ -51,7 +51,7 @@ from ..uploads import rows
 from ..uploads.post import settle_post_upload, start_post_upload
 from ..uploads.rows import UploadRow
 from ..uploads.rules import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, plan_parts
-from ..uploads.service import POST, UploadService
+from ..uploads.service import POST, OnStart, UploadService
 from ..uploads.state import UploadStatus
 from . import capability
 from .capability import Capability
@@ -198,16 +198,21 @@ class UppyService:
             raise ValidationFailed("metadata.log_id is required: the log to upload into")
         return log_id
 
-    def _reserve(self, scope: Scope, size: int) -> Any:
+    def _reserve(self, scope: Scope, size: int) -> tuple[OnStart | None, OnStart | None]:
+        """For a link: take the upload's share of the budget with its rows, and give it back if the
+        rows are removed again (the store refused the start)."""
         link = scope.link
         if link is None:
-            return None
+            return None, None
         link.check_room(size)
 
         async def reserve(conn: Connection, upload: UploadRow) -> None:
             await links.reserve(conn, link.id, upload.id, size, utcnow())
 
-        return reserve
+        async def release(conn: Connection, upload: UploadRow) -> None:
+            await links.release(conn, upload.id, utcnow())
+
+        return reserve, release
 
     # -- start ----------------------------------------------------------------------------------
 
@@ -231,9 +236,10 @@ class UppyService:
                 f"getChunkSize to return {fitting} and send metadata.part_size = {fitting}",
                 part_size=fitting,
             )
+        reserve, release = self._reserve(scope, size)
         upload = await self.uploads.start(
             scope.principal, log_id, filename=filename, size=size, content_type=content_type,
-            sha256=None, part_size=chunk, on_start=self._reserve(scope, size),
+            sha256=None, part_size=chunk, on_start=reserve, on_forget=release,
         )  # fmt: skip
         cap = Capability(
             upload.id, upload.store_upload_id, upload.size, upload.part_size, upload.part_count, scope.tag,
@@ -250,7 +256,7 @@ class UppyService:
         assert size is not None
         _, post = await start_post_upload(
             self.uploads, scope.principal, log_id, filename=filename, size=size, content_type=content_type,
-            on_start=self._reserve(scope, size),
+            on_start=self._reserve(scope, size)[0],
         )  # fmt: skip
         return post
 

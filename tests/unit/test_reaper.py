@@ -1,0 +1,141 @@
+"""The reaper and the crash-safe, idempotent start, at the service level (SQLite, the in-memory
+store behind a counting wrapper). The same properties run against MariaDB + MinIO, with real crashes,
+in tests/real/test_lifecycle.py."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from sqlmodel import update
+
+from tests.unit.conftest import DATA, World
+from upload_plane.errors import IdempotencyKeyReused
+from upload_plane.models import Upload, utcnow
+from upload_plane.uploads import state
+from upload_plane.uploads.reaper import Reaper
+from upload_plane.uploads.state import UploadStatus
+
+pytestmark = pytest.mark.anyio
+
+
+async def set_row(world: World, upload_id: str, **values: object) -> None:
+    async with world.db.sessions() as session:
+        await session.exec(update(Upload).where(Upload.id == upload_id).values(**values))
+        await session.commit()
+
+
+def long_ago(status: str = "completing") -> object:
+    return utcnow() - state.stale_after(status) - timedelta(seconds=1)
+
+
+async def test_expired_uploads_are_aborted_in_the_store_once(world: World) -> None:
+    uploads = [await world.started() for _ in range(12)]
+    for u in uploads:
+        await set_row(world, u.id, expires_at=utcnow() - timedelta(seconds=1))
+    fresh = await world.started()
+    reapers = [Reaper(world.pool, world.storage, world.settings) for _ in range(2)]
+    reports = await asyncio.gather(*(r.run(batch=5) for r in reapers), *(r.run(batch=5) for r in reapers))
+    reports += [await reapers[0].run()]
+    assert sum(r.expired for r in reports) == 12
+    assert world.storage.count("abort_multipart") == 12  # each exactly once
+    for u in uploads:
+        row, file = await world.rows(u.id)
+        assert row is not None and file is not None
+        assert (row.status, file.status, row.claim_token) == ("expired", "failed", None)
+    assert set(world.store.uploads) == {fresh.s3_upload_id}  # the unexpired one stays open
+
+
+async def test_a_dead_completer_is_reconciled_from_the_store(world: World) -> None:
+    done, not_done = await world.started(), await world.started()
+    parts = await world.store.list_parts(done.key, done.store_upload_id)
+    await world.store.complete_multipart(done.key, done.store_upload_id, parts)  # then it died
+    for u in (done, not_done):
+        await set_row(world, u.id, status="completing", claim_token="dead", claimed_at=long_ago())
+    report = await Reaper(world.pool, world.storage, world.settings).run()
+    assert (report.completed, report.handed_back) == (1, 1)
+    row, file = await world.rows(done.id)
+    assert row is not None and file is not None and (row.status, file.status) == ("completed", "available")
+    row, file = await world.rows(not_done.id)
+    assert row is not None and file is not None and (row.status, file.status) == ("uploading", "uploading")
+    assert (await world.call(lambda u, _: u.complete(world.user, not_done.id))).status == "available"
+
+
+async def test_dead_aborts_and_deletes_are_finished(world: World) -> None:
+    aborting, deleting = await world.started(), await world.started()
+    await set_row(world, aborting.id, status="aborting", claim_token="dead", claimed_at=long_ago())
+    await set_row(world, deleting.id, status="deleting", claim_token=None, claimed_at=None)  # abandoned
+    report = await Reaper(world.pool, world.storage, world.settings).run()
+    assert (report.aborted, report.deleted) == (1, 1)
+    row, _ = await world.rows(aborting.id)
+    assert row is not None and row.status == "aborted"
+    assert await world.rows(deleting.id) == (None, None)
+    assert not world.store.uploads
+
+
+async def test_a_start_that_died_before_the_store_answered_is_undone(world: World) -> None:
+    upload = await world.started()
+    # As if the process died after CreateMultipartUpload but before recording it: the row is
+    # creating, and the store holds a multipart upload on its key that no row names.
+    await set_row(
+        world,
+        upload.id,
+        status="creating",
+        s3_upload_id=None,
+        claim_token="dead",
+        claimed_at=long_ago("creating"),
+    )
+    report = await Reaper(world.pool, world.storage, world.settings).run()
+    assert (report.forgotten, report.swept) == (1, 1)
+    assert await world.rows(upload.id) == (None, None)
+    assert not world.store.uploads
+
+
+async def test_the_same_start_sent_again_is_the_same_upload(world: World) -> None:
+    def start(key: str, name: str = "e.bin") -> object:
+        return world.call(
+            lambda u, _: u.start(
+                world.user, world.log_id, filename=name, size=len(DATA), content_type=None, sha256=None,
+                part_size=None, idempotency_key=key,
+            )
+        )  # fmt: skip
+
+    results = await asyncio.gather(*(start("k-1") for _ in range(8)))
+    assert len({r.id for r in results}) == 1  # type: ignore[attr-defined]
+    assert world.storage.count("create_multipart") == 1
+    assert (await start("k-1")).id == results[0].id  # type: ignore[attr-defined]
+    with pytest.raises(IdempotencyKeyReused):
+        await start("k-1", name="other.bin")
+    assert (await start("k-2")).id != results[0].id  # type: ignore[attr-defined]
+
+
+async def test_a_retry_takes_over_a_dead_start_and_the_reaper_sweeps_its_stray(world: World) -> None:
+    first = await world.call(
+        lambda u, _: u.start(
+            world.user, world.log_id, filename="e.bin", size=len(DATA), content_type=None, sha256=None,
+            part_size=None, idempotency_key="k",
+        )
+    )  # fmt: skip
+    stray = first.store_upload_id  # the first start made it, then died before recording it
+    await set_row(
+        world,
+        first.id,
+        status="creating",
+        s3_upload_id=None,
+        claim_token="dead",
+        claimed_at=long_ago("creating"),
+    )
+    again = await world.call(
+        lambda u, _: u.start(
+            world.user, world.log_id, filename="e.bin", size=len(DATA), content_type=None, sha256=None,
+            part_size=None, idempotency_key="k",
+        )
+    )  # fmt: skip
+    assert again.id == first.id and again.status == UploadStatus.UPLOADING
+    assert again.store_upload_id != stray and again.needs_sweep
+    report = await Reaper(world.pool, world.storage, world.settings).run()
+    assert report.swept == 1
+    assert set(world.store.uploads) == {again.store_upload_id}
+    row, _ = await world.rows(first.id)
+    assert row is not None and not row.needs_sweep
