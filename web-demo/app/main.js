@@ -227,9 +227,9 @@ async function loadFiles() {
     return `<tr data-file="${esc(f.id)}" data-status="${esc(f.status)}" data-verified="${esc(f.verified_by || '')}">
       <td class="fname" data-label="">${esc(f.filename)}<div class="hint">${esc(new Date(f.created_at).toLocaleString())}</div></td>
       <td class="num" data-label="Size">${formatBytes(f.size)}</td>
-      <td class="sum" data-label="">${verified}
+      <td class="sum" data-label="">${verified}${f.status === 'available' ? `
         <div title="SHA-256 ${esc(f.sha256 || '')}">SHA-256 <code class="sha256">${esc(f.sha256 ? `${f.sha256.slice(0, 16)}…` : '—')}</code></div>
-        <div>CRC64NVME <code>${esc(f.crc64nvme || '—')}</code></div></td>
+        <div>CRC64NVME <code>${esc(f.crc64nvme || '—')}</code></div>` : ''}</td>
       <td data-label="By">${by}</td>
       <td class="num">${f.status === 'available' ? `<a class="btn small" href="/api/v1/files/${esc(f.id)}/download" download aria-label="Download ${esc(f.filename)}">${ICONS.down}Download</a>` : ''}</td>
     </tr>`
