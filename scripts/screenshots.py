@@ -15,6 +15,7 @@ web-demo/screenshots/:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -124,10 +125,8 @@ def demo(
     page.screenshot(path=str(OUT / f"demo-{tag}-uploading.png"), full_page=viewport is DESKTOP)
     page.unroute(f"{store}/**")
     for route in held:
-        try:
+        with contextlib.suppress(Exception):  # a held request the page has given up on
             route.continue_()
-        except Exception:  # noqa: S110 - a held request the page has given up on
-            pass
     page.locator(".transfer[data-state='done']").nth(len(files) - 1).wait_for(timeout=120_000)
     page.locator("tr[data-verified='store']").nth(len(files) - 1).wait_for(timeout=30_000)
     page.wait_for_timeout(300)

@@ -398,3 +398,57 @@ def test_bad_sizes_are_client_errors(backend: Backend, size: str) -> None:
             400,
             "VALIDATION_ERROR",
         )
+
+
+def test_revocations_reach_the_part_signing_route_within_the_cache_ttl(backend: Backend) -> None:
+    """The part route trusts a check for ``authorization_cache_ttl`` seconds (2): a sign-out, and a
+    member removed from the case, are refused within that time (measured here)."""
+    from tests.api.helpers import new_account, sign_in
+
+    ttl = backend.settings.authorization_cache_ttl
+    name, password = new_account(backend)
+    signed_in = sign_in(backend, name, password)
+    cookie = signed_in.cookies["upload_plane_session"]
+    with (
+        httpx.Client(
+            base_url=backend.base_url, timeout=60, event_hooks={"response": [record_server_errors]}
+        ) as page,
+        new_user(backend) as manager,
+    ):
+        page.cookies.set("upload_plane_session", cookie)
+        page.headers["Origin"] = backend.base_url
+        log = new_log(manager)
+        assert (
+            manager.put(f"/cases/{log['case_id']}/members/{name}", json={"role": "contributor"}).status_code
+            == 200
+        )
+        created = page.post(
+            "/s3/multipart", json={"filename": "a", "metadata": {"size": 6 * MIB, "log_id": log["id"]}}
+        )
+        assert created.status_code == 200, created.text
+        url = f"/s3/multipart/{quote(created.json()['uploadId'], safe='')}/1"
+        key = {"key": created.json()["key"]}
+        assert page.get(url, params=key).status_code == 200  # checked, and trusted for a while
+
+        def refused_within(what: str) -> float:
+            started = time.monotonic()
+            while page.get(url, params=key).status_code == 200:
+                assert time.monotonic() - started < ttl + 2, f"{what} still signing after {ttl + 2} s"
+                time.sleep(0.05)  # polling interval while waiting for the refusal
+            return time.monotonic() - started
+
+        assert manager.delete(f"/cases/{log['case_id']}/members/{name}").status_code == 204
+        assert refused_within("a removed member") <= ttl + 1
+        assert_problem(page.get(url, params=key), 404, "NOT_FOUND")
+        assert (
+            manager.put(f"/cases/{log['case_id']}/members/{name}", json={"role": "contributor"}).status_code
+            == 200
+        )
+        wait = time.monotonic() + ttl + 2
+        while page.get(url, params=key).status_code != 200:
+            assert time.monotonic() < wait
+            time.sleep(0.05)  # polling interval while the refusal itself is not cached
+        assert page.post("/api/v1/auth/logout", json={}).status_code in (200, 204)
+        page.cookies.set("upload_plane_session", cookie)  # a copy of the cookie kept after sign-out
+        assert refused_within("a signed-out session") <= ttl + 1
+        assert_problem(page.get(url, params=key), 401, "UNAUTHENTICATED")
