@@ -43,6 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._stack import REPO, services_missing, stack, write_result
 from tests.services import MinIO, free_port
 
+from upload_plane.settings import Settings
+
 COMPANION_VERSION = "6.2.2"
 COMPANION_DIR = REPO / ".cache" / "companion"
 TARGET_RATIO = 5.0
@@ -174,13 +176,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=2, help="runs per route, alternating")
+    parser.add_argument(
+        "--authorization-cache-ttl",
+        type=int,
+        default=Settings().authorization_cache_ttl,
+        help="seconds the route trusts an authorisation it checked (0: check the database every request)",
+    )
     args = parser.parse_args()
     reason = missing_tools()
     if reason:
         print(f"uppy_sign: skipped, {reason}")
         return 0
     companion_bin()
-    with tempfile.TemporaryDirectory(prefix="uppy-sign-") as tmp, stack(Path(tmp)) as s:
+    changes = {"authorization_cache_ttl": args.authorization_cache_ttl}
+    with tempfile.TemporaryDirectory(prefix="uppy-sign-") as tmp, stack(Path(tmp), **changes) as s:
         workdir = Path(tmp)
         with httpx.Client(base_url=f"{s.api_url}/api/v1", timeout=30) as api:
             api.headers["Authorization"] = f"Bearer {s.token}"
@@ -230,6 +239,7 @@ def main() -> int:
             "tool": "wrk -t2 -c32",
             "duration_seconds": args.duration,
             "rounds": args.rounds,
+            "authorization_cache_ttl": args.authorization_cache_ttl,
             "companion_version": COMPANION_VERSION,
             "companion_rps": round(best["companion"]),
             "ours_link_rps": round(best["ours_link"]),

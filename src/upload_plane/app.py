@@ -37,6 +37,7 @@ from .db import Database, close_request_session, create_database, request_sessio
 from .errors import DomainError, RequestTooLarge
 from .files.controller import FileController
 from .files.service import FileService
+from .headers import SECURITY_HEADERS
 from .links.controller import UploadLinkController, link_info
 from .paths import project_path
 from .problems import PROBLEM_JSON, ApiRequest, problem_response
@@ -50,13 +51,6 @@ from .uppy.controller import LINK_DEPENDENCIES, USER_DEPENDENCIES, UppyControlle
 from .uppy.service import UppyService
 
 log = logging.getLogger("upload_plane")
-
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
 
 
 class DeclaredBodyLimit(ASGIMiddleware):
