@@ -46,8 +46,11 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def chromium() -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def chromium(web: Backend) -> Iterator[Any]:
+    """Chromium for one module. Playwright's sync API runs an event loop in this thread while it is
+    started, so it is stopped again after each module (later tests call ``asyncio.run``), and the
+    API (``web``, which also runs ``asyncio.run`` when it starts) is up before it."""
     reason = _missing()
     if reason:
         if real_services_required():
