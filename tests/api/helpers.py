@@ -287,7 +287,7 @@ async def complete_behind_the_apis_back(backend: Backend, key: str, s3_upload_id
 #: multipart upload open on an upload's key.
 _UNCHANGED_TABLES = (
     "users", "cases", "case_members", "logs", "files", "uploads", "auth_sessions", "refresh_tokens",
-    "personal_access_tokens",
+    "personal_access_tokens", "upload_links", "upload_link_uploads",
 )  # fmt: skip
 
 

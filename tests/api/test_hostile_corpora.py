@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -24,6 +25,7 @@ import pytest
 from tests.api.helpers import (
     PROBLEM,
     admin,
+    backend_db,
     client,
     complete,
     login,
@@ -39,6 +41,7 @@ from tests.conftest import JWT_SECRET, Backend, embedded_backend, real_backend
 from upload_plane import errors
 from upload_plane.app import create_app
 from upload_plane.auth.tokens import ACCESS, SESSION, issue_jwt
+from upload_plane.models import UploadLink, utcnow
 from upload_plane.settings import Settings
 
 
@@ -112,6 +115,7 @@ class Scene:
     victim_token: str
     disabled_token: str
     refresh_token: str
+    dead_links: dict[str, dict[str, str]]  # revoked / expired / exhausted -> a link's route values
     exercised: set[str] = field(default_factory=set)
 
     def attacker(self) -> httpx.Client:
@@ -132,13 +136,45 @@ def _stage(api: httpx.Client, http: httpx.Client) -> dict[str, str]:
     put_parts(http, api, done, data, [1])
     assert complete(api, done["id"]).status_code == 200
     open_upload = start_upload(api, log["id"], b"0123456789")
+    link = api.post(f"/logs/{log['id']}/upload-links", json={"expires_in": 3600})
+    assert link.status_code == 201, link.text
+    origin = str(api.base_url).removesuffix("/api/v1/").removesuffix("/api/v1")
+    # An Uppy upload of the user's own (bearer) and one through the user's link (the link's capability)
+    by_user = api.post(f"{origin}/s3/multipart", json=_uppy_start(log["id"]))
+    by_link = http.post(f"{origin}/links/{link.json()['token']}/s3/multipart", json=_uppy_start(log["id"]))
+    assert by_user.status_code == 200 and by_link.status_code == 200, (by_user.text, by_link.text)
     return {
         "case_id": log["case_id"],
         "log_id": log["id"],
         "file_id": done["file_id"],
         "upload_id": open_upload["id"],
         "token_id": _token_id(api),
+        "link_id": link.json()["id"],
+        "token": link.json()["token"],
+        "part_number": "1",
+        "uppy_upload_id": by_user.json()["uploadId"],
+        "uppy_key": by_user.json()["key"],
+        "link_upload_id": by_link.json()["uploadId"],
+        "link_key": by_link.json()["key"],
     }
+
+
+def _uppy_start(log_id: str) -> dict[str, Any]:
+    return {
+        "filename": "u.bin",
+        "type": "application/octet-stream",
+        "metadata": {"size": 10, "log_id": log_id},
+    }
+
+
+def values_for(route: Route, ids: dict[str, str]) -> dict[str, str]:
+    """The path and query values of ``route`` for the user behind ``ids``: on the Uppy routes the
+    uploadId is the capability Uppy echoes back, and ``key`` goes with it."""
+    if route.path.startswith("/s3"):
+        return {**ids, "upload_id": ids["uppy_upload_id"], "key": ids["uppy_key"]}
+    if route.path.startswith("/links/"):
+        return {**ids, "upload_id": ids["link_upload_id"], "key": ids["link_key"]}
+    return ids
 
 
 @pytest.fixture(scope="module", params=["embedded", pytest.param("real", marks=pytest.mark.real)])
@@ -166,6 +202,7 @@ def scene(backend: Backend) -> Scene:
         with client(backend, signed.json()["access_token"]) as attacker:
             own = _stage(attacker, http)
             own["user_id"] = attacker.get("/me").json()["id"]
+            dead_links = _dead_links(backend, attacker, http, own["log_id"])
         own["username"] = attacker_name
         gone_name, gone_password = new_account(backend)
         gone = sign_in(backend, gone_name, gone_password).json()
@@ -185,11 +222,48 @@ def scene(backend: Backend) -> Scene:
         victim_token,
         gone["access_token"],
         signed.json()["refresh_token"],
+        dead_links,
     )
 
 
+def _dead_links(
+    backend: Backend, api: httpx.Client, http: httpx.Client, log_id: str
+) -> dict[str, dict[str, str]]:
+    """Links of the attacker's own log, each with an upload started through it while it lived: one
+    revoked, one expired, one whose only file is in flight (exhausted)."""
+    found = {}
+    for state in ("revoked", "expired", "exhausted"):
+        made = api.post(f"/logs/{log_id}/upload-links", json={"expires_in": 3600, "max_files": 1})
+        assert made.status_code == 201, made.text
+        link = made.json()
+        started = http.post(
+            f"{backend.base_url}/links/{link['token']}/s3/multipart", json=_uppy_start(log_id)
+        )
+        assert started.status_code == 200, started.text
+        found[state] = {
+            "token": link["token"],
+            "upload_id": started.json()["uploadId"],
+            "key": started.json()["key"],
+            "part_number": "1",
+        }
+        if state == "revoked":
+            assert api.delete(f"/upload-links/{link['id']}").status_code == 200
+        elif state == "expired":
+            asyncio.run(_expire(backend, link["id"]))
+    return found
+
+
+async def _expire(backend: Backend, link_id: str) -> None:
+    async with backend_db(backend) as session:
+        row = await session.get(UploadLink, link_id)
+        assert row is not None
+        row.expires_at = utcnow() - timedelta(seconds=1)
+        session.add(row)
+        await session.commit()
+
+
 #: A body each route accepts (so a refusal is about the hostile part, not the body).
-VALID_BODY: dict[str, Any] = {
+VALID_BODY: dict[str, Any] = {  # a value or a function of the route's values
     "POST /api/v1/auth/login": {"username": "nobody", "password": "wrong"},
     "POST /api/v1/auth/logout": {},
     "POST /api/v1/auth/refresh": {"refresh_token": "uprt_not-a-token"},
@@ -208,20 +282,36 @@ VALID_BODY: dict[str, Any] = {
     "POST /api/v1/logs/{log_id}/uploads": {"filename": "a.bin", "size": 10},
     "POST /api/v1/uploads/{upload_id}/parts": {"part_numbers": [1]},
     "POST /api/v1/uploads/{upload_id}/complete": {},
+    "POST /api/v1/logs/{log_id}/upload-links": {"expires_in": 600},
+    "POST /s3/multipart": lambda ids: _uppy_start(ids["log_id"]),
+    "POST /links/{token}/s3/multipart": {"filename": "a.bin", "metadata": {"size": 10}},
+    "POST /s3/multipart/{upload_id}/complete": {"parts": []},
+    "POST /links/{token}/s3/multipart/{upload_id}/complete": {"parts": []},
+}
+#: Query parameters a route needs besides the hostile part (``key`` comes from ``values_for``).
+VALID_QUERY: dict[str, dict[str, str]] = {
+    "GET /s3/params": {"filename": "a.bin", "metadata[size]": "10", "metadata[log_id]": "-"},
+    "GET /links/{token}/s3/params": {"filename": "a.bin", "metadata[size]": "10"},
 }
 
 
 def call(api: httpx.Client, route: Route, params: dict[str, str], **kwargs: Any) -> httpx.Response:
-    path = route.path.removeprefix("/api/v1")
+    """``route`` with ``params`` in its path (and, on the Uppy routes, ``key`` in its query), sent
+    with ``api``'s credentials."""
+    path = route.path
     for name in route.path_params:
         path = path.replace("{" + name + "}", quote(params[name], safe=""))
     if route.has_body and "json" not in kwargs and "content" not in kwargs:
-        kwargs["json"] = VALID_BODY.get(route.name, {})
-    if not route.path.startswith("/api/v1"):
-        return httpx.request(
-            route.method, f"{api.base_url.scheme}://{api.base_url.netloc.decode()}{path}", **kwargs
-        )
-    return api.request(route.method, path, **kwargs)
+        body = VALID_BODY.get(route.name, {})
+        kwargs["json"] = body(params) if callable(body) else body
+    query = dict(VALID_QUERY.get(route.name, {}))
+    if "key" in params and "/s3/" in route.path and not route.path.endswith(("/params", "/multipart")):
+        query["key"] = params["key"]
+    if query:
+        kwargs["params"] = {**query, **kwargs.get("params", {})}
+    return api.request(
+        route.method, f"{api.base_url.scheme}://{api.base_url.netloc.decode()}{path}", **kwargs
+    )
 
 
 # -- ids -------------------------------------------------------------------------------------------------
@@ -249,15 +339,18 @@ def test_hostile_and_foreign_ids_are_refused(scene: Scene, route: Route) -> None
     """The attacker's own ids in every other place, each parameter in turn: the victim's id (404 or
     403: never theirs to see) and injection, traversal and unicode strings."""
     scene.exercised.add(f"ids {route.name}")
+    own, victim = values_for(route, scene.own), values_for(route, scene.victim)
     with scene.attacker() as api:
         before = asyncio.run(world(scene.backend))
         for name in route.path_params:
-            for value in [scene.victim[name], *HOSTILE_IDS]:
-                if name == "username" and value == scene.victim[name]:
-                    continue  # adding a real user to one's own case is allowed: covered below
-                params = {**scene.own, name: value}
-                if name != "case_id" and "case_id" in route.path_params and value == scene.victim[name]:
-                    params["case_id"] = scene.victim["case_id"]
+            for value in [victim[name], *HOSTILE_IDS]:
+                if name in ("username", "token", "part_number") and value == victim[name]:
+                    # adding a real user to one's own case is allowed (covered below); a link's token
+                    # is a capability: whoever holds it may upload; part 1 is part 1 of any upload
+                    continue
+                params = {**own, name: value}
+                if name != "case_id" and "case_id" in route.path_params and value == victim[name]:
+                    params["case_id"] = victim["case_id"]
                 assert_refused(call(api, route, params))
         assert asyncio.run(world(scene.backend)) == before, route.name
 
@@ -299,7 +392,7 @@ def test_hostile_bodies_are_refused(scene: Scene, route: Route) -> None:
         api.headers["Content-Type"] = "application/json"
         before = asyncio.run(world(scene.backend))
         for name, body in HOSTILE_BODIES:
-            resp = call(api, route, scene.own, content=body)
+            resp = call(api, route, values_for(route, scene.own), content=body)
             if route.name == "POST /api/v1/auth/logout" and name == "null":
                 assert resp.status_code == 204  # its body is optional: null is no body, not an attack
                 continue
@@ -420,7 +513,9 @@ def test_forged_and_dead_credentials_are_401(scene: Scene, route: Route) -> None
     ) as anon:
         before = asyncio.run(world(scene.backend))
         for _name, header in forged_credentials(scene):
-            assert_refused(call(anon, route, scene.own, headers={"Authorization": header}), 401)
+            assert_refused(
+                call(anon, route, values_for(route, scene.own), headers={"Authorization": header}), 401
+            )
         assert asyncio.run(world(scene.backend)) == before, route.name
 
 
@@ -445,9 +540,30 @@ def test_the_session_cookie_alone_is_refused_cross_site(scene: Scene, route: Rou
             {"Sec-Fetch-Site": "same-site"},
             {"Origin": scene.backend.base_url + ".evil.example"},
         ):
-            resp = call(browser, route, scene.own, headers=proof)
+            resp = call(browser, route, values_for(route, scene.own), headers=proof)
             assert_refused(resp, 403)
             assert resp.json()["code"] == "CROSS_SITE_REQUEST"
+        assert asyncio.run(world(scene.backend)) == before, route.name
+
+
+LINK_ROUTES = [r for r in ROUTES if r.path.startswith("/links/{token}")]
+LINK_STARTS = {"POST /links/{token}/s3/multipart", "GET /links/{token}/s3/params"}
+
+
+@pytest.mark.parametrize("route", LINK_ROUTES, ids=lambda r: r.name)
+def test_dead_and_exhausted_links_are_refused(scene: Scene, route: Route) -> None:
+    """A revoked or expired link opens nothing, not even the uploads started through it while it
+    lived; an exhausted link starts nothing more (the upload in flight may finish: not tried here)."""
+    scene.exercised.add(f"dead links {route.name}")
+    with client(scene.backend) as anon:  # a link's holder has no other credentials
+        before = asyncio.run(world(scene.backend))
+        for state, values in scene.dead_links.items():
+            if state == "exhausted":
+                if route.name in LINK_STARTS:
+                    assert assert_refused(call(anon, route, values), 409) == "LINK_FILES_EXHAUSTED"
+                continue
+            code = assert_refused(call(anon, route, values), 410)
+            assert code == {"revoked": "UPLOAD_LINK_REVOKED", "expired": "UPLOAD_LINK_EXPIRED"}[state]
         assert asyncio.run(world(scene.backend)) == before, route.name
 
 
@@ -470,8 +586,10 @@ def test_every_route_meets_the_corpora(scene: Scene) -> None:
     that applies to it."""
     expected = {f"ids {r.name}" for r in WITH_IDS} | {f"bodies {r.name}" for r in WITH_BODIES}
     expected |= {f"credentials {r.name}" for r in SECURED} | {f"cookies {r.name}" for r in SECURED}
+    expected |= {f"dead links {r.name}" for r in LINK_ROUTES}
     assert expected <= scene.exercised, sorted(expected - scene.exercised)
-    unsecured = {r.name for r in ROUTES if not r.secured}
+    # Upload-link routes carry their capability in the path (``/links/{token}``).
+    unsecured = {r.name for r in ROUTES if not r.secured and not r.path.startswith("/links/{token}")}
     assert unsecured <= {
         "POST /api/v1/auth/login",
         "POST /api/v1/auth/logout",
