@@ -9,6 +9,7 @@ import secrets
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -18,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from tests.conftest import ADMIN_PASSWORD, Backend
 from upload_plane.db import create_database
 from upload_plane.errors import StoredUploadGone
-from upload_plane.models import File, Upload
+from upload_plane.models import File, Upload, UploadLink, utcnow
 from upload_plane.storage import S3Storage
 
 MIB = 1024 * 1024
@@ -322,3 +323,13 @@ async def world(backend: Backend) -> dict[str, Any]:
 
 #: Tables added by later migrations that refusals must not change either.
 EXTRA_TABLES: list[str] = []
+
+
+async def expire_link(backend: Backend, link_id: str) -> None:
+    """Move an upload link's expiry into the past, as time would."""
+    async with backend_db(backend) as session:
+        row = await session.get(UploadLink, link_id)
+        assert row is not None
+        row.expires_at = utcnow() - timedelta(seconds=1)
+        session.add(row)
+        await session.commit()

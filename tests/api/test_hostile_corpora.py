@@ -14,7 +14,6 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -25,9 +24,9 @@ import pytest
 from tests.api.helpers import (
     PROBLEM,
     admin,
-    backend_db,
     client,
     complete,
+    expire_link,
     login,
     new_account,
     new_log,
@@ -41,7 +40,6 @@ from tests.conftest import JWT_SECRET, Backend, embedded_backend, real_backend
 from upload_plane import errors
 from upload_plane.app import create_app
 from upload_plane.auth.tokens import ACCESS, SESSION, issue_jwt
-from upload_plane.models import UploadLink, utcnow
 from upload_plane.settings import Settings
 
 
@@ -249,17 +247,8 @@ def _dead_links(
         if state == "revoked":
             assert api.delete(f"/upload-links/{link['id']}").status_code == 200
         elif state == "expired":
-            asyncio.run(_expire(backend, link["id"]))
+            asyncio.run(expire_link(backend, link["id"]))
     return found
-
-
-async def _expire(backend: Backend, link_id: str) -> None:
-    async with backend_db(backend) as session:
-        row = await session.get(UploadLink, link_id)
-        assert row is not None
-        row.expires_at = utcnow() - timedelta(seconds=1)
-        session.add(row)
-        await session.commit()
 
 
 #: A body each route accepts (so a refusal is about the hostile part, not the body).
