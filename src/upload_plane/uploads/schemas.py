@@ -50,14 +50,17 @@ class UploadCreate(msgspec.Struct, forbid_unknown_fields=True):
         Literal["CRC64NVME"] | None,
         msgspec.Meta(description="have the store check a whole-file CRC64NVME given at complete"),
     ] = None
-    part_size: Annotated[
-        int,
-        msgspec.Meta(
-            ge=1,
-            le=5 * 1024**3,
-            description="the part size wished for; raised to 5 MiB and to what 10,000 parts need",
-        ),
-    ] | None = None
+    part_size: (
+        Annotated[
+            int,
+            msgspec.Meta(
+                ge=1,
+                le=5 * 1024**3,
+                description="the part size wished for; raised to 5 MiB and to what 10,000 parts need",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class UploadOut(msgspec.Struct):

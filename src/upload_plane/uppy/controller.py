@@ -60,9 +60,7 @@ class UppyPart(msgspec.Struct, rename="pascal"):
 
 
 class CompleteMultipart(msgspec.Struct):
-    parts: Annotated[list[UppyPart], msgspec.Meta(max_length=10_000)] = msgspec.field(
-        default_factory=list
-    )
+    parts: Annotated[list[UppyPart], msgspec.Meta(max_length=10_000)] = msgspec.field(default_factory=list)
 
 
 class Completed(msgspec.Struct):
