@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import mimetypes
 import os
+import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -172,43 +173,54 @@ class Uploader:
             self.progress.finish(key)
 
     async def _open(self, log_id: str, item: LocalFile, stat: os.stat_result, *, fresh: bool) -> _Opened:
-        """The upload to continue, or a new one (recorded in the state file at once)."""
+        """The upload to continue, or a new one. The start's Idempotency-Key is in the state file
+        before the start is sent, so a start whose answer never arrived is asked for again."""
         saved = self.resume.load(self.api.api_url, str(item.path), log_id)
+        start_key = None
         if saved is not None and not fresh:
-            if (saved.size, saved.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+            unchanged = (saved.size, saved.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+            if unchanged and not saved.upload_id:  # started, but the answer was never recorded
+                start_key = saved.start_key or None
+            elif unchanged:
                 status = await self._status(saved.upload_id)
                 if status is not None and status.status in ("completing", "completed"):
                     return _Opened(saved, status, None, resumed=True)
                 if status is not None and status.status == "uploading" and not _expired(status):
                     held = status.parts.uploaded if status.parts else []
                     return _Opened(saved, status, {p.part_number: p for p in held}, resumed=True)
-            else:  # the file changed since: its old upload can never complete
+            elif saved.upload_id:  # the file changed since: its old upload can never complete
                 with contextlib.suppress(ApiError):
                     await self.api.abort(saved.upload_id)
-            self.resume.forget(saved)
-        content_type = mimetypes.guess_type(item.name)[0]
-        upload = await self.api.start_upload(
-            log_id,
-            item.name,
-            stat.st_size,
-            content_type=content_type,
-            part_size=self.part_size,
-            # Not for empty files: MinIO refuses the (correct) CRC64NVME of zero bytes at complete
-            # (XAmzContentChecksumMismatch; measured on the pinned build). Nothing to verify anyway.
-            store_checks=stat.st_size > 0,
-        )
+            if start_key is None:
+                self.resume.forget(saved)
         state = ResumeState(
             api_url=self.api.api_url,
             path=str(item.path),
             log_id=log_id,
             size=stat.st_size,
             mtime_ns=stat.st_mtime_ns,
-            upload_id=upload.id,
-            part_size=upload.part_size,
-            part_count=upload.part_count,
+            upload_id="",
+            part_size=0,
+            part_count=0,
+            start_key=start_key or secrets.token_urlsafe(24),
         )
+        if start_key is None:
+            await asyncio.to_thread(self.resume.save, state)
+        upload = await self.api.start_upload(
+            log_id,
+            item.name,
+            stat.st_size,
+            content_type=mimetypes.guess_type(item.name)[0],
+            part_size=self.part_size,
+            # Not for empty files: MinIO refuses the (correct) CRC64NVME of zero bytes at complete
+            # (XAmzContentChecksumMismatch; measured on the pinned build). Nothing to verify anyway.
+            store_checks=stat.st_size > 0,
+            idempotency_key=state.start_key,
+        )
+        state.upload_id, state.part_size, state.part_count = upload.id, upload.part_size, upload.part_count
         await asyncio.to_thread(self.resume.save, state)
-        return _Opened(state, upload, {}, resumed=False)
+        finishing = upload.status in ("completing", "completed")  # an earlier run got this far
+        return _Opened(state, upload, None if finishing else {}, resumed=start_key is not None)
 
     async def _status(self, upload_id: str) -> UploadStatus | None:
         try:
