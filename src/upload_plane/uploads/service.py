@@ -10,8 +10,11 @@ This is the request hot path, so it talks to the database through ``sql.py`` (th
 each call checks out a connection for a short unit of work and gives it back before any store call.
 
 Order of effects, so that failures leave nothing half-written:
-- start: CreateMultipartUpload first (an outage changes nothing), then the rows; if the rows cannot be
-  written the multipart upload is aborted again.
+- start: the rows first (``creating``, with the key), then CreateMultipartUpload, then ``uploading``
+  with the store's upload id. A store that refused or was not reached: the rows are removed again
+  (an outage changes nothing). A store whose answer was lost, or a key an earlier dead start used:
+  the row stays ``creating`` for a retry with the idempotency key or the reaper, which aborts what
+  the store holds on the key, so no multipart upload is left open that no row records.
 - complete: claim ``completing``; ListParts and check every planned part; CompleteMultipartUpload;
   HeadObject; finish ``completed`` (file ``available``). If the store says the upload is gone,
   HeadObject decides whether an earlier complete succeeded (its answer was lost) and the file is
@@ -47,6 +50,7 @@ from ..errors import (
     PartEtagMismatch,
     PartSizeMismatch,
     PartsMissing,
+    StorageOutcomeUnknown,
     StorageUnavailable,
     StoredUploadGone,
     UploadBusy,
@@ -308,10 +312,17 @@ class UploadService:
             s3_upload_id = await self.storage.create_multipart(
                 upload.key, upload.content_type, crc64nvme=upload.checksum_algorithm == CRC64NVME
             )
-        except DomainError:
-            # The store refused or did not answer: nothing of this start may remain (503 changes
-            # nothing). If even this fails, the reaper forgets the row once its claim is stale.
-            await self._forget_quietly(held, upload, on_forget)
+        except DomainError as exc:
+            if isinstance(exc, StorageOutcomeUnknown) or upload.needs_sweep:
+                # The store may hold a multipart upload on this key that no row will record: this
+                # start's (its answer was lost) or a dead earlier start's. Removing the row would lose
+                # the key; it stays ``creating``, marked for the sweep and free to take: a retry with
+                # the idempotency key takes it over, or the reaper aborts what the key holds.
+                await self._leave_to_reaper(held)
+            else:
+                # The store refused or was not reached: nothing of this start may remain (503 changes
+                # nothing). If even this fails, the reaper forgets the row once its claim is stale.
+                await self._forget_quietly(held, upload, on_forget)
             raise
         failpoints.hit("after_store_create")
         now = utcnow()
@@ -334,6 +345,14 @@ class UploadService:
         upload.claim_token = upload.claimed_at = None
         upload.updated_at = now
         return upload
+
+    async def _leave_to_reaper(self, held: Claim) -> None:
+        try:
+            async with self.pool.connect() as conn:
+                await state.abandon(conn, held, utcnow(), sweep=True)
+        except (SQLAlchemyError, DomainError):
+            # The claim goes stale; the reaper's undo of a dead start aborts whatever the key holds.
+            log.warning("could not leave the failed start of upload %s to the reaper", held.upload_id)
 
     async def _forget_quietly(self, held: Claim, upload: UploadRow, on_forget: OnStart | None = None) -> None:
         try:
