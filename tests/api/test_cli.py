@@ -32,6 +32,7 @@ from tests.conftest import Backend
 from upload_plane.client import Client
 from upload_plane.client.api import Api, Retry
 from upload_plane.client.state import ResumeStore
+from upload_plane.client.transfer import Progress
 from upload_plane.client.upload import UploadResult, collect, upload_files
 
 
@@ -223,6 +224,47 @@ def test_a_start_whose_answer_never_arrived_is_the_same_upload_when_sent_again(
         uploads: list[dict[str, Any]] = api.get("/uploads", params={"log_id": log_id}).json()["items"]
         assert [(u["id"], u["status"]) for u in uploads] == [(result.upload_id, "completed")]
         assert api.get(f"/files/{result.file_id}").json()["sha256"] == sha256_of(source)
+
+
+class DiesWhenAFileIsDone(Progress):
+    """The client dies right after a file's upload ended, before it could report it."""
+
+    def finish(self, key: str) -> None:
+        raise Died(f"killed after {key} was done")
+
+
+def test_a_client_that_died_before_reporting_a_done_upload_reports_the_same_file_when_run_again(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """The resume state of a finished upload is kept until its result was reported, so a client that
+    died in between completes the same upload again (an answer, not a second copy of the file)."""
+    name, password = new_account(backend)
+    with login(backend, name, password) as api:
+        token, log_id = personal_token(api), new_log(api)["id"]
+        source = random_file(tmp_path / "clip.bin", 5 * MIB + 7)
+        state = ResumeStore(tmp_path / "state")
+
+        def run(progress: Progress | None = None, report: Any = None) -> list[UploadResult]:
+            async def upload() -> list[UploadResult]:
+                async with Api(backend.base_url, token) as client:
+                    return await upload_files(
+                        client, log_id, collect([source]), resume=state, progress=progress, report=report
+                    )
+
+            return asyncio.run(upload())
+
+        with pytest.raises(Died):
+            run(DiesWhenAFileIsDone())
+        [first] = api.get("/uploads", params={"log_id": log_id}).json()["items"]
+        assert first["status"] == "completed"
+        reported: list[list[UploadResult]] = []
+        [again] = run(report=reported.append)
+        assert [r.upload_id for r in reported[0]] == [again.upload_id] == [first["id"]]
+        assert again.resumed and again.parts_uploaded == 0
+        assert len(api.get("/uploads", params={"log_id": log_id}).json()["items"]) == 1
+        assert [f["id"] for f in api.get(f"/logs/{log_id}/files").json()["items"]] == [again.file_id]
+        [third] = run()  # reported and forgotten: a new run uploads the file again, as asked
+        assert third.upload_id != first["id"] and not third.resumed
 
 
 def test_the_library_facade(backend: Backend, http: httpx.Client, tmp_path: Path) -> None:

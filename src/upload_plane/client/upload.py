@@ -24,7 +24,7 @@ import mimetypes
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -139,6 +139,8 @@ class Uploader:
         self.resume = resume or ResumeStore()
         self.progress = progress or Progress()
         self.buffers = _Buffers(self.parallel)
+        #: The states of uploads that completed: kept until their results were reported.
+        self.finished: list[ResumeState] = []
 
     async def upload_all(self, log_id: str, files: Sequence[LocalFile]) -> list[UploadResult]:
         """Upload every file (up to ``parallel`` files at once); the first failure stops the rest."""
@@ -171,6 +173,12 @@ class Uploader:
             raise AssertionError("unreachable")
         finally:
             self.progress.finish(key)
+
+    def forget_finished(self) -> None:
+        """Forget the resume states of the completed uploads (once their results were reported)."""
+        for state in self.finished:
+            self.resume.forget(state)
+        self.finished.clear()
 
     async def _open(self, log_id: str, item: LocalFile, stat: os.stat_result, *, fresh: bool) -> _Opened:
         """The upload to continue, or a new one. The start's Idempotency-Key is in the state file
@@ -294,7 +302,7 @@ class Uploader:
         file = await self.api.complete(upload.id, digest.sha256, crc64nvme)
         if (file.sha256, file.crc64nvme) != (digest.sha256, crc64nvme):
             raise ApiError(0, "INTEGRITY_ERROR", f"{item.name}: the API recorded other checksums")
-        self.resume.forget(state)
+        self.finished.append(state)
         return UploadResult(
             path=key,
             filename=item.name,
@@ -459,8 +467,14 @@ async def upload_files(
     limit_rate: int | None = None,
     progress: Progress | None = None,
     resume: ResumeStore | None = None,
+    report: Callable[[list[UploadResult]], None] | None = None,
 ) -> list[UploadResult]:
-    """Upload ``files`` (see :func:`collect`) into a log; see the module docstring."""
+    """Upload ``files`` (see :func:`collect`) into a log; see the module docstring.
+
+    The resume states of the completed uploads are forgotten only after ``report`` had the results
+    (the CLI prints them there): a client that dies before its results were reported completes the
+    same uploads on its next run and reports the same files, instead of uploading them again.
+    """
     store = Store(
         retry=api.retry,
         connections=max(1, parallel),
@@ -473,7 +487,11 @@ async def upload_files(
         uploader = Uploader(
             api, store, parallel=parallel, part_size=part_size, resume=resume, progress=progress
         )
-        return await uploader.upload_all(log_id, files)
+        results = await uploader.upload_all(log_id, files)
+        if report is not None:
+            report(results)
+        uploader.forget_finished()
+        return results
     finally:
         store.close()
 
