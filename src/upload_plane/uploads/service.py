@@ -64,7 +64,15 @@ from ..pagination import Page, PageRequest, page_of
 from ..ratelimit import Limit, RateLimits
 from ..settings import Settings
 from ..sql import Connection, Pool
-from ..storage import CRC64NVME, CompletedObject, PartToSign, Storage, StoredPart, normalize_etag
+from ..storage import (
+    CRC64NVME,
+    CompletedObject,
+    PartToSign,
+    Storage,
+    StoredObject,
+    StoredPart,
+    normalize_etag,
+)
 from . import rows, state
 from .rows import FileRow, UploadRow
 from .rules import PartPlan, object_key, plan_parts
@@ -111,6 +119,25 @@ class PartState:
     uploaded: list[StoredPart]
     missing: list[int]
     bytes_uploaded: int
+
+
+async def checked_by_store(
+    storage: Storage, key: str, crc64nvme: str | None, completed: CompletedObject | None, stored: StoredObject
+) -> bool:
+    """Whether the store checked the whole file against the declared ``crc64nvme``. Its answer to
+    CompleteMultipartUpload says so. When that answer never arrived (an earlier complete assembled
+    the object: its worker died, or the answer was lost), the object says so, if the store computes
+    checksums itself: it reports the first part's own CRC64NVME (moto reports none; it also reports
+    back as the object's checksum whatever was declared, unchecked), and the full-object CRC64NVME it
+    combined from the parts it verified equals the declared one (else it would have refused the
+    complete)."""
+    if not crc64nvme:
+        return False
+    if completed is not None:
+        return completed.checksum_crc64nvme == crc64nvme
+    if stored.checksum_crc64nvme != crc64nvme:
+        return False
+    return await storage.part_checksum(key, 1) is not None
 
 
 def plan_of(upload: UploadRow) -> PartPlan:
@@ -701,12 +728,7 @@ class UploadService:
                 return await self._after_lost_claim(upload.id)
             await self._delete_quietly(upload.key)
             raise ObjectMismatch(mismatch)
-        # The store checked the whole file only if its own answer to the complete says so.
-        verified = bool(
-            declared.crc64nvme
-            and completed is not None
-            and completed.checksum_crc64nvme == declared.crc64nvme
-        )
+        verified = await checked_by_store(self.storage, upload.key, declared.crc64nvme, completed, stored)
         values = {"sha256": declared.sha256, "crc64nvme": declared.crc64nvme}
         etag = stored.etag or (completed.etag if completed else "")
         file_values = {**values, "etag": etag, "verified_by": "store" if verified else None}
@@ -806,7 +828,10 @@ class UploadService:
         if stored is not None and stored.size == upload.size:
             log.warning("upload %s was completed in the store before it could be %s", upload.id, to)
             to = UploadStatus.COMPLETED
-        file_values = {"etag": stored.etag} if stored is not None and to == UploadStatus.COMPLETED else None
+        file_values = None
+        if stored is not None and to == UploadStatus.COMPLETED:
+            verified = await checked_by_store(self.storage, upload.key, upload.crc64nvme, None, stored)
+            file_values = {"etag": stored.etag, "verified_by": "store" if verified else None}
         if not await self.finish_claim(who, held, upload, to, file_values=file_values):
             current = await self._load(upload.id)
             if current is None:
