@@ -9,7 +9,7 @@ MINIO_BIN_PATH := .cache/bin/minio
 .DEFAULT_GOAL := help
 WEB_STAMP := web-demo/node_modules/.installed
 
-.PHONY: help run test test-fast lint fmt bench minio web-deps screenshots clean lock
+.PHONY: help run test test-fast lint fmt bench chaos minio web-deps screenshots clean lock
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -66,6 +66,21 @@ screenshots: $(STAMP) $(WEB_STAMP) minio ## write screenshots of the web demo an
 
 bench: $(STAMP) minio ## run the benchmarks in bench/ (prints tables and JSON)
 	$(BIN)/python bench/run_all.py
+
+# The full chaos run (tests/real/test_chaos.py; `make test` runs a small one). Knobs: CHAOS_UPLOADS,
+# CHAOS_MAX_MIB, CHAOS_SEED, CHAOS_API_KILLS, CHAOS_MINIO_KILLS, CHAOS_DEADLINE (seconds).
+CHAOS_UPLOADS ?= 300
+CHAOS_MAX_MIB ?= 200
+CHAOS_SEED ?= 20261123
+CHAOS_API_KILLS ?= 30
+CHAOS_MINIO_KILLS ?= 2
+CHAOS_DEADLINE ?= 5400
+
+chaos: $(STAMP) minio ## chaos uploads: 300 up to 200 MiB, >= 30 API and 2 MinIO kills (bench/results/chaos.json)
+	REQUIRE_REAL_SERVICES=1 CHAOS_UPLOADS=$(CHAOS_UPLOADS) CHAOS_MAX_MIB=$(CHAOS_MAX_MIB) \
+	  CHAOS_SEED=$(CHAOS_SEED) CHAOS_API_KILLS=$(CHAOS_API_KILLS) CHAOS_MINIO_KILLS=$(CHAOS_MINIO_KILLS) \
+	  CHAOS_DEADLINE=$(CHAOS_DEADLINE) CHAOS_RESULTS=bench/results/chaos.json \
+	  $(BIN)/pytest tests/real/test_chaos.py -q -s -p no:cacheprovider
 
 clean: ## remove the virtualenv, caches and embedded data
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache .mypy_cache web-demo/node_modules

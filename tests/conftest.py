@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -24,6 +25,9 @@ from upload_plane.app import create_app
 from upload_plane.embedded import EmbeddedS3, prepare, serve_in_thread
 from upload_plane.settings import Settings
 from upload_plane.storage import Storage
+
+if TYPE_CHECKING:
+    from tests.services import MinIO
 
 pytest_plugins = ["tests.services"]
 
@@ -84,12 +88,10 @@ def embedded_backend(workdir: Path, **changes: object) -> Iterator[Backend]:
             s3.stop()
 
 
-@contextmanager
-def real_backend(request: pytest.FixtureRequest, database: str, **changes: object) -> Iterator[Backend]:
-    mariadb = request.getfixturevalue("mariadb")
-    minio = request.getfixturevalue("minio")
-    settings = base_settings(
-        database_url=mariadb.create_database(database),
+def real_settings(database_url: str, minio: MinIO, **changes: object) -> Settings:
+    """Test settings for a MariaDB database and a MinIO of the real tier."""
+    return base_settings(
+        database_url=database_url,
         s3_endpoint_url=minio.endpoint,
         s3_public_endpoint_url=minio.endpoint,
         s3_access_key_id=minio.access_key,
@@ -97,6 +99,13 @@ def real_backend(request: pytest.FixtureRequest, database: str, **changes: objec
         s3_region=minio.region,
         **changes,
     )
+
+
+@contextmanager
+def real_backend(request: pytest.FixtureRequest, database: str, **changes: object) -> Iterator[Backend]:
+    mariadb = request.getfixturevalue("mariadb")
+    minio = request.getfixturevalue("minio")
+    settings = real_settings(mariadb.create_database(database), minio, **changes)
     with serve(settings) as url:
         yield Backend("real", settings, url)
 

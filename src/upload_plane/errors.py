@@ -160,6 +160,12 @@ class StorageUnavailable(DomainError):
     code, title = "STORAGE_UNAVAILABLE", "Object storage is unavailable"
 
 
+class StorageOutcomeUnknown(StorageUnavailable):
+    """The store received a request that is not safe to send twice, and its answer never came back
+    (the connection dropped, the store died, the read timed out): it may or may not have done it.
+    For the client, an outage like any other (503, retry)."""
+
+
 class StoredUploadGone(DomainError):
     """The store no longer knows this multipart upload or object (completed, aborted, purged)."""
 

@@ -134,6 +134,9 @@ class MeteredStorage:
     async def head_object(self, key: str) -> StoredObject | None:
         return await self._timed("head_object", lambda: self.inner.head_object(key))
 
+    async def part_checksum(self, key: str, part_number: int) -> str | None:
+        return await self._timed("head_object_part", lambda: self.inner.part_checksum(key, part_number))
+
     async def delete_object(self, key: str) -> None:
         await self._timed("delete_object", lambda: self.inner.delete_object(key))
 

@@ -7,6 +7,11 @@ worker thread that contends for the interpreter lock; httpx costs about 1 ms; ai
 cost more than the store itself. boto3 remains the S3 library for everything else (bucket set-up,
 CORS, tests, the comparison benches).
 
+Retries: a request that got no answer is sent again (twice), except one that is not safe to send
+twice (CreateMultipartUpload: each one opens another upload) once it may have reached the store: that
+is ``StorageOutcomeUnknown`` at once, and the caller decides what the store may now hold. A refused
+connection reached nothing and is always retried.
+
 S3 quirks handled here: a CompleteMultipartUpload may answer 200 with an ``<Error>`` document
 (treated as that error); HEAD answers carry no error body (the status alone decides); object keys and
 upload ids go into the URL exactly as signed (``encoded=True``, so aiohttp does not re-quote them).
@@ -26,7 +31,7 @@ from xml.sax.saxutils import escape
 import aiohttp
 from yarl import URL
 
-from .errors import DomainError, StorageUnavailable
+from .errors import DomainError, StorageOutcomeUnknown, StorageUnavailable
 from .signing import EMPTY_SHA256, Presigner
 
 log = logging.getLogger("upload_plane.s3http")
@@ -106,10 +111,12 @@ class S3Http:
         params: Sequence[tuple[str, str | None]] = (),
         headers: Mapping[str, str] | None = None,
         body: bytes = b"",
+        idempotent: bool = True,
     ) -> S3Response:
         """Send a signed request; the response if its status is below 300 (and it is not an S3 error
         document), else ``StoreError``. Transport failures and 5xx are retried; after the last
-        attempt they are ``StorageUnavailable``."""
+        attempt they are ``StorageUnavailable``. When not ``idempotent``, a transport failure after
+        the connection was made is ``StorageOutcomeUnknown``, not retried."""
         payload = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
         failure: DomainError | StoreError | None = None
         for attempt in range(ATTEMPTS):
@@ -132,6 +139,10 @@ class S3Http:
                     attempt + 1,
                     exc,
                 )
+                if not idempotent and not isinstance(exc, aiohttp.ClientConnectorError):
+                    raise StorageOutcomeUnknown(
+                        "Object storage did not answer; retry (with the same Idempotency-Key)"
+                    ) from exc
                 failure = StorageUnavailable("Object storage did not answer; nothing was changed")
                 continue
             if status >= 300:
@@ -151,7 +162,10 @@ class S3Http:
     # -- the calls ----------------------------------------------------------------------------------
 
     async def create_multipart(self, key: str, headers: Mapping[str, str]) -> str:
-        root = (await self.request("POST", key, params=(("uploads", None),), headers=headers)).xml()
+        answer = await self.request(
+            "POST", key, params=(("uploads", None),), headers=headers, idempotent=False
+        )
+        root = answer.xml()
         upload_id = text(root, "UploadId")
         if not upload_id:
             raise StoreError(500, "MalformedResponse", "no UploadId in the store's answer")

@@ -24,6 +24,9 @@ S3/MinIO notes:
 - MinIO answers AbortMultipartUpload with 204 for any upload id, one it completed or never knew
   included; whether an abort came after a complete is only known from HeadObject.
 - MinIO cannot list multipart uploads by prefix, so orphans are found from the database.
+- A HeadObject of an assembled object reports its full-object checksum, but moto reports the value
+  the client declared at complete without checking it; HeadObject with ``partNumber`` reports a
+  part's own checksum only from a store that computed it (MinIO), never from moto.
 - Full-object CRC64NVME (MinIO, AWS S3): the algorithm and type must be declared at
   CreateMultipartUpload; each part is then refused without its (signed) ``x-amz-checksum-crc64nvme``;
   CompleteMultipartUpload must list every part's checksum (else ``InvalidPart``) and the whole-file
@@ -149,6 +152,11 @@ class Storage(Protocol):
 
     async def head_object(self, key: str) -> StoredObject | None:
         """The object's size, ETag and full-object checksum, ``None`` if there is no such object."""
+        ...
+
+    async def part_checksum(self, key: str, part_number: int) -> str | None:
+        """The CRC64NVME the store computed for one part of an assembled object, ``None`` if it
+        reports none (a store that checks nothing, or no such object)."""
         ...
 
     async def delete_object(self, key: str) -> None:
@@ -319,6 +327,21 @@ class S3Storage:
             checksum_crc64nvme=headers.get("x-amz-checksum-crc64nvme"),
             checksum_type=headers.get("x-amz-checksum-type"),
         )
+
+    async def part_checksum(self, key: str, part_number: int) -> str | None:
+        try:
+            resp = await self.http.request(
+                "HEAD",
+                key,
+                params=(("partNumber", str(part_number)),),
+                headers={"x-amz-checksum-mode": "ENABLED"},
+            )
+        except StoreError as exc:
+            error = translate_store_error(exc.code, exc.status, _OBJECT_GONE)
+            if isinstance(error, StoredUploadGone):
+                return None
+            raise error from exc
+        return resp.headers.get("x-amz-checksum-crc64nvme")
 
     # -- bucket set-up with boto3, off the event loop ----------------------------------------------
 

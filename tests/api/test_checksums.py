@@ -6,6 +6,7 @@ not verified, and bytes that do not match the declaration never become an availa
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from typing import Any
@@ -21,6 +22,8 @@ from tests.api.helpers import (
     download,
     new_log,
     new_user,
+    store,
+    upload_row,
 )
 from tests.conftest import Backend
 
@@ -81,6 +84,41 @@ def test_a_declared_crc64nvme_is_checked_by_minio_and_recorded(
         assert (file["crc64nvme"], file["sha256"]) == (whole, sha)
         assert file["verified_by"] == ("store" if backend.name == "real" else None)
         assert api.get(f"/files/{file['id']}").json()["verified_by"] == file["verified_by"]
+        assert download(http, api, file["id"]) == data
+
+
+async def complete_in_the_store(backend: Backend, upload: dict[str, Any], whole: str) -> None:
+    """The store assembles the upload and checks the whole file, and the API never hears of it (the
+    worker that asked died, or the answer was lost)."""
+    row = await upload_row(backend, upload["id"])
+    async with store(backend) as storage:
+        parts = await storage.list_parts(row.key, row.s3_upload_id)
+        await storage.complete_multipart(row.key, row.s3_upload_id, parts, whole)
+
+
+@pytest.mark.parametrize("declared_at", ["start", "complete"])
+def test_a_complete_whose_store_answer_was_lost_records_the_stores_check(
+    backend: Backend, http: httpx.Client, declared_at: str
+) -> None:
+    """The next complete finds the object already assembled, and the store's check is read from
+    the object's own CRC64NVME (the store's answer that said so never arrived)."""
+    data = os.urandom(PART + 999)
+    whole, sha = crc64_b64(data), hashlib.sha256(data).hexdigest()
+    with new_user(backend) as api:
+        declared = {"crc64nvme": whole, "sha256": sha}
+        upload = start(
+            api, data, **(declared if declared_at == "start" else {"checksum_algorithm": "CRC64NVME"})
+        )
+        chunks = parts_of(data)
+        signed = sign(api, upload, {n: crc64_b64(b) for n, b in chunks.items()})
+        for n, body in chunks.items():
+            assert put(http, signed[n], body).status_code == 200
+        asyncio.run(complete_in_the_store(backend, upload, whole))
+        done = api.post(f"/uploads/{upload['id']}/complete", json={} if declared_at == "start" else declared)
+        assert done.status_code == 200, done.text
+        file = done.json()
+        assert (file["status"], file["crc64nvme"], file["sha256"]) == ("available", whole, sha)
+        assert file["verified_by"] == ("store" if backend.name == "real" else None)
         assert download(http, api, file["id"]) == data
 
 

@@ -4,6 +4,7 @@ downloads, Ctrl-C and resume, a changed file starting over, and one-line errors 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import stat
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,9 +26,14 @@ from tests.cli_helpers import (
     command,
     personal_token,
     random_file,
+    sha256_of,
 )
 from tests.conftest import Backend
 from upload_plane.client import Client
+from upload_plane.client.api import Api, Retry
+from upload_plane.client.state import ResumeStore
+from upload_plane.client.transfer import Progress
+from upload_plane.client.upload import UploadResult, collect, upload_files
 
 
 def test_login_ls_create_upload_download_and_logout(backend: Backend, tmp_path: Path) -> None:
@@ -149,6 +156,115 @@ def test_ctrl_c_then_resume_and_a_changed_file_starts_over(backend: Backend, tmp
         [fresh] = cli_json(*args, env=env)["files"]
         assert fresh["upload_id"] != second and not fresh["resumed"] and fresh["parts_uploaded"] == 12
         assert api.get(f"/uploads/{second}").json()["status"] == "aborted"
+
+
+class Died(Exception):
+    """The client process ended here (as a SIGKILL would end it)."""
+
+
+class AnswerNeverArrives(httpx.AsyncBaseTransport):
+    """Every request reaches the API; the answer to the first upload start never reaches the client.
+    ``lost``: the connection drops (the client retries); ``died``: the client dies right then."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+        self.inner = httpx.AsyncHTTPTransport()
+        self.started: list[str] = []  # the uploads the lost answers named
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.method == "POST" and request.url.path.endswith("/uploads") and not self.started:
+            await response.aread()
+            self.started.append(json.loads(response.content)["id"])
+            await response.aclose()
+            if self.how == "died":
+                raise Died("killed after the start reached the API")
+            raise httpx.ReadError("connection reset before the answer arrived", request=request)
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def upload_with(
+    backend: Backend, token: str, log_id: str, source: Path, state: Path, transport: httpx.AsyncBaseTransport
+) -> list[UploadResult]:
+    async def run() -> list[UploadResult]:
+        async with Api(backend.base_url, token, retry=Retry(attempts=5, base=0.01, cap=0.05)) as api:
+            await api.http.aclose()
+            api.http = httpx.AsyncClient(
+                base_url=api.http.base_url, headers=api.http.headers, transport=transport
+            )
+            return await upload_files(api, log_id, collect([source]), resume=ResumeStore(state))
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("how", ["lost", "died"])
+def test_a_start_whose_answer_never_arrived_is_the_same_upload_when_sent_again(
+    backend: Backend, tmp_path: Path, how: str
+) -> None:
+    """The start is sent with an Idempotency-Key kept in the resume state before the start is sent:
+    retried after a lost answer, or sent again by the next run after the client died, it names the
+    same upload. (Without the key, the first upload stayed open in the store for good.)"""
+    name, password = new_account(backend)
+    with login(backend, name, password) as api:
+        token, log_id = personal_token(api), new_log(api)["id"]
+        source = random_file(tmp_path / "clip.bin", 6 * MIB + 5)
+        lossy = AnswerNeverArrives(how)
+        if how == "died":
+            with pytest.raises(Died):
+                upload_with(backend, token, log_id, source, tmp_path / "state", lossy)
+            [result] = upload_with(
+                backend, token, log_id, source, tmp_path / "state", httpx.AsyncHTTPTransport()
+            )
+        else:
+            [result] = upload_with(backend, token, log_id, source, tmp_path / "state", lossy)
+        assert lossy.started == [result.upload_id]
+        uploads: list[dict[str, Any]] = api.get("/uploads", params={"log_id": log_id}).json()["items"]
+        assert [(u["id"], u["status"]) for u in uploads] == [(result.upload_id, "completed")]
+        assert api.get(f"/files/{result.file_id}").json()["sha256"] == sha256_of(source)
+
+
+class DiesWhenAFileIsDone(Progress):
+    """The client dies right after a file's upload ended, before it could report it."""
+
+    def finish(self, key: str) -> None:
+        raise Died(f"killed after {key} was done")
+
+
+def test_a_client_that_died_before_reporting_a_done_upload_reports_the_same_file_when_run_again(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """The resume state of a finished upload is kept until its result was reported, so a client that
+    died in between completes the same upload again (an answer, not a second copy of the file)."""
+    name, password = new_account(backend)
+    with login(backend, name, password) as api:
+        token, log_id = personal_token(api), new_log(api)["id"]
+        source = random_file(tmp_path / "clip.bin", 5 * MIB + 7)
+        state = ResumeStore(tmp_path / "state")
+
+        def run(progress: Progress | None = None, report: Any = None) -> list[UploadResult]:
+            async def upload() -> list[UploadResult]:
+                async with Api(backend.base_url, token) as client:
+                    return await upload_files(
+                        client, log_id, collect([source]), resume=state, progress=progress, report=report
+                    )
+
+            return asyncio.run(upload())
+
+        with pytest.raises(Died):
+            run(DiesWhenAFileIsDone())
+        [first] = api.get("/uploads", params={"log_id": log_id}).json()["items"]
+        assert first["status"] == "completed"
+        reported: list[list[UploadResult]] = []
+        [again] = run(report=reported.append)
+        assert [r.upload_id for r in reported[0]] == [again.upload_id] == [first["id"]]
+        assert again.resumed and again.parts_uploaded == 0
+        assert len(api.get("/uploads", params={"log_id": log_id}).json()["items"]) == 1
+        assert [f["id"] for f in api.get(f"/logs/{log_id}/files").json()["items"]] == [again.file_id]
+        [third] = run()  # reported and forgotten: a new run uploads the file again, as asked
+        assert third.upload_id != first["id"] and not third.resumed
 
 
 def test_the_library_facade(backend: Backend, http: httpx.Client, tmp_path: Path) -> None:

@@ -5,16 +5,20 @@ in tests/real/test_lifecycle.py."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import timedelta
 
 import pytest
-from sqlmodel import update
+from sqlmodel import select, update
 
+from tests.fakes import CountingStorage
 from tests.unit.conftest import DATA, World
-from upload_plane.errors import IdempotencyKeyReused
+from upload_plane.errors import IdempotencyKeyReused, StorageOutcomeUnknown, StorageUnavailable
 from upload_plane.models import Upload, utcnow
+from upload_plane.storage import Storage
 from upload_plane.uploads import state
 from upload_plane.uploads.reaper import Reaper
+from upload_plane.uploads.rows import UploadRow
 from upload_plane.uploads.state import UploadStatus
 
 pytestmark = pytest.mark.anyio
@@ -139,3 +143,72 @@ async def test_a_retry_takes_over_a_dead_start_and_the_reaper_sweeps_its_stray(w
     assert set(world.store.uploads) == {again.store_upload_id}
     row, _ = await world.rows(first.id)
     assert row is not None and not row.needs_sweep
+
+
+class AnswerLost(CountingStorage):
+    """The store makes the first multipart upload asked for, but its answer never comes back."""
+
+    def __init__(self, inner: Storage) -> None:
+        super().__init__(inner)
+        self.lose = True
+
+    async def create_multipart(self, key: str, content_type: str, crc64nvme: bool = False) -> str:
+        upload_id = await super().create_multipart(key, content_type, crc64nvme)
+        if self.lose:
+            self.lose = False
+            raise StorageOutcomeUnknown("the store's answer never came back")
+        return upload_id
+
+
+def start_with_key(world: World, key: str) -> Awaitable[UploadRow]:
+    return world.call(
+        lambda u, _: u.start(
+            world.user, world.log_id, filename="e.bin", size=len(DATA), content_type=None, sha256=None,
+            part_size=None, idempotency_key=key,
+        )
+    )  # fmt: skip
+
+
+async def row_of_key(world: World, key: str) -> Upload:
+    async with world.db.sessions() as session:
+        return (await session.exec(select(Upload).where(Upload.idempotency_key == key))).one()
+
+
+@pytest.mark.parametrize("retried", [True, False], ids=["retried", "abandoned"])
+async def test_a_start_whose_store_answer_was_lost_leaves_its_key_to_the_reaper(
+    world: World, retried: bool
+) -> None:
+    world.storage = AnswerLost(world.store)
+    with pytest.raises(StorageUnavailable):  # 503 to the client
+        await start_with_key(world, "k")
+    [stray] = world.store.uploads  # the store made one that no row names
+    row = await row_of_key(world, "k")
+    assert (row.status, row.s3_upload_id, row.needs_sweep, row.claim_token) == ("creating", None, True, None)
+    if retried:  # the client sends the start again with its key: the same upload, its own in the store
+        again = await start_with_key(world, "k")
+        assert again.id == row.id and again.status == UploadStatus.UPLOADING
+        report = await Reaper(world.pool, world.storage, world.settings).run()
+        assert (report.swept, report.forgotten) == (1, 0)
+        assert set(world.store.uploads) == {again.store_upload_id} != {stray}
+    else:  # the client never comes back: the reaper aborts what the key holds and removes the rows
+        report = await Reaper(world.pool, world.storage, world.settings).run()
+        assert (report.swept, report.forgotten) == (1, 1)
+        assert not world.store.uploads
+        assert await world.rows(row.id) == (None, None)
+
+
+async def test_a_retry_whose_own_start_fails_leaves_the_dead_starts_stray_to_the_reaper(world: World) -> None:
+    first = await start_with_key(world, "k")  # the store made it; the worker died before recording it
+    await set_row(
+        world, first.id, status="creating", s3_upload_id=None, claim_token="dead",
+        claimed_at=long_ago("creating"),
+    )  # fmt: skip
+    world.store.down = True
+    with pytest.raises(StorageUnavailable):  # the retry takes the dead start over, the store is down
+        await start_with_key(world, "k")
+    world.store.down = False
+    row, _ = await world.rows(first.id)
+    assert row is not None and (row.status, row.needs_sweep, row.claim_token) == ("creating", True, None)
+    report = await Reaper(world.pool, world.storage, world.settings).run()
+    assert (report.swept, report.forgotten) == (1, 1)
+    assert not world.store.uploads  # the dead start's multipart upload did not outlive its key

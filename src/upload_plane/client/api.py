@@ -385,9 +385,14 @@ class Api:
         content_type: str | None = None,
         part_size: int | None = None,
         store_checks: bool = True,
+        idempotency_key: str | None = None,
     ) -> Upload:
         """Start an upload whose whole-file checksums are declared at complete; with ``store_checks``
-        the store checks the whole-file CRC64NVME (and every part is signed with its own)."""
+        the store checks the whole-file CRC64NVME (and every part is signed with its own).
+
+        With ``idempotency_key`` a start sent again (its answer was lost, here or in an earlier
+        process) answers the same upload; without one, each retry would open another upload.
+        """
         body: dict[str, Any] = {"filename": filename, "size": size}
         if store_checks:
             body["checksum_algorithm"] = "CRC64NVME"
@@ -395,7 +400,15 @@ class Api:
             body["content_type"] = content_type
         if part_size:
             body["part_size"] = part_size
-        return await self.typed(Upload, "POST", f"/logs/{log_id}/uploads", json=body)
+        return await self.typed(
+            Upload,
+            "POST",
+            f"/logs/{log_id}/uploads",
+            json=body,
+            headers={"Idempotency-Key": idempotency_key} if idempotency_key else None,
+            # a retry whose first try is still being started elsewhere: wait for it
+            retry_codes=frozenset({"UPLOAD_COMPLETING"}),
+        )
 
     async def upload_status(self, upload_id: str) -> UploadStatus:
         return await self.typed(UploadStatus, "GET", f"/uploads/{upload_id}")

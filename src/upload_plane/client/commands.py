@@ -247,12 +247,28 @@ def cmd_logout(args: argparse.Namespace) -> int:
 
 @run
 def cmd_upload(args: argparse.Namespace) -> int:
-    from .upload import collect, upload_files
+    from .upload import UploadResult, collect, upload_files
+
+    def report(results: list[UploadResult]) -> None:
+        """Print the results, out of the process before the resume states are forgotten (see
+        ``upload_files``)."""
+        if args.json:
+            print_json({"files": [r.__dict__ for r in results]})
+        else:
+            for r in results:
+                verified = (
+                    "verified by the store" if r.verified_by == "store" else "not verified by the store"
+                )
+                skipped = f", {r.parts_skipped} parts were already there" if r.parts_skipped else ""
+                print(
+                    f"{r.filename}: file {r.file_id}, {r.size} bytes, sha256 {r.sha256} ({verified}{skipped})"
+                )
+        sys.stdout.flush()
 
     files = collect(args.paths)
     progress = progress_for(args, sum(f.path.stat().st_size for f in files), len(files))
     with progress:
-        results = run_async(
+        run_async(
             args,
             lambda api: upload_files(
                 api,
@@ -262,16 +278,10 @@ def cmd_upload(args: argparse.Namespace) -> int:
                 part_size=args.part_size,
                 limit_rate=args.limit_rate,
                 progress=progress,
+                report=report,
             ),
             progress,
         )
-    if args.json:
-        print_json({"files": [r.__dict__ for r in results]})
-    else:
-        for r in results:
-            verified = "verified by the store" if r.verified_by == "store" else "not verified by the store"
-            skipped = f", {r.parts_skipped} parts were already there" if r.parts_skipped else ""
-            print(f"{r.filename}: file {r.file_id}, {r.size} bytes, sha256 {r.sha256} ({verified}{skipped})")
     return 0
 
 

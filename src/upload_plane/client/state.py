@@ -2,8 +2,9 @@
 
 Resume state is one small JSON file per (API, absolute path, log) under
 ``$XDG_STATE_HOME/upload-plane/uploads/`` (default ``~/.local/state``). It is written atomically
-(temporary file, fsync, rename) right after an upload starts and again as parts finish, so a Ctrl-C,
-a SIGKILL or a power cut leaves either the previous or the new version, never a torn one. The store
+(temporary file, fsync, rename) before an upload is started (with the start's Idempotency-Key),
+right after it started, and again as parts finish, so a Ctrl-C, a SIGKILL or a power cut leaves
+either the previous or the new version, never a torn one. The store
 stays the authority on which parts exist; the file names the upload and remembers each sent part's
 CRC64NVME (so a changed file is noticed even on a store that does not report part checksums).
 
@@ -75,17 +76,23 @@ def read_json(path: Path) -> Any:
 
 @dataclass
 class ResumeState:
-    """What a returning client needs to continue an upload of the same, unchanged file."""
+    """What a returning client needs to continue an upload of the same, unchanged file.
+
+    It is first written before the upload is started, with only ``start_key`` (the start's
+    Idempotency-Key) and an empty ``upload_id``: a client that dies before the answer is recorded
+    sends the start again with that key and gets the same upload back, instead of leaving one open.
+    """
 
     api_url: str
     path: str
     log_id: str
     size: int
     mtime_ns: int
-    upload_id: str
+    upload_id: str  # "" until the start has answered
     part_size: int
     part_count: int
     parts: dict[str, str] = field(default_factory=dict)  # part number -> CRC64NVME (base64), as sent
+    start_key: str = ""
 
 
 class ResumeStore:

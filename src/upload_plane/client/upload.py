@@ -22,8 +22,9 @@ import contextlib
 import dataclasses
 import mimetypes
 import os
+import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -138,6 +139,8 @@ class Uploader:
         self.resume = resume or ResumeStore()
         self.progress = progress or Progress()
         self.buffers = _Buffers(self.parallel)
+        #: The states of uploads that completed: kept until their results were reported.
+        self.finished: list[ResumeState] = []
 
     async def upload_all(self, log_id: str, files: Sequence[LocalFile]) -> list[UploadResult]:
         """Upload every file (up to ``parallel`` files at once); the first failure stops the rest."""
@@ -171,44 +174,61 @@ class Uploader:
         finally:
             self.progress.finish(key)
 
+    def forget_finished(self) -> None:
+        """Forget the resume states of the completed uploads (once their results were reported)."""
+        for state in self.finished:
+            self.resume.forget(state)
+        self.finished.clear()
+
     async def _open(self, log_id: str, item: LocalFile, stat: os.stat_result, *, fresh: bool) -> _Opened:
-        """The upload to continue, or a new one (recorded in the state file at once)."""
+        """The upload to continue, or a new one. The start's Idempotency-Key is in the state file
+        before the start is sent, so a start whose answer never arrived is asked for again."""
         saved = self.resume.load(self.api.api_url, str(item.path), log_id)
+        start_key = None
         if saved is not None and not fresh:
-            if (saved.size, saved.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+            unchanged = (saved.size, saved.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+            if unchanged and not saved.upload_id:  # started, but the answer was never recorded
+                start_key = saved.start_key or None
+            elif unchanged:
                 status = await self._status(saved.upload_id)
                 if status is not None and status.status in ("completing", "completed"):
                     return _Opened(saved, status, None, resumed=True)
                 if status is not None and status.status == "uploading" and not _expired(status):
                     held = status.parts.uploaded if status.parts else []
                     return _Opened(saved, status, {p.part_number: p for p in held}, resumed=True)
-            else:  # the file changed since: its old upload can never complete
+            elif saved.upload_id:  # the file changed since: its old upload can never complete
                 with contextlib.suppress(ApiError):
                     await self.api.abort(saved.upload_id)
-            self.resume.forget(saved)
-        content_type = mimetypes.guess_type(item.name)[0]
-        upload = await self.api.start_upload(
-            log_id,
-            item.name,
-            stat.st_size,
-            content_type=content_type,
-            part_size=self.part_size,
-            # Not for empty files: MinIO refuses the (correct) CRC64NVME of zero bytes at complete
-            # (XAmzContentChecksumMismatch; measured on the pinned build). Nothing to verify anyway.
-            store_checks=stat.st_size > 0,
-        )
+            if start_key is None:
+                self.resume.forget(saved)
         state = ResumeState(
             api_url=self.api.api_url,
             path=str(item.path),
             log_id=log_id,
             size=stat.st_size,
             mtime_ns=stat.st_mtime_ns,
-            upload_id=upload.id,
-            part_size=upload.part_size,
-            part_count=upload.part_count,
+            upload_id="",
+            part_size=0,
+            part_count=0,
+            start_key=start_key or secrets.token_urlsafe(24),
         )
+        if start_key is None:
+            await asyncio.to_thread(self.resume.save, state)
+        upload = await self.api.start_upload(
+            log_id,
+            item.name,
+            stat.st_size,
+            content_type=mimetypes.guess_type(item.name)[0],
+            part_size=self.part_size,
+            # Not for empty files: MinIO refuses the (correct) CRC64NVME of zero bytes at complete
+            # (XAmzContentChecksumMismatch; measured on the pinned build). Nothing to verify anyway.
+            store_checks=stat.st_size > 0,
+            idempotency_key=state.start_key,
+        )
+        state.upload_id, state.part_size, state.part_count = upload.id, upload.part_size, upload.part_count
         await asyncio.to_thread(self.resume.save, state)
-        return _Opened(state, upload, {}, resumed=False)
+        finishing = upload.status in ("completing", "completed")  # an earlier run got this far
+        return _Opened(state, upload, None if finishing else {}, resumed=start_key is not None)
 
     async def _status(self, upload_id: str) -> UploadStatus | None:
         try:
@@ -282,7 +302,7 @@ class Uploader:
         file = await self.api.complete(upload.id, digest.sha256, crc64nvme)
         if (file.sha256, file.crc64nvme) != (digest.sha256, crc64nvme):
             raise ApiError(0, "INTEGRITY_ERROR", f"{item.name}: the API recorded other checksums")
-        self.resume.forget(state)
+        self.finished.append(state)
         return UploadResult(
             path=key,
             filename=item.name,
@@ -447,8 +467,14 @@ async def upload_files(
     limit_rate: int | None = None,
     progress: Progress | None = None,
     resume: ResumeStore | None = None,
+    report: Callable[[list[UploadResult]], None] | None = None,
 ) -> list[UploadResult]:
-    """Upload ``files`` (see :func:`collect`) into a log; see the module docstring."""
+    """Upload ``files`` (see :func:`collect`) into a log; see the module docstring.
+
+    The resume states of the completed uploads are forgotten only after ``report`` had the results
+    (the CLI prints them there): a client that dies before its results were reported completes the
+    same uploads on its next run and reports the same files, instead of uploading them again.
+    """
     store = Store(
         retry=api.retry,
         connections=max(1, parallel),
@@ -461,7 +487,11 @@ async def upload_files(
         uploader = Uploader(
             api, store, parallel=parallel, part_size=part_size, resume=resume, progress=progress
         )
-        return await uploader.upload_all(log_id, files)
+        results = await uploader.upload_all(log_id, files)
+        if report is not None:
+            report(results)
+        uploader.forget_finished()
+        return results
     finally:
         store.close()
 

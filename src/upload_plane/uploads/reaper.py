@@ -30,7 +30,7 @@ from ..sql import Pool
 from ..storage import CRC64NVME, Storage
 from . import rows, state
 from .rows import UploadRow
-from .service import UploadService
+from .service import UploadService, checked_by_store
 from .state import Claim, UploadStatus
 
 log = logging.getLogger("upload_plane.reaper")
@@ -160,11 +160,8 @@ class Reaper:
             await self.uploads.hand_back(held)
             report.handed_back += 1
             return
-        verified = bool(
-            row.checksum_algorithm == CRC64NVME
-            and row.crc64nvme
-            and stored.checksum_crc64nvme == row.crc64nvme
-        )
+        declared = row.crc64nvme if row.checksum_algorithm == CRC64NVME else None
+        verified = await checked_by_store(self.storage, row.key, declared, None, stored)
         file_values = {"etag": stored.etag, "verified_by": "store" if verified else None}
         if await self.uploads.finish_claim(None, held, row, U.COMPLETED, file_values=file_values):
             report.completed += 1

@@ -10,8 +10,11 @@ This is the request hot path, so it talks to the database through ``sql.py`` (th
 each call checks out a connection for a short unit of work and gives it back before any store call.
 
 Order of effects, so that failures leave nothing half-written:
-- start: CreateMultipartUpload first (an outage changes nothing), then the rows; if the rows cannot be
-  written the multipart upload is aborted again.
+- start: the rows first (``creating``, with the key), then CreateMultipartUpload, then ``uploading``
+  with the store's upload id. A store that refused or was not reached: the rows are removed again
+  (an outage changes nothing). A store whose answer was lost, or a key an earlier dead start used:
+  the row stays ``creating`` for a retry with the idempotency key or the reaper, which aborts what
+  the store holds on the key, so no multipart upload is left open that no row records.
 - complete: claim ``completing``; ListParts and check every planned part; CompleteMultipartUpload;
   HeadObject; finish ``completed`` (file ``available``). If the store says the upload is gone,
   HeadObject decides whether an earlier complete succeeded (its answer was lost) and the file is
@@ -47,6 +50,7 @@ from ..errors import (
     PartEtagMismatch,
     PartSizeMismatch,
     PartsMissing,
+    StorageOutcomeUnknown,
     StorageUnavailable,
     StoredUploadGone,
     UploadBusy,
@@ -60,7 +64,15 @@ from ..pagination import Page, PageRequest, page_of
 from ..ratelimit import Limit, RateLimits
 from ..settings import Settings
 from ..sql import Connection, Pool
-from ..storage import CRC64NVME, CompletedObject, PartToSign, Storage, StoredPart, normalize_etag
+from ..storage import (
+    CRC64NVME,
+    CompletedObject,
+    PartToSign,
+    Storage,
+    StoredObject,
+    StoredPart,
+    normalize_etag,
+)
 from . import rows, state
 from .rows import FileRow, UploadRow
 from .rules import PartPlan, object_key, plan_parts
@@ -107,6 +119,25 @@ class PartState:
     uploaded: list[StoredPart]
     missing: list[int]
     bytes_uploaded: int
+
+
+async def checked_by_store(
+    storage: Storage, key: str, crc64nvme: str | None, completed: CompletedObject | None, stored: StoredObject
+) -> bool:
+    """Whether the store checked the whole file against the declared ``crc64nvme``. Its answer to
+    CompleteMultipartUpload says so. When that answer never arrived (an earlier complete assembled
+    the object: its worker died, or the answer was lost), the object says so, if the store computes
+    checksums itself: it reports the first part's own CRC64NVME (moto reports none; it also reports
+    back as the object's checksum whatever was declared, unchecked), and the full-object CRC64NVME it
+    combined from the parts it verified equals the declared one (else it would have refused the
+    complete)."""
+    if not crc64nvme:
+        return False
+    if completed is not None:
+        return completed.checksum_crc64nvme == crc64nvme
+    if stored.checksum_crc64nvme != crc64nvme:
+        return False
+    return await storage.part_checksum(key, 1) is not None
 
 
 def plan_of(upload: UploadRow) -> PartPlan:
@@ -308,10 +339,17 @@ class UploadService:
             s3_upload_id = await self.storage.create_multipart(
                 upload.key, upload.content_type, crc64nvme=upload.checksum_algorithm == CRC64NVME
             )
-        except DomainError:
-            # The store refused or did not answer: nothing of this start may remain (503 changes
-            # nothing). If even this fails, the reaper forgets the row once its claim is stale.
-            await self._forget_quietly(held, upload, on_forget)
+        except DomainError as exc:
+            if isinstance(exc, StorageOutcomeUnknown) or upload.needs_sweep:
+                # The store may hold a multipart upload on this key that no row will record: this
+                # start's (its answer was lost) or a dead earlier start's. Removing the row would lose
+                # the key; it stays ``creating``, marked for the sweep and free to take: a retry with
+                # the idempotency key takes it over, or the reaper aborts what the key holds.
+                await self._leave_to_reaper(held)
+            else:
+                # The store refused or was not reached: nothing of this start may remain (503 changes
+                # nothing). If even this fails, the reaper forgets the row once its claim is stale.
+                await self._forget_quietly(held, upload, on_forget)
             raise
         failpoints.hit("after_store_create")
         now = utcnow()
@@ -334,6 +372,14 @@ class UploadService:
         upload.claim_token = upload.claimed_at = None
         upload.updated_at = now
         return upload
+
+    async def _leave_to_reaper(self, held: Claim) -> None:
+        try:
+            async with self.pool.connect() as conn:
+                await state.abandon(conn, held, utcnow(), sweep=True)
+        except (SQLAlchemyError, DomainError):
+            # The claim goes stale; the reaper's undo of a dead start aborts whatever the key holds.
+            log.warning("could not leave the failed start of upload %s to the reaper", held.upload_id)
 
     async def _forget_quietly(self, held: Claim, upload: UploadRow, on_forget: OnStart | None = None) -> None:
         try:
@@ -682,12 +728,7 @@ class UploadService:
                 return await self._after_lost_claim(upload.id)
             await self._delete_quietly(upload.key)
             raise ObjectMismatch(mismatch)
-        # The store checked the whole file only if its own answer to the complete says so.
-        verified = bool(
-            declared.crc64nvme
-            and completed is not None
-            and completed.checksum_crc64nvme == declared.crc64nvme
-        )
+        verified = await checked_by_store(self.storage, upload.key, declared.crc64nvme, completed, stored)
         values = {"sha256": declared.sha256, "crc64nvme": declared.crc64nvme}
         etag = stored.etag or (completed.etag if completed else "")
         file_values = {**values, "etag": etag, "verified_by": "store" if verified else None}
@@ -791,7 +832,10 @@ class UploadService:
         if stored is not None and stored.size == upload.size:
             log.warning("upload %s was completed in the store before it could be %s", upload.id, to)
             to = UploadStatus.COMPLETED
-        file_values = {"etag": stored.etag} if stored is not None and to == UploadStatus.COMPLETED else None
+        file_values = None
+        if stored is not None and to == UploadStatus.COMPLETED:
+            verified = await checked_by_store(self.storage, upload.key, upload.crc64nvme, None, stored)
+            file_values = {"etag": stored.etag, "verified_by": "store" if verified else None}
         if not await self.finish_claim(who, held, upload, to, file_values=file_values):
             current = await self._load(upload.id)
             if current is None:

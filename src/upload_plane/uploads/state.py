@@ -251,13 +251,16 @@ async def forget_creating(conn: Connection, held: Claim, file_id: str) -> bool:
     return True
 
 
-async def abandon(conn: Connection, held: Claim, now: datetime) -> bool:
+async def abandon(conn: Connection, held: Claim, now: datetime, *, sweep: bool = False) -> bool:
     """Give up a claim without leaving its held state, so that the next claim of the same kind takes
-    it over at once (``deleting``: a half-done delete is finished, never undone)."""
+    it over at once (``deleting``: a half-done delete is finished, never undone). ``sweep`` marks the
+    key for the reaper: the store may hold multipart uploads on it that no row records."""
+    mark = ", needs_sweep = %s" if sweep else ""
     changed = await conn.run(
-        "UPDATE uploads SET claim_token = NULL, claimed_at = NULL, updated_at = %s "
+        f"UPDATE uploads SET claim_token = NULL, claimed_at = NULL, updated_at = %s{mark} "
         "WHERE id = %s AND status = %s AND claim_token = %s",
         now,
+        *([True] if sweep else []),
         held.upload_id,
         held.status,
         held.token,

@@ -1,0 +1,83 @@
+"""Retries of the store calls on the hot path (``s3http.py``) against a store that takes each request
+and dies before answering: a request safe to send twice is sent again; CreateMultipartUpload is not
+(each one would open another upload), and says that its outcome is unknown."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from tests.services import free_port
+from upload_plane.errors import StorageOutcomeUnknown, StorageUnavailable
+from upload_plane.s3http import ATTEMPTS, S3Http
+from upload_plane.signing import Presigner
+
+
+class DiesBeforeAnswering:
+    """Accepts connections, reads each request's head, and closes without a word; counts them."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.requests = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                head = b""
+                while b"\r\n\r\n" not in head and (chunk := conn.recv(4096)):
+                    head += chunk
+                self.requests += 1
+
+
+@pytest.fixture
+def dying_store() -> Iterator[DiesBeforeAnswering]:
+    store = DiesBeforeAnswering()
+    yield store
+    store.listener.close()
+
+
+def s3http(port: int) -> S3Http:
+    return S3Http(Presigner(f"http://127.0.0.1:{port}", "evidence", "us-east-1", "key-id", "secret"))
+
+
+def call(port: int, what: str) -> None:
+    async def run() -> None:
+        client = s3http(port)
+        try:
+            if what == "create":
+                await client.create_multipart("cases/c/logs/l/f/a.bin", {})
+            else:
+                await client.list_parts_page("cases/c/logs/l/f/a.bin", "upload-1", 0)
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_create_whose_answer_was_lost_is_not_sent_again(dying_store: DiesBeforeAnswering) -> None:
+    with pytest.raises(StorageOutcomeUnknown):
+        call(dying_store.port, "create")
+    assert dying_store.requests == 1
+
+
+def test_a_read_whose_answer_was_lost_is_sent_again(dying_store: DiesBeforeAnswering) -> None:
+    with pytest.raises(StorageUnavailable) as caught:
+        call(dying_store.port, "list parts")
+    assert not isinstance(caught.value, StorageOutcomeUnknown)
+    assert dying_store.requests >= ATTEMPTS  # (aiohttp itself sends a GET twice on a dropped connection)
+
+
+def test_a_create_that_reached_nothing_is_an_outage_not_an_unknown() -> None:
+    with pytest.raises(StorageUnavailable) as caught:
+        call(free_port(), "create")  # nobody listens: the connection is refused, every time
+    assert not isinstance(caught.value, StorageOutcomeUnknown)
