@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -26,6 +27,7 @@ from tests.api.helpers import (
     upload_row,
 )
 from tests.conftest import Backend
+from upload_plane.models import utcnow
 
 PART = 5 * MIB
 
@@ -118,6 +120,63 @@ def test_a_complete_whose_store_answer_was_lost_records_the_stores_check(
         assert done.status_code == 200, done.text
         file = done.json()
         assert (file["status"], file["crc64nvme"], file["sha256"]) == ("available", whole, sha)
+        assert file["verified_by"] == ("store" if backend.name == "real" else None)
+        assert download(http, api, file["id"]) == data
+
+
+async def reap_as_if_the_completer_died(backend: Backend, upload_id: str) -> None:
+    """The completer claimed the upload, the store completed it, and the completer died before the
+    commit: its claim is left to age, and the reaper finishes the upload from what the store holds."""
+    from upload_plane.sql import create_pool
+    from upload_plane.uploads.reaper import Reaper
+
+    pool = create_pool(backend.settings)
+    try:
+        async with pool.connect() as conn:
+            await conn.run(
+                "UPDATE uploads SET status = %s, claim_token = %s, claimed_at = %s WHERE id = %s",
+                "completing",
+                "a-dead-completer",
+                utcnow() - timedelta(hours=1),
+                upload_id,
+            )
+        async with store(backend) as storage:
+            report = await Reaper(pool, storage, backend.settings).run()
+        assert report.completed == 1, report
+    finally:
+        await pool.close()
+
+
+def test_checksums_declared_after_the_reaper_completed_the_upload_are_recorded(
+    backend: Backend, http: httpx.Client
+) -> None:
+    """The CLI declares the whole file's checksums at complete. When the reaper finished its upload
+    (the completer died after the store's complete), the client's complete sent again records them:
+    CRC64NVME only as the stored object has it, store-verified on MinIO; a recorded value stands."""
+    data = os.urandom(PART + 4321)
+    whole, sha = crc64_b64(data), hashlib.sha256(data).hexdigest()
+    with new_user(backend) as api:
+        upload = start(api, data, checksum_algorithm="CRC64NVME")
+        chunks = parts_of(data)
+        signed = sign(api, upload, {n: crc64_b64(b) for n, b in chunks.items()})
+        for n, body in chunks.items():
+            assert put(http, signed[n], body).status_code == 200
+        asyncio.run(complete_in_the_store(backend, upload, whole))
+        asyncio.run(reap_as_if_the_completer_died(backend, upload["id"]))
+        reaped = api.get(f"/files/{upload['file_id']}").json()
+        assert (reaped["status"], reaped["sha256"], reaped["crc64nvme"]) == ("available", None, None)
+
+        wrong = api.post(
+            f"/uploads/{upload['id']}/complete",
+            json={"crc64nvme": crc64_b64(b"other bytes"), "sha256": sha},
+        )
+        assert wrong.status_code == 200 and wrong.json()["crc64nvme"] is None, wrong.text  # not the object's
+        done = api.post(f"/uploads/{upload['id']}/complete", json={"crc64nvme": whole, "sha256": sha})
+        assert done.status_code == 200, done.text
+        file = done.json()
+        assert (file["crc64nvme"], file["sha256"]) == (whole, sha)
+        other = api.post(f"/uploads/{upload['id']}/complete", json={"crc64nvme": whole, "sha256": "0" * 64})
+        assert_problem(other, 400, "VALIDATION_ERROR")  # a recorded value stands
         assert file["verified_by"] == ("store" if backend.name == "real" else None)
         assert download(http, api, file["id"]) == data
 

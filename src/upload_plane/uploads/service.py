@@ -650,7 +650,7 @@ class UploadService:
         )
         if held is None:
             if upload.status == UploadStatus.COMPLETED:
-                return await self._file_of(upload)
+                return await self._completed_without(upload, declared)
             raise not_uploading(upload)
         try:
             return await self._complete_claimed(who, held, upload, client_parts, declared)
@@ -661,6 +661,28 @@ class UploadService:
             # is safe even if the store did complete: the next complete finds the object (HeadObject).
             await self.hand_back(held)
             raise
+
+    async def _completed_without(self, upload: UploadRow, declared: Declared) -> FileRow:
+        """A complete sent again after the upload was completed: the file, with the checksums this
+        call declares recorded if the file was finished without them (the reaper completed it after
+        its completer died, before the client could declare them). A CRC64NVME is recorded only if
+        the stored object agrees (store-verified when the store computed it); a recorded value never
+        changes, so a client holding other bytes sees the difference."""
+        file = await self._file_of(upload)
+        values: dict[str, Any] = {}
+        if declared.sha256 and file.sha256 is None:
+            values["sha256"] = declared.sha256
+        if declared.crc64nvme and file.crc64nvme is None:
+            stored = await self.storage.head_object(upload.key)
+            if stored is not None and stored.checksum_crc64nvme in (None, declared.crc64nvme):
+                values["crc64nvme"] = declared.crc64nvme
+                if await checked_by_store(self.storage, upload.key, declared.crc64nvme, None, stored):
+                    values["verified_by"] = "store"
+        if not values:
+            return file
+        async with self.pool.connect() as conn, conn.transaction():
+            await state.fill_checksums(conn, upload.id, upload.file_id, values)
+        return await self._file_of(upload)
 
     async def _settle_post(self, who: Principal, upload: UploadRow) -> FileRow:
         """Complete a form upload: it is done once its object exists (``post.py``)."""

@@ -216,6 +216,25 @@ async def set_file_status(
         raise TransitionError(f"file {file_id} was not {expect}")
 
 
+async def fill_checksums(conn: Connection, upload_id: str, file_id: str, values: dict[str, Any]) -> None:
+    """Record whole-file checksums a completed file was finished without (the reaper completed it
+    for a completer that died before declaring them). Only columns still empty are set, so a value
+    once recorded never changes."""
+    for name in sorted(values):
+        if name not in _FILE_COLUMNS - {"etag"}:
+            raise TransitionError(f"not a checksum column: {name}")
+        await conn.run(
+            f"UPDATE files SET {name} = %s WHERE id = %s AND status = %s AND {name} IS NULL",
+            values[name],
+            file_id,
+            F.AVAILABLE,
+        )
+        if name != "verified_by":
+            await conn.run(
+                f"UPDATE uploads SET {name} = %s WHERE id = %s AND {name} IS NULL", values[name], upload_id
+            )
+
+
 async def created(conn: Connection, held: Claim, s3_upload_id: str, now: datetime) -> bool:
     """End a ``creating`` claim with the store's upload id: the upload is ``uploading``. ``False``
     if the claim was lost (a retry took it over and made its own). Run it in a transaction with the
