@@ -20,7 +20,9 @@ from tests.conftest import ADMIN_PASSWORD, Backend
 from upload_plane.db import create_database
 from upload_plane.errors import StoredUploadGone
 from upload_plane.models import File, Upload, UploadLink, utcnow
+from upload_plane.sql import create_pool
 from upload_plane.storage import S3Storage
+from upload_plane.uploads.reaper import Reaper, ReapReport
 
 MIB = 1024 * 1024
 PROBLEM = "application/problem+json"
@@ -333,3 +335,22 @@ async def expire_link(backend: Backend, link_id: str) -> None:
         row.expires_at = utcnow() - timedelta(seconds=1)
         session.add(row)
         await session.commit()
+
+
+async def reap_a_dead_claim(backend: Backend, upload_id: str, status: str) -> ReapReport:
+    """Leave ``upload_id`` claimed ``status`` by a worker that died an hour ago, and run the reaper
+    once (it settles dead claims from what the store holds)."""
+    pool = create_pool(backend.settings)
+    try:
+        async with pool.connect() as conn:
+            await conn.run(
+                "UPDATE uploads SET status = %s, claim_token = %s, claimed_at = %s WHERE id = %s",
+                status,
+                "a-dead-worker",
+                utcnow() - timedelta(hours=1),
+                upload_id,
+            )
+        async with store(backend) as storage:
+            return await Reaper(pool, storage, backend.settings).run()
+    finally:
+        await pool.close()

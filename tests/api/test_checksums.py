@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -23,11 +22,11 @@ from tests.api.helpers import (
     download,
     new_log,
     new_user,
+    reap_a_dead_claim,
     store,
     upload_row,
 )
 from tests.conftest import Backend
-from upload_plane.models import utcnow
 
 PART = 5 * MIB
 
@@ -124,29 +123,6 @@ def test_a_complete_whose_store_answer_was_lost_records_the_stores_check(
         assert download(http, api, file["id"]) == data
 
 
-async def reap_as_if_the_completer_died(backend: Backend, upload_id: str) -> None:
-    """The completer claimed the upload, the store completed it, and the completer died before the
-    commit: its claim is left to age, and the reaper finishes the upload from what the store holds."""
-    from upload_plane.sql import create_pool
-    from upload_plane.uploads.reaper import Reaper
-
-    pool = create_pool(backend.settings)
-    try:
-        async with pool.connect() as conn:
-            await conn.run(
-                "UPDATE uploads SET status = %s, claim_token = %s, claimed_at = %s WHERE id = %s",
-                "completing",
-                "a-dead-completer",
-                utcnow() - timedelta(hours=1),
-                upload_id,
-            )
-        async with store(backend) as storage:
-            report = await Reaper(pool, storage, backend.settings).run()
-        assert report.completed == 1, report
-    finally:
-        await pool.close()
-
-
 def test_checksums_declared_after_the_reaper_completed_the_upload_are_recorded(
     backend: Backend, http: httpx.Client
 ) -> None:
@@ -162,7 +138,8 @@ def test_checksums_declared_after_the_reaper_completed_the_upload_are_recorded(
         for n, body in chunks.items():
             assert put(http, signed[n], body).status_code == 200
         asyncio.run(complete_in_the_store(backend, upload, whole))
-        asyncio.run(reap_as_if_the_completer_died(backend, upload["id"]))
+        report = asyncio.run(reap_a_dead_claim(backend, upload["id"], "completing"))
+        assert report.completed == 1, report
         reaped = api.get(f"/files/{upload['file_id']}").json()
         assert (reaped["status"], reaped["sha256"], reaped["crc64nvme"]) == ("available", None, None)
 

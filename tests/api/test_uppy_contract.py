@@ -18,17 +18,21 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from sqlmodel import select
 
 from tests.api.helpers import (
     MIB,
     admin,
     assert_problem,
+    backend_db,
     expire_link,
     new_log,
     new_user,
+    reap_a_dead_claim,
     record_server_errors,
 )
 from tests.conftest import Backend
+from upload_plane.models import Upload
 
 
 def anonymous(backend: Backend) -> httpx.Client:
@@ -323,6 +327,32 @@ def test_an_aborted_link_upload_gives_its_share_back(backend: Backend) -> None:
         assert (listed["files_used"], listed["bytes_used"]) == (0, 0)
         again = anon.post(f"{base}/s3/multipart", json={"filename": "b", "metadata": {"size": 6 * MIB}})
         assert again.status_code == 200, again.text
+
+
+@pytest.mark.parametrize("dead", ["creating", "expiring"])
+def test_a_link_upload_the_reaper_ends_gives_its_share_back(backend: Backend, dead: str) -> None:
+    """A start through a link that died before the store's answer was recorded (forgotten by the
+    reaper, its stray multipart upload swept), or an upload that expired: the link gets its share
+    back."""
+    with new_user(backend) as manager, anonymous(backend) as anon:
+        log = new_log(manager)
+        link = new_link(manager, log["id"], max_files=1)
+        created = anon.post(
+            f"{endpoint(link)}/s3/multipart", json={"filename": "a", "metadata": {"size": 6 * MIB}}
+        ).json()
+        upload_id = asyncio.run(upload_id_of_key(backend, created["key"]))
+        report = asyncio.run(reap_a_dead_claim(backend, upload_id, dead))
+        ended = (report.forgotten, report.swept) if dead == "creating" else (report.expired, 1)
+        assert ended == (1, 1) and report.errors == 0, report
+        listed = manager.get(f"/logs/{log['id']}/upload-links").json()["items"][0]
+        assert (listed["files_used"], listed["bytes_used"]) == (0, 0)
+        again = anon.post(f"{endpoint(link)}/s3/multipart", json={"filename": "b", "metadata": {"size": 1}})
+        assert again.status_code == 200, again.text
+
+
+async def upload_id_of_key(backend: Backend, key: str) -> str:
+    async with backend_db(backend) as session:
+        return (await session.exec(select(Upload.id).where(Upload.key == key))).one()
 
 
 def test_links_are_for_managers(backend: Backend) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..audit.service import insert_event
 from ..errors import DomainError
+from ..links import service as links
 from ..models import utcnow
 from ..settings import Settings
 from ..sql import Pool
@@ -130,6 +131,8 @@ class Reaper:
                 report.expired += 1
             else:
                 report.aborted += 1
+            async with self.pool.connect() as conn, conn.transaction():
+                await links.release(conn, row.id, utcnow())  # an upload link's share, if it has one
 
     async def _settle(self, row: UploadRow, held: Claim, report: ReapReport) -> None:
         try:
@@ -151,6 +154,7 @@ class Reaper:
             report.swept += 1
         async with self.pool.connect() as conn, conn.transaction():
             if await state.forget_creating(conn, held, row.file_id):
+                await links.release(conn, row.id, utcnow())  # a link's share of a start that never was
                 report.forgotten += 1
 
     async def _reconcile(self, row: UploadRow, held: Claim, report: ReapReport) -> None:
