@@ -111,7 +111,8 @@ def problem_response(request: Request[Any, Any, Any], exc: Exception) -> Respons
         return problem(404, "NOT_FOUND", "Not found", "No such resource", path)
     if isinstance(exc, HTTPException) and exc.status_code < 500:
         code, title = _HTTP_CODES.get(exc.status_code, ("HTTP_ERROR", "Request failed"))
-        return problem(exc.status_code, code, title, exc.detail, path)
+        # Litestar's own headers stay: a 405 carries the Allow header RFC 9110 requires.
+        return problem(exc.status_code, code, title, exc.detail, path, headers=exc.headers)
     log.exception("unhandled error on %s %s", request.method, path, exc_info=exc)
     return problem(
         500,
@@ -150,7 +151,10 @@ class Problem(msgspec.Struct):
 _DESCRIPTIONS = {
     400: "Invalid request (VALIDATION_ERROR)",
     401: "Missing or invalid credentials (UNAUTHENTICATED)",
-    403: "Visible, but not allowed to the caller (FORBIDDEN)",
+    403: (
+        "Visible, but not allowed to the caller (FORBIDDEN); or a change authenticated by the session "
+        "cookie alone, sent from another site (CROSS_SITE_REQUEST)"
+    ),
     404: "No such resource, or not visible to the caller (NOT_FOUND)",
     409: (
         "Conflicts with the current state (e.g. UPLOAD_NOT_UPLOADING, UPLOAD_COMPLETING, PARTS_MISSING, "
