@@ -1,6 +1,12 @@
 # The upload-plane API image: `upload-plane serve` by default; also runs `migrate`, `init-storage`
 # and `users create`. WORKDIR /app holds migrations/, alembic.ini and web-demo/, which the commands
 # find from the working directory.
+# The web demo's browser packages (Uppy, CRC64NVME, SHA-256, Swagger UI) from npm, pinned by the lock file.
+FROM node:20-slim AS web
+WORKDIR /web
+COPY web-demo/package.json web-demo/package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -24,6 +30,7 @@ RUN pip install --no-deps . && rm -rf build src/*.egg-info
 COPY alembic.ini ./
 COPY migrations/ migrations/
 COPY web-demo/ web-demo/
+COPY --from=web /web/node_modules web-demo/node_modules
 
 USER upload-plane
 EXPOSE 8000

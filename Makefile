@@ -7,7 +7,9 @@ MINIO_MODULE := github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c
 MINIO_BIN_PATH := .cache/bin/minio
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-fast lint fmt bench minio clean lock
+WEB_STAMP := web-demo/node_modules/.installed
+
+.PHONY: help run test test-fast lint fmt bench minio web-deps screenshots clean lock
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -27,7 +29,14 @@ lock: ## re-resolve requirements.lock (the image) and requirements-dev.lock (CI,
 	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes -q -o requirements.lock
 	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes -q -o requirements-dev.lock
 
-run: $(STAMP) ## start the embedded default (SQLite + embedded S3) on http://127.0.0.1:8000
+$(WEB_STAMP): web-demo/package.json web-demo/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd web-demo && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "web-deps: npm not found (apt-get install npm): the web demo and the browser tests need it"; fi
+
+web-deps: $(WEB_STAMP) ## install the web demo's npm packages (Uppy, CRC64NVME, SHA-256, Swagger UI)
+
+run: $(STAMP) $(WEB_STAMP) ## start the embedded default (SQLite + embedded S3) on http://127.0.0.1:8000
 	$(BIN)/upload-plane dev
 
 minio: ## build the pinned MinIO into .cache/bin when Go is present
@@ -37,7 +46,7 @@ minio: ## build the pinned MinIO into .cache/bin when Go is present
 	  GOBIN=$(CURDIR)/.cache/bin go install $(MINIO_MODULE); \
 	else echo "minio: Go not found, the real-service tier will be skipped"; fi
 
-test: $(STAMP) minio ## run the whole suite (real tier runs when MariaDB and MinIO are available)
+test: $(STAMP) $(WEB_STAMP) minio ## run the whole suite (real tier runs when MariaDB and MinIO are available)
 	$(BIN)/pytest
 
 test-fast: $(STAMP) ## run the unit and embedded tiers only
@@ -52,8 +61,11 @@ fmt: $(STAMP) ## format and autofix with ruff
 	$(BIN)/ruff format src tests bench migrations
 	$(BIN)/ruff check --fix src tests bench migrations
 
+screenshots: $(STAMP) $(WEB_STAMP) minio ## write screenshots of the web demo and the upload-link page to web-demo/screenshots/
+	$(BIN)/python scripts/screenshots.py
+
 bench: $(STAMP) minio ## run the benchmarks in bench/ (prints tables and JSON)
 	$(BIN)/python bench/run_all.py
 
 clean: ## remove the virtualenv, caches and embedded data
-	rm -rf $(VENV) .data .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .data .pytest_cache .ruff_cache .mypy_cache web-demo/node_modules

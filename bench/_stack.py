@@ -78,7 +78,8 @@ def api_process(settings: Settings, workdir: Path) -> Iterator[tuple[str, int]]:
             except httpx.TransportError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the API did not start; see {workdir / 'api.log'}")
+                tail = (workdir / "api.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"the API did not start; {workdir / 'api.log'} ends with:\n{tail}")
             time.sleep(0.1)  # polling interval while waiting for readiness
         yield url, proc.pid
     finally:
@@ -87,7 +88,7 @@ def api_process(settings: Settings, workdir: Path) -> Iterator[tuple[str, int]]:
 
 
 @contextmanager
-def stack(workdir: Path) -> Iterator[Stack]:
+def stack(workdir: Path, **settings_changes: object) -> Iterator[Stack]:
     with ExitStack() as stack_:
         (workdir / "mariadb").mkdir()
         (workdir / "minio").mkdir()
@@ -101,7 +102,7 @@ def stack(workdir: Path) -> Iterator[Stack]:
             s3_secret_access_key=minio.secret_key,
             s3_bucket="bench",
             jwt_secret=JWT_SECRET,
-        )
+        ).with_(**settings_changes)
         prepare(settings, ADMIN_PASSWORD)
         url, pid = stack_.enter_context(api_process(settings, workdir))
         with httpx.Client(base_url=f"{url}/api/v1", timeout=60) as api:

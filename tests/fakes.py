@@ -21,7 +21,15 @@ from datetime import datetime
 import anyio.to_thread
 
 from upload_plane.errors import PartsChanged, StorageUnavailable, StoredUploadGone
-from upload_plane.storage import CompletedObject, PartToSign, SignedUrl, Storage, StoredObject, StoredPart
+from upload_plane.storage import (
+    CompletedObject,
+    PartToSign,
+    PresignedPost,
+    SignedUrl,
+    Storage,
+    StoredObject,
+    StoredPart,
+)
 
 GATE_TIMEOUT = 60.0
 
@@ -120,6 +128,12 @@ class CountingStorage:
 
     def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str:
         return self.inner.presign_get(key, content_disposition, expires_in)
+
+    def presign_post(self, key: str, content_type: str, size: int, expires_in: int) -> PresignedPost:
+        return self.inner.presign_post(key, content_type, size, expires_in)
+
+    def object_url(self, key: str) -> str:
+        return self.inner.object_url(key)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -222,6 +236,12 @@ class MemoryStorage:
 
     def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str:
         return f"memory://{key}"
+
+    def presign_post(self, key: str, content_type: str, size: int, expires_in: int) -> PresignedPost:
+        return PresignedPost("memory://bucket/", {"key": key, "Content-Type": content_type})
+
+    def object_url(self, key: str) -> str:
+        return f"memory://bucket/{key}"
 
     async def aclose(self) -> None:
         return None

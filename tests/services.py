@@ -4,6 +4,11 @@ Each server runs from its own binary in a temporary directory on a free 127.0.0.
 test session, and is stopped (SIGTERM, then SIGKILL on timeout) when the session ends. Readiness is
 polled against a deadline; when a server does not come up, the error carries the tail of its log.
 
+Every server is a ``ServerProcess`` that a test may stop, kill and start again on the same port and
+data directory (outage tests). Such tests use servers of their own (``private_mariadb``,
+``private_minio``, ``minio_cluster``: four MinIO nodes in one erasure set), so the session servers
+stay up for everyone else.
+
 A missing binary skips the tier with a reason that says how to get it, unless
 ``REQUIRE_REAL_SERVICES=1`` (CI), where it fails. A server that fails to start always fails.
 """
@@ -11,7 +16,6 @@ A missing binary skips the tier with a reason that says how to get it, unless
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import re
 import shutil
@@ -21,9 +25,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +106,69 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+class ServerProcess:
+    """One server that a test may stop, kill and start again: the same command line and environment,
+    so the same port and data directory. Its output is appended to ``log`` across restarts.
+
+    ``start`` returns once ``ready`` holds (or raises ``ServiceStartError`` with the log's tail);
+    ``stop`` is SIGTERM and a wait (SIGKILL after ``STOP_TIMEOUT``), ``kill`` is SIGKILL and a wait.
+    """
+
+    def __init__(
+        self, what: str, argv: Sequence[str], log: Path, ready: Callable[[], bool], env: dict[str, str]
+    ) -> None:
+        self.what = what
+        self.argv = list(argv)
+        self.log = log
+        self.ready = ready
+        self.env = env
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"ServerProcess({self.what!r}, pid={self.pid}, running={self.running})"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The current (or last) process's id."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        """How the last process ended (``-signal.SIGKILL`` after ``kill``); ``None`` while it runs."""
+        return self._proc.poll() if self._proc is not None else None
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to be ready (nodes of a cluster wait for each
+        other, so all are launched before any is waited for)."""
+        if self.running:
+            raise RuntimeError(f"{self.what} is already running")
+        with self.log.open("ab") as out:
+            self._proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float = START_TIMEOUT) -> None:
+        """Poll ``condition`` against a deadline; fail at once if the process exits."""
+        if self._proc is None:
+            raise RuntimeError(f"{self.what} was never started")
+        _wait_until(condition, self._proc, self.what, self.log, timeout)
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        self.launch()
+        self.wait_until(self.ready, timeout)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            _stop(self._proc)
+
+    def kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+
 # --- MariaDB -----------------------------------------------------------------------------------
 
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9_]{1,64}$")
@@ -125,7 +192,9 @@ class MariaDB:
     user: str
     password: str
     socket_path: Path
-    pid: int = 0
+    pid: int = 0  # the first process's; after a restart, ``process.pid``
+    #: The server's process, to stop, kill and start again (outage tests, on a private server only).
+    process: ServerProcess | None = field(default=None, compare=False, repr=False)
 
     def url(self, database: str) -> str:
         """As an operator would write it: no charset (the application pins utf8mb4 itself)."""
@@ -200,38 +269,41 @@ def run_mariadb(
             f"{install.stdout[-3000:]}{install.stderr[-3000:]}"
         )
     port = free_port()
-    with log.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [
-                mariadbd,
-                "--no-defaults",
-                f"--datadir={datadir}",
-                f"--socket={socket_path}",
-                f"--pid-file={workdir / 'mariadb.pid'}",
-                f"--port={port}",
-                "--bind-address=127.0.0.1",
-                *_root_flags(),
-                "--skip-log-bin",
-                "--skip-name-resolve",
-                "--innodb-buffer-pool-size=64M",
-                "--innodb-log-file-size=32M",
-                "--innodb-flush-log-at-trx-commit=2",
-                "--innodb-doublewrite=0",
-                *SERVER_DEFAULTS,
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    process = ServerProcess(
+        "mariadbd",
+        [
+            mariadbd,
+            "--no-defaults",
+            f"--datadir={datadir}",
+            f"--socket={socket_path}",
+            f"--pid-file={workdir / 'mariadb.pid'}",
+            f"--port={port}",
+            "--bind-address=127.0.0.1",
+            *_root_flags(),
+            "--skip-log-bin",
+            "--skip-name-resolve",
+            "--innodb-buffer-pool-size=64M",
+            "--innodb-log-file-size=32M",
+            "--innodb-flush-log-at-trx-commit=2",
+            "--innodb-doublewrite=0",
+            *SERVER_DEFAULTS,
+        ],
+        log,
+        lambda: _mariadb_accepts(socket_path),
+        dict(os.environ),
+    )
     try:
-        _wait_until(lambda: _mariadb_accepts(socket_path), proc, "mariadbd", log, START_TIMEOUT)
-        server = MariaDB("127.0.0.1", port, "upload_plane", "upload-plane-test-pw", socket_path, proc.pid)
+        process.start()
+        server = MariaDB(
+            "127.0.0.1", port, "upload_plane", "upload-plane-test-pw", socket_path, process.pid or 0, process
+        )
         server.execute(
             f"CREATE USER '{server.user}'@'127.0.0.1' IDENTIFIED BY '{server.password}'",
             f"GRANT ALL PRIVILEGES ON *.* TO '{server.user}'@'127.0.0.1'",
         )
         yield server
     finally:
-        _stop(proc)
+        process.stop()
 
 
 # --- MinIO -------------------------------------------------------------------------------------
@@ -243,7 +315,9 @@ class MinIO:
     access_key: str
     secret_key: str
     region: str = "us-east-1"
-    pid: int = 0
+    pid: int = 0  # the first process's; after a restart, ``process.pid``
+    #: The server's process, to stop, kill and start again (outage tests, on a private server only).
+    process: ServerProcess | None = field(default=None, compare=False, repr=False)
 
     def client(self) -> Any:
         """A boto3 S3 client for this server (path-style, SigV4)."""
@@ -260,6 +334,10 @@ class MinIO:
         self.client().create_bucket(Bucket=name)
 
 
+MINIO_ACCESS_KEY = "upload-plane-test"
+MINIO_SECRET_KEY = "upload-plane-test-secret"
+
+
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
@@ -268,43 +346,134 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def _minio_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "MINIO_ROOT_USER": MINIO_ACCESS_KEY,
+        "MINIO_ROOT_PASSWORD": MINIO_SECRET_KEY,
+        "MINIO_BROWSER": "off",
+        "MINIO_UPDATE": "off",
+        # Tests may count the requests that reached the store (/minio/metrics/v3/api/requests).
+        "MINIO_PROMETHEUS_AUTH_TYPE": "public",
+    }
+
+
+def _minio_binary(minio: str | None) -> str:
+    found = minio or find_binary("minio", "MINIO_BIN")
+    if found is None:
+        raise FileNotFoundError(f"minio not found; {MINIO_HOWTO}")
+    return found
+
+
 @contextmanager
 def run_minio(workdir: Path, *, minio: str | None = None) -> Iterator[MinIO]:
     """Start ``minio server`` on a data dir under ``workdir`` and a free port, yield, stop it."""
-    minio = minio or find_binary("minio", "MINIO_BIN")
-    if minio is None:
-        raise FileNotFoundError(f"minio not found; {MINIO_HOWTO}")
-    server = MinIO(f"http://127.0.0.1:{free_port()}", "upload-plane-test", "upload-plane-test-secret")
-    address = server.endpoint.removeprefix("http://")
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    health = f"{endpoint}/minio/health/live"
+    process = ServerProcess(
+        "minio",
+        [
+            _minio_binary(minio),
+            "server",
+            str(workdir / "data"),
+            "--address",
+            endpoint.removeprefix("http://"),
+            "--console-address",
+            f"127.0.0.1:{free_port()}",
+        ],
+        workdir / "minio.log",
+        lambda: _http_ok(health),
+        _minio_env(),
+    )
+    try:
+        process.start()
+        yield MinIO(endpoint, MINIO_ACCESS_KEY, MINIO_SECRET_KEY, pid=process.pid or 0, process=process)
+    finally:
+        process.stop()
+
+
+@dataclass(frozen=True)
+class MinIOCluster:
+    """MinIO nodes forming one erasure set (one drive each); any node serves the whole cluster."""
+
+    nodes: tuple[MinIO, ...]
+    drives: tuple[Path, ...]
+
+    @property
+    def endpoint(self) -> str:
+        return self.nodes[0].endpoint
+
+    def healthy_on(self, node: MinIO) -> bool:
+        """``node`` sees the cluster able to write (enough drives online for write quorum)."""
+        return _http_ok(f"{node.endpoint}/minio/health/cluster")
+
+
+def _distinct_free_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+@contextmanager
+def run_minio_cluster(workdir: Path, nodes: int = 4, *, minio: str | None = None) -> Iterator[MinIOCluster]:
+    """``nodes`` ``minio server`` processes on loopback ports, each given the same ``nodes`` endpoint
+    URLs (``http://127.0.0.1:PORT/<its drive>``), so that they form one distributed erasure set.
+    Yields once every node sees a healthy cluster; stops every node and removes the drives after."""
+    binary = _minio_binary(minio)
+    ports = _distinct_free_ports(2 * nodes)
+    drives = tuple(workdir / f"drive{i + 1}" for i in range(nodes))
+    urls = [f"http://127.0.0.1:{ports[i]}{drives[i]}" for i in range(nodes)]
     env = {
-        **os.environ,
-        "MINIO_ROOT_USER": server.access_key,
-        "MINIO_ROOT_PASSWORD": server.secret_key,
-        "MINIO_BROWSER": "off",
-        "MINIO_UPDATE": "off",
+        **_minio_env(),
+        # Drives on the root file system are refused in a distributed setup, except for CI/CD.
+        "MINIO_CI_CD": "1",
     }
-    log = workdir / "minio.log"
-    with log.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [
-                minio,
-                "server",
-                str(workdir / "data"),
-                "--address",
-                address,
-                "--console-address",
-                f"127.0.0.1:{free_port()}",
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
+    # In a container (/.dockerenv) MinIO does not take a loopback endpoint for its own unless told
+    # which one is (``_MINIO_SERVER_LOCAL``); otherwise it waits for DNS to give another address.
+    processes = []
+    for i in range(nodes):
+        health = f"http://127.0.0.1:{ports[i]}/minio/health/live"
+        processes.append(
+            ServerProcess(
+                f"minio node {i + 1}",
+                [
+                    binary,
+                    "server",
+                    "--address",
+                    f"127.0.0.1:{ports[i]}",
+                    "--console-address",
+                    f"127.0.0.1:{ports[nodes + i]}",
+                    *urls,
+                ],
+                workdir / f"minio-node{i + 1}.log",
+                lambda health=health: _http_ok(health),
+                {**env, "_MINIO_SERVER_LOCAL": f"127.0.0.1:{ports[i]}"},
+            )
         )
     try:
-        health = f"{server.endpoint}/minio/health/live"
-        _wait_until(lambda: _http_ok(health), proc, "minio", log, START_TIMEOUT)
-        yield dataclasses.replace(server, pid=proc.pid)
+        for process in processes:  # the nodes wait for each other: launch all, then wait
+            process.launch()
+        cluster = MinIOCluster(
+            tuple(
+                MinIO(
+                    f"http://127.0.0.1:{port}", MINIO_ACCESS_KEY, MINIO_SECRET_KEY, pid=p.pid or 0, process=p
+                )
+                for port, p in zip(ports[:nodes], processes, strict=True)
+            ),
+            drives,
+        )
+        for node, process in zip(cluster.nodes, processes, strict=True):
+            process.wait_until(process.ready)
+            process.wait_until(lambda node=node: cluster.healthy_on(node))
+        yield cluster
     finally:
-        _stop(proc)
+        for process in processes:
+            process.stop()
+        for drive in drives:  # gigabytes of erasure-coded test data
+            shutil.rmtree(drive, ignore_errors=True)
 
 
 # --- fixtures ----------------------------------------------------------------------------------
@@ -337,5 +506,44 @@ def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinIO]:
     try:
         with run_minio(tmp_path_factory.mktemp("minio")) as server:
             yield server
+    except ServiceStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def private_mariadb(tmp_path: Path) -> Iterator[MariaDB]:
+    """A MariaDB of this test's own, which it may stop, kill and start again (``process``)."""
+    _require({"mariadbd": "MARIADBD_BIN", "mariadb-install-db": "MARIADB_INSTALL_DB_BIN"}, MARIADB_HOWTO)
+    workdir = tmp_path / "mariadb"
+    workdir.mkdir()
+    try:
+        with run_mariadb(workdir) as server:
+            yield server
+    except ServiceStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def private_minio(tmp_path: Path) -> Iterator[MinIO]:
+    """A MinIO of this test's own, which it may stop, kill and start again (``process``)."""
+    _require({"minio": "MINIO_BIN"}, MINIO_HOWTO)
+    workdir = tmp_path / "minio"
+    workdir.mkdir()
+    try:
+        with run_minio(workdir) as server:
+            yield server
+    except ServiceStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def minio_cluster(tmp_path: Path) -> Iterator[MinIOCluster]:
+    """Four MinIO nodes in one erasure set, of this test's own: it may kill and restart nodes."""
+    _require({"minio": "MINIO_BIN"}, MINIO_HOWTO)
+    workdir = tmp_path / "minio-cluster"
+    workdir.mkdir()
+    try:
+        with run_minio_cluster(workdir, nodes=4) as cluster:
+            yield cluster
     except ServiceStartError as exc:
         pytest.fail(str(exc), pytrace=False)

@@ -21,6 +21,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Redirect
+from litestar.static_files import create_static_files_router
 from litestar.types import ASGIApp, Receive, Scope, Send
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -35,6 +36,8 @@ from .db import Database, close_request_session, create_database, request_sessio
 from .errors import DomainError, RequestTooLarge, Unauthenticated
 from .files.controller import FileController
 from .files.service import FileService
+from .headers import SECURITY_HEADERS
+from .links.controller import UploadLinkController, link_info
 from .metrics import UPLOAD_STATES_SQL, MeteredStorage, Metrics, meter_engine
 from .observe import RequestObserver
 from .paths import project_path
@@ -46,15 +49,10 @@ from .uploads.controller import LogUploadController, UploadController
 from .uploads.reaper import Reaper, ReapReport
 from .uploads.service import ClaimWaiters, UploadService
 from .uploads.state import UploadStatus
+from .uppy.controller import LINK_DEPENDENCIES, USER_DEPENDENCIES, UppyController
+from .uppy.service import UppyService
 
 log = logging.getLogger("upload_plane")
-
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
 
 
 class DeclaredBodyLimit(ASGIMiddleware):
@@ -183,15 +181,49 @@ async def docs() -> Redirect:
     return Redirect("/schema/swagger")
 
 
-def _index_handler() -> Any:
-    page = project_path("web-demo") / "index.html"
-    html = page.read_text() if page.exists() else "<h1>upload-plane</h1><p><a href=/docs>API</a></p>"
+def _page(name: str) -> str:
+    page = project_path("web-demo") / name
+    return page.read_text() if page.exists() else "<h1>upload-plane</h1><p><a href=/docs>API</a></p>"
+
+
+def _page_handlers() -> list[Any]:
+    """The web demo at ``/`` and the upload-link page at ``/u/{token}`` (the token stays in the
+    page: ``Referrer-Policy: no-referrer`` keeps it out of other sites' logs)."""
+    index_html, link_html = _page("index.html"), _page("link.html")
 
     @get("/", include_in_schema=False, media_type="text/html")
     async def index() -> str:
-        return html
+        return index_html
 
-    return index
+    @get("/u/{token:str}", include_in_schema=False, media_type="text/html")
+    async def link_page() -> str:
+        return link_html
+
+    return [index, link_page]
+
+
+#: Browser assets, served from the web demo's own folder and its npm packages (``npm ci`` in
+#: web-demo/, run by the Makefile); nothing comes from a CDN at run time.
+ASSETS = {
+    "/assets": "app",
+    "/vendor/uppy": "node_modules/uppy/dist",
+    "/vendor/crc64nvme": "node_modules/@aws-sdk/checksums/dist-es/submodules/crc/crc64-nvme",
+    "/vendor/hash-wasm": "node_modules/hash-wasm/dist",
+    "/vendor/swagger-ui": "node_modules/swagger-ui-dist",
+}
+
+
+def _asset_routers() -> list[Any]:
+    routers = []
+    for path, folder in ASSETS.items():
+        directory = project_path("web-demo") / folder
+        if not directory.is_dir():
+            log.warning("%s is missing (run `make web-deps`); %s/* will answer 404", directory, path)
+            continue
+        routers.append(
+            create_static_files_router(path=path, directories=[directory], include_in_schema=False)
+        )
+    return routers
 
 
 async def reap_every(state: State, settings: Settings) -> None:
@@ -243,6 +275,12 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
         app.state.claim_waiters = ClaimWaiters()
         app.state.storage = MeteredStorage(storage if storage is not None else S3Storage(settings), registry)
         app.state.hashing = PasswordHashing(settings.password_hash_concurrency)
+        app.state.uppy = UppyService(
+            app.state.sql,
+            app.state.storage,
+            settings,
+            UploadService(app.state.sql, app.state.storage, settings, app.state.claim_waiters),
+        )
         # Long-lived objects built so far never become garbage; keeping them out of the collector's
         # generations stops full collections from stalling large responses (10,000 signed parts).
         reaping = (
@@ -272,13 +310,31 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
             FileController,
             LogUploadController,
             UploadController,
+            UploadLinkController,
         ],
         middleware=[DefineMiddleware(AuthMiddleware)],
         security=[{"bearer": []}, {"session": []}],
     )
 
+    uppy_for_users = Router(path="/", route_handlers=[UppyController], dependencies=USER_DEPENDENCIES)
+    uppy_for_links = Router(
+        path="/links/{token:str}", route_handlers=[UppyController], dependencies=LINK_DEPENDENCIES
+    )
+
     app = UploadPlane(
-        route_handlers=[public_api, api, health, ready, metrics, docs, _index_handler()],
+        route_handlers=[
+            public_api,
+            api,
+            uppy_for_users,
+            uppy_for_links,
+            link_info,
+            health,
+            ready,
+            metrics,
+            docs,
+            *_page_handlers(),
+            *_asset_routers(),
+        ],
         dependencies={
             "db_session": Provide(provide_db_session),
             "cases": Provide(provide_cases, sync_to_thread=False),
@@ -304,7 +360,14 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
                 "File bytes never pass through this API."
             ),
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
+            render_plugins=[
+                SwaggerRenderPlugin(
+                    js_url="/vendor/swagger-ui/swagger-ui-bundle.js",
+                    css_url="/vendor/swagger-ui/swagger-ui.css",
+                    standalone_preset_js_url="/vendor/swagger-ui/swagger-ui-standalone-preset.js",
+                    favicon="<link rel='icon' type='image/png' href='/vendor/swagger-ui/favicon-32x32.png'>",
+                )
+            ],
             components=Components(
                 security_schemes={
                     "bearer": SecurityScheme(

@@ -124,6 +124,35 @@ class FileNotAvailable(DomainError):
     code, title = "FILE_NOT_AVAILABLE", "The file has no finished object to download"
 
 
+# -- upload links and the Uppy routes ---------------------------------------------------------------
+
+
+class UploadLinkExpired(DomainError):
+    code, title = "UPLOAD_LINK_EXPIRED", "The upload link has expired"
+
+
+class UploadLinkRevoked(DomainError):
+    code, title = "UPLOAD_LINK_REVOKED", "The upload link was revoked"
+
+
+class LinkFilesExhausted(DomainError):
+    """The link's ``max_files`` are all taken (counted across every upload through it)."""
+
+    code, title = "LINK_FILES_EXHAUSTED", "The upload link allows no more files"
+
+
+class LinkBytesExhausted(DomainError):
+    """The file does not fit in what is left of the link's ``max_bytes``."""
+
+    code, title = "LINK_BYTES_EXHAUSTED", "The file is larger than what the upload link has left"
+
+
+class KeyMismatch(DomainError):
+    """An Uppy request named an object key that is not the one of its upload."""
+
+    code, title = "KEY_MISMATCH", "The key does not belong to this upload"
+
+
 # -- dependencies ---------------------------------------------------------------------------------
 
 

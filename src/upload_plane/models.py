@@ -223,3 +223,38 @@ class RateCounter(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=200)
     count: int = Field(default=0)
     expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
+
+
+class UploadLink(SQLModel, table=True):
+    """A capability to upload into one log without an account (a witness, a partner agency):
+    write-only, expiring, revocable, with optional budgets counted across all of its uploads.
+    Stored as the SHA-256 of its token. ``files_used``/``bytes_used`` only ever change by a
+    compare-and-set that keeps them within ``max_files``/``max_bytes`` (``links/service.py``)."""
+
+    __tablename__ = "upload_links"
+    id: str = _id()
+    log_id: str = _fk("logs.id")
+    case_id: str = _fk("cases.id", index=False)
+    token_hash: str = Field(max_length=64, unique=True)
+    hint: str = Field(max_length=16)  # the first characters, to recognise it in a list
+    created_by: str = _fk("users.id", index=False)
+    created_at: datetime = _ts()
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    max_files: int | None = Field(default=None, nullable=True)
+    max_bytes: int | None = Field(default=None, sa_type=sa.BigInteger, nullable=True)
+    files_used: int = Field(default=0)
+    bytes_used: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+class UploadLinkUpload(SQLModel, table=True):
+    """Which upload came through which link, and the share of the link's budget it holds
+    (given back once, ``released_at``, when the upload is aborted through the link)."""
+
+    __tablename__ = "upload_link_uploads"
+    # No foreign key to uploads: an admin's delete removes the upload, the link's history stays.
+    upload_id: str = Field(primary_key=True, max_length=36)
+    link_id: str = _fk("upload_links.id")
+    size: int = Field(sa_type=sa.BigInteger)
+    created_at: datetime = _ts()
+    released_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)

@@ -42,6 +42,11 @@ STATUS: dict[type[e.DomainError], int] = {
     e.ObjectMismatch: 409,
     e.FileNotAvailable: 409,
     e.UploadExpired: 410,
+    e.UploadLinkExpired: 410,
+    e.UploadLinkRevoked: 410,
+    e.LinkFilesExhausted: 409,
+    e.LinkBytesExhausted: 413,
+    e.KeyMismatch: 403,
     e.IdempotencyKeyReused: 422,
     e.FileTooLarge: 413,
     e.RequestTooLarge: 413,
@@ -151,16 +156,13 @@ class Problem(msgspec.Struct):
 _DESCRIPTIONS = {
     400: "Invalid request (VALIDATION_ERROR)",
     401: "Missing or invalid credentials (UNAUTHENTICATED)",
-    403: (
-        "Visible, but not allowed to the caller (FORBIDDEN); or a change authenticated by the session "
-        "cookie alone, sent from another site (CROSS_SITE_REQUEST)"
-    ),
     404: "No such resource, or not visible to the caller (NOT_FOUND)",
     409: (
         "Conflicts with the current state (e.g. UPLOAD_NOT_UPLOADING, UPLOAD_COMPLETING, PARTS_MISSING, "
         "PART_SIZE_MISMATCH, PARTS_CHANGED, CHECKSUM_MISMATCH)"
     ),
-    410: "The upload expired (UPLOAD_EXPIRED)",
+    403: "Not allowed (FORBIDDEN, CROSS_SITE_REQUEST, KEY_MISMATCH)",
+    410: "Gone (UPLOAD_EXPIRED, UPLOAD_LINK_EXPIRED, UPLOAD_LINK_REVOKED)",
     413: "Too large (FILE_TOO_LARGE, REQUEST_TOO_LARGE)",
     415: "Content type not allowed (CONTENT_TYPE_NOT_ALLOWED)",
     422: "The Idempotency-Key was used for another request (IDEMPOTENCY_KEY_REUSED)",

@@ -51,6 +51,10 @@ class Settings:
     allowed_content_types: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
     max_request_body: int = 1 * MIB
+    upload_link_max_ttl: int = 30 * 24 * 3600
+    # How long a replica trusts an authorisation it checked for Uppy's part-signing route: the
+    # latency of a revocation (link revoked, sign-out, user disabled, role removed, upload ended).
+    authorization_cache_ttl: int = 2
     production: bool = False
     db_pool_size: int = 10
     db_pool_timeout: int = 10

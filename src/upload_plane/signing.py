@@ -302,6 +302,51 @@ class Presigner:
             append(f"{url_head}{number}&{auth}&X-Amz-Signature={o.hexdigest()}")
         return urls
 
+    def object_url(self, key: str) -> str:
+        """The object's plain (unsigned) URL, path-style."""
+        return f"{self._base}{self._prefix}{_quote_key(key)}"
+
+    def presign_post(
+        self,
+        key: str,
+        *,
+        fields: Mapping[str, str],
+        content_length: tuple[int, int],
+        expires_in: int,
+        now: datetime | None = None,
+    ) -> tuple[str, dict[str, str]]:
+        """A browser-based upload (S3 POST Object with a SigV4 policy): the bucket URL (with a
+        trailing slash, so ``url + key`` addresses the object) and the form fields to send before
+        the file. The policy pins the bucket, the exact ``key``, each of ``fields`` and the body's
+        ``content-length-range``; the store refuses a form that departs from any of them.
+        """
+        import base64
+        import json
+
+        stamp = self._stamp(now)
+        second = int(time.time()) if now is None else int(now.timestamp())
+        expiration = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second + expires_in))
+        form = {
+            **fields,
+            "key": key,
+            "x-amz-algorithm": ALGORITHM,
+            "x-amz-credential": stamp.raw_credential,
+            "x-amz-date": stamp.amz_date,
+        }
+        conditions: list[Any] = [{"bucket": self.bucket}]
+        conditions += [{name: value} for name, value in form.items()]
+        conditions.append(["content-length-range", content_length[0], content_length[1]])
+        policy = base64.b64encode(
+            json.dumps({"expiration": expiration, "conditions": conditions}, separators=(",", ":")).encode()
+        ).decode()
+        form["policy"] = policy
+        inner = _signing_pads(self.secret_access_key, stamp.amz_date[:8], self.region, self.service)[0].copy()
+        outer = _signing_pads(self.secret_access_key, stamp.amz_date[:8], self.region, self.service)[1].copy()
+        inner.update(policy.encode())
+        outer.update(inner.digest())
+        form["x-amz-signature"] = outer.hexdigest()
+        return f"{self._base}{self._prefix}", form
+
     def sign_request(
         self,
         method: str,

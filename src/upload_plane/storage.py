@@ -110,6 +110,14 @@ class SignedUrl:
     headers: dict[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class PresignedPost:
+    """A browser form upload: POST ``fields`` then the file to ``url`` (the bucket, ending in ``/``)."""
+
+    url: str
+    fields: dict[str, str]
+
+
 class Storage(Protocol):
     """What the services need from object storage. Every method raises only domain errors."""
 
@@ -160,6 +168,14 @@ class Storage(Protocol):
         ...
 
     def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str: ...
+
+    def presign_post(self, key: str, content_type: str, size: int, expires_in: int) -> PresignedPost:
+        """A form upload of exactly ``size`` bytes to ``key``; local, no I/O."""
+        ...
+
+    def object_url(self, key: str) -> str:
+        """Where clients see the object (not a signed URL: Uppy reports it as ``location``)."""
+        ...
 
     async def aclose(self) -> None:
         """Release connections (at shutdown)."""
@@ -390,6 +406,18 @@ class S3Storage:
             params=(("response-content-disposition", content_disposition),),
             expires_in=expires_in,
         )
+
+    def presign_post(self, key: str, content_type: str, size: int, expires_in: int) -> PresignedPost:
+        url, fields = self.presigner.presign_post(
+            key,
+            fields={"Content-Type": content_type},
+            content_length=(size, size),
+            expires_in=expires_in,
+        )
+        return PresignedPost(url, fields)
+
+    def object_url(self, key: str) -> str:
+        return self.presigner.object_url(key)
 
 
 def normalize_etag(etag: str) -> str:

@@ -37,6 +37,8 @@ APP_TABLES = {
     "case_members",
     "audit_events",
     "rate_counters",
+    "upload_links",
+    "upload_link_uploads",
 }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from ..auth.principal import ClientInfo, Principal
+from ..auth.principal import LINK_CREDENTIAL, ClientInfo, Principal
 from ..ids import new_id
 from ..models import AuditEvent, utcnow
 from ..pagination import Page, PageRequest, paginate
@@ -26,14 +26,21 @@ async def insert_event(
     case_id: str | None = None,
     **details: Any,
 ) -> None:
-    """``Audit.record`` for the hot path's connections: run it in the change's own transaction."""
+    """``Audit.record`` for the hot path's connections: run it in the change's own transaction.
+
+    An upload link acts with no account of its own: its events name the link (actor
+    ``upload link uplnk_abcd``, ``details.upload_link_id``) and the user who issued it, with no
+    ``actor_id``."""
     client = who.client if who is not None else None
+    link = who is not None and who.credential == LINK_CREDENTIAL
+    if link and who is not None:
+        details = {**details, "upload_link_id": who.credential_id, "link_issued_by": who.id}
     await conn.run(
         "INSERT INTO audit_events (id, at, actor_id, actor, action, subject_type, subject_id, case_id, "
         "address, user_agent, details) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         new_id(),
         utcnow(),
-        who.id if who is not None else None,
+        who.id if who is not None and not link else None,
         (who.username if who is not None else "system")[:200],
         action,
         subject_type,

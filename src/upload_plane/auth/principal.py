@@ -13,13 +13,18 @@ class ClientInfo:
     user_agent: str | None = None
 
 
+#: The credential of an upload link: the principal acts for the link, with the authority of the user
+#: who issued it (``id``), confined by the link to one log, write-only.
+LINK_CREDENTIAL = "upload_link"
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     id: str
     username: str
     role: str  # "admin" | "user"
-    credential: str  # "access" | "session" | "pat" | "system"
-    credential_id: str | None = None  # the sign-in (access, session) or the token (pat)
+    credential: str  # "access" | "session" | "pat" | "system" | "upload_link"
+    credential_id: str | None = None  # the sign-in (access, session), the token (pat) or the link
     client: ClientInfo = ClientInfo()
 
     @property

@@ -4,6 +4,7 @@
   sign-in they belong to (``sid``); ``typ`` tells them apart (a cookie is not a bearer token and
   the other way round). Both die with their sign-in (logout, refresh-token reuse) and their user.
 - **Refresh tokens** are opaque random strings (``uprt_...``); only their SHA-256 is stored.
+- **Upload link tokens** (``uplnk_...``) have the same shape as personal access tokens.
 - **Personal access tokens** are opaque (``uppat_`` + 30 random base62 + a 6-character CRC32
   checksum, GitHub-style), so secret scanners can recognise a leaked one and tell a real token from a
   typo without asking the database. Only their SHA-256 is stored.
@@ -24,6 +25,7 @@ import jwt
 ALGORITHM = "HS256"
 ACCESS, SESSION = "access", "session"
 PAT_PREFIX = "uppat_"
+LINK_PREFIX = "uplnk_"
 REFRESH_PREFIX = "uprt_"
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _PAT_RANDOM, _PAT_CHECK = 30, 6
@@ -105,14 +107,31 @@ def _base62(value: int, width: int) -> str:
     return "".join(reversed(out))
 
 
-def new_personal_access_token() -> str:
+def _new_checked(prefix: str) -> str:
     body = "".join(secrets.choice(_BASE62) for _ in range(_PAT_RANDOM))
-    return f"{PAT_PREFIX}{body}{_base62(zlib.crc32(body.encode()), _PAT_CHECK)}"
+    return f"{prefix}{body}{_base62(zlib.crc32(body.encode()), _PAT_CHECK)}"
+
+
+def _looks_checked(prefix: str, token: str) -> bool:
+    """The prefix, the length and the checksum are right (cheap: no database)."""
+    if not token.startswith(prefix) or len(token) != len(prefix) + _PAT_RANDOM + _PAT_CHECK:
+        return False
+    body, check = token[len(prefix) : -_PAT_CHECK], token[-_PAT_CHECK:]
+    return all(c in _BASE62 for c in body) and _base62(zlib.crc32(body.encode()), _PAT_CHECK) == check
+
+
+def new_personal_access_token() -> str:
+    return _new_checked(PAT_PREFIX)
 
 
 def looks_like_personal_access_token(token: str) -> bool:
-    """The prefix, the length and the checksum are right (cheap: no database)."""
-    if not token.startswith(PAT_PREFIX) or len(token) != len(PAT_PREFIX) + _PAT_RANDOM + _PAT_CHECK:
-        return False
-    body, check = token[len(PAT_PREFIX) : -_PAT_CHECK], token[-_PAT_CHECK:]
-    return all(c in _BASE62 for c in body) and _base62(zlib.crc32(body.encode()), _PAT_CHECK) == check
+    return _looks_checked(PAT_PREFIX, token)
+
+
+def new_upload_link_token() -> str:
+    """An upload link's token (``uplnk_`` + 30 base62 + a checksum, like personal access tokens)."""
+    return _new_checked(LINK_PREFIX)
+
+
+def looks_like_upload_link_token(token: str) -> bool:
+    return _looks_checked(LINK_PREFIX, token)

@@ -16,11 +16,17 @@ from ..pagination import PageRequest
 from ..problems import problems
 from ..uploads.rows import FileRow
 from .schemas import DownloadOut, FileOut, FilePage
-from .service import FileService
+from .service import FileService, ListedFile
 
 
 def file_out(f: File | FileRow) -> FileOut:
     return msgspec.convert(f, FileOut, from_attributes=True)
+
+
+def listed_out(listed: ListedFile) -> FileOut:
+    out = file_out(listed.file)
+    out.uploaded_by, out.upload_link_id = listed.uploaded_by, listed.upload_link_id
+    return out
 
 
 class FileController(Controller):
@@ -38,7 +44,8 @@ class FileController(Controller):
         cursor: FromQuery[str | None] = None,
     ) -> FilePage:
         page = await files.list_in_log(request.user, log_id, status, PageRequest.parse(limit, cursor))
-        return FilePage(items=[file_out(f) for f in page.items], next_cursor=page.next_cursor)
+        items = [listed_out(f) for f in page.items]
+        return FilePage(items=items, next_cursor=page.next_cursor)
 
     @get("/files/{file_id:str}", summary="One file", responses=problems())
     async def read(

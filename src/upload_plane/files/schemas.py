@@ -23,6 +23,9 @@ class FileOut(msgspec.Struct):
     created_by: str
     created_at: datetime
     updated_at: datetime
+    # in lists: the uploader's username, and the upload link the file came through (if any)
+    uploaded_by: str | None = None
+    upload_link_id: str | None = None
 
 
 class FilePage(msgspec.Struct):

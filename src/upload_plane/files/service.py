@@ -4,7 +4,8 @@ Deletion (admins only) is ``deleting`` in the upload state machine: the claim is
 settled state (or from ``uploading``), so a delete and a complete cannot interleave — whichever
 claims first wins and the other waits for it. The store goes first (abort an open multipart upload,
 delete the object), then the rows; a delete whose store step failed leaves its claim abandoned, and
-the next delete finishes it.
+the next delete (or the reaper) finishes it. A claimed delete is never undone, so the store is asked
+whether it answers before the claim: a store outage answers 503 and changes nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ from ..uploads.service import UploadService
 from ..uploads.state import FileStatus, UploadStatus
 
 
+@dataclass(slots=True)
+class ListedFile:
+    id: str
+    file: FileRow
+    uploaded_by: str | None  # the username of ``created_by``
+    upload_link_id: str | None  # the upload link it came through, if any
+
+
 @dataclass(frozen=True, slots=True)
 class DownloadLink:
     url: str
@@ -54,7 +63,8 @@ class FileService:
 
     async def list_in_log(
         self, who: Principal, log_id: str, status: str | None, page: PageRequest
-    ) -> Page[FileRow]:
+    ) -> Page[ListedFile]:
+        """A page of the log's files, each with who uploaded it (and through which link)."""
         if status is not None and status not in set(FileStatus):
             raise ValidationFailed(f"status must be one of {', '.join(FileStatus)}")
         async with self.pool.connect() as conn:
@@ -63,7 +73,19 @@ class FileService:
                 raise NotFound("No such log")
             require(who, found[2], CaseRole.VIEWER, "log")
             files = await rows.page_of_files(conn, log_id, status, page.after_id, page.limit)
-        return page_of(files, page.limit)
+            origins: dict[str, tuple[str | None, str | None]] = {}
+            if files:
+                marks = ", ".join(["%s"] * len(files))
+                for file_id, username, link_id in await conn.all(
+                    "SELECT f.id, us.username, lu.link_id FROM files f "  # noqa: S608 - placeholders only
+                    "LEFT JOIN users us ON us.id = f.created_by "
+                    "LEFT JOIN uploads up ON up.file_id = f.id "
+                    f"LEFT JOIN upload_link_uploads lu ON lu.upload_id = up.id WHERE f.id IN ({marks})",
+                    *[f.id for f in files],
+                ):
+                    origins[file_id] = (username, link_id)
+        listed = [ListedFile(f.id, f, *origins.get(f.id, (None, None))) for f in files]
+        return page_of(listed, page.limit)
 
     async def download_link(self, who: Principal, file_id: str) -> DownloadLink:
         """A presigned GET; issuing one is audited (the download itself goes to the store)."""
@@ -100,6 +122,7 @@ class FileService:
                     conn, who, "file.deleted", "file", file.id, case_id=file.case_id, **details
                 )
             return
+        await self.storage.ping()  # an outage must not leave a claim that will delete the file later
         upload, held = await self.uploads.claim_when_free(
             upload, expect=(UploadStatus.UPLOADING, *state.FINAL), to=UploadStatus.DELETING, settled=()
         )

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -59,7 +59,7 @@ from ..models import utcnow
 from ..pagination import Page, PageRequest, page_of
 from ..ratelimit import Limit, RateLimits
 from ..settings import Settings
-from ..sql import Pool
+from ..sql import Connection, Pool
 from ..storage import CRC64NVME, CompletedObject, PartToSign, Storage, StoredPart, normalize_etag
 from . import rows, state
 from .rows import FileRow, UploadRow
@@ -67,6 +67,12 @@ from .rules import PartPlan, object_key, plan_parts
 from .state import Claim, FileStatus, UploadStatus
 
 log = logging.getLogger("upload_plane.uploads")
+
+#: Upload kinds: parts signed one by one, or one presigned form POST (Uppy's small files).
+MULTIPART, POST = "multipart", "post"
+
+#: Runs inside the transaction that writes a started upload's rows (see ``UploadService.start``).
+OnStart = Callable[[Connection, UploadRow], Awaitable[None]]
 
 MAX_PARTS_PER_CALL = 10_000
 #: How long a request waits for another request's claim (a concurrent complete) to finish.
@@ -166,6 +172,36 @@ class UploadService:
 
     # -- start --------------------------------------------------------------------------------
 
+    async def _admit(
+        self, conn: Connection, who: Principal, log_id: str, size: int, content_type: str
+    ) -> tuple[str, str]:
+        """May ``who`` start an upload of ``size`` bytes of ``content_type`` into the log?
+        ``(log id, case id)``."""
+        found = await rows.log_with_role(conn, log_id, who.id)
+        if found is None:
+            raise NotFound("No such log")
+        log_row_id, case_id, role = found
+        require(who, role, CaseRole.CONTRIBUTOR, "log")
+        if size > self.settings.max_file_size:
+            raise FileTooLarge(
+                f"{size} bytes is above the limit of {self.settings.max_file_size} bytes",
+                max_file_size=self.settings.max_file_size,
+            )
+        if not content_type_allowed(content_type, self.settings.allowed_content_types):
+            raise ContentTypeNotAllowed(f"content type {content_type!r} is not allowed")
+        return log_row_id, case_id
+
+    async def admit(
+        self, who: Principal, log_id: str, size: int, content_type: str | None
+    ) -> tuple[str, str, str]:
+        """``_admit``, counted against the user's upload-start rate (form uploads, ``post.py``).
+        ``(log id, case id, content type)``."""
+        content_type = content_type or "application/octet-stream"
+        async with self.pool.connect() as conn:
+            log_row_id, case_id = await self._admit(conn, who, log_id, size, content_type)
+            await RateLimits(conn).take(self.start_limit, who.id, utcnow())
+        return log_row_id, case_id, content_type
+
     async def start(
         self,
         who: Principal,
@@ -179,6 +215,8 @@ class UploadService:
         crc64nvme: str | None = None,
         checksum_algorithm: str | None = None,
         idempotency_key: str | None = None,
+        on_start: OnStart | None = None,
+        on_forget: OnStart | None = None,
     ) -> UploadRow:
         """Start a multipart upload. A declared ``crc64nvme`` (or ``checksum_algorithm`` CRC64NVME,
         with the value given at complete) makes the store check the whole file: every part is then
@@ -187,22 +225,14 @@ class UploadService:
         Crash-safe: the rows are committed (``creating``, with the key) before the store is asked, so
         a crash can leave a multipart upload only on a key the database knows (the reaper aborts it).
         ``idempotency_key``: the same start sent again (its answer was lost) returns the same upload.
+        ``on_start`` runs inside the transaction that writes the rows (an upload link reserves its
+        budget there; if it raises, nothing is written); ``on_forget`` inside the one that removes
+        them again when the store refuses the start (the link gets its share back).
         """
         content_type = content_type or "application/octet-stream"
         algorithm = CRC64NVME if crc64nvme or checksum_algorithm == CRC64NVME else None
         async with self.pool.connect() as conn:
-            found = await rows.log_with_role(conn, log_id, who.id)
-            if found is None:
-                raise NotFound("No such log")
-            log_row_id, case_id, role = found
-            require(who, role, CaseRole.CONTRIBUTOR, "log")
-            if size > self.settings.max_file_size:
-                raise FileTooLarge(
-                    f"{size} bytes is above the limit of {self.settings.max_file_size} bytes",
-                    max_file_size=self.settings.max_file_size,
-                )
-            if not content_type_allowed(content_type, self.settings.allowed_content_types):
-                raise ContentTypeNotAllowed(f"content type {content_type!r} is not allowed")
+            log_row_id, case_id = await self._admit(conn, who, log_id, size, content_type)
             try:
                 plan = plan_parts(size, self.settings.part_size, part_size)
             except ValueError as exc:
@@ -229,6 +259,8 @@ class UploadService:
             )  # fmt: skip
             try:
                 async with conn.transaction():
+                    if on_start is not None:
+                        await on_start(conn, upload)
                     await rows.insert_file(conn, file)
                     await rows.insert_upload(conn, upload)
             except IntegrityError:
@@ -239,7 +271,7 @@ class UploadService:
                     raise
                 return await self._start_again(who, existing, wanted)  # a concurrent retry won
         failpoints.hit("after_start_row")
-        return await self._create_in_store(who, held, upload)
+        return await self._create_in_store(who, held, upload, on_forget)
 
     async def _start_again(self, who: Principal, existing: UploadRow, wanted: tuple[Any, ...]) -> UploadRow:
         """The answer to a start sent again with its idempotency key: the same upload, once its
@@ -268,7 +300,9 @@ class UploadService:
         upload.needs_sweep = True
         return await self._create_in_store(who, held, upload)
 
-    async def _create_in_store(self, who: Principal, held: Claim, upload: UploadRow) -> UploadRow:
+    async def _create_in_store(
+        self, who: Principal, held: Claim, upload: UploadRow, on_forget: OnStart | None = None
+    ) -> UploadRow:
         """CreateMultipartUpload under a ``creating`` claim, then ``uploading`` with its id."""
         try:
             s3_upload_id = await self.storage.create_multipart(
@@ -277,7 +311,7 @@ class UploadService:
         except DomainError:
             # The store refused or did not answer: nothing of this start may remain (503 changes
             # nothing). If even this fails, the reaper forgets the row once its claim is stale.
-            await self._forget_quietly(held, upload)
+            await self._forget_quietly(held, upload, on_forget)
             raise
         failpoints.hit("after_store_create")
         now = utcnow()
@@ -301,12 +335,28 @@ class UploadService:
         upload.updated_at = now
         return upload
 
-    async def _forget_quietly(self, held: Claim, upload: UploadRow) -> None:
+    async def _forget_quietly(self, held: Claim, upload: UploadRow, on_forget: OnStart | None = None) -> None:
         try:
             async with self.pool.connect() as conn, conn.transaction():
-                await state.forget_creating(conn, held, upload.file_id)
+                if await state.forget_creating(conn, held, upload.file_id) and on_forget is not None:
+                    await on_forget(conn, upload)
         except (SQLAlchemyError, DomainError):
             log.warning("could not remove the failed start of upload %s; the reaper will", upload.id)
+
+    async def insert_started(
+        self, who: Principal, file: FileRow, upload: UploadRow, on_start: OnStart | None = None
+    ) -> None:
+        """Write a started upload's rows and its audit event in one transaction (with ``on_start``)."""
+        async with self.pool.connect() as conn, conn.transaction():
+            if on_start is not None:
+                await on_start(conn, upload)
+            await rows.insert_file(conn, file)
+            await rows.insert_upload(conn, upload)
+            await insert_event(
+                conn, who, "upload.started", "upload", upload.id, case_id=upload.case_id,
+                file_id=file.id, filename=file.filename, size=file.size, log_id=upload.log_id,
+                kind=upload.kind,
+            )  # fmt: skip
 
     async def _abort_quietly(self, key: str, s3_upload_id: str) -> None:
         try:
@@ -345,6 +395,8 @@ class UploadService:
             return PartState(uploaded=[], missing=[], bytes_uploaded=upload.size)
         if upload.status not in (UploadStatus.UPLOADING, UploadStatus.COMPLETING):
             return PartState(uploaded=[], missing=[], bytes_uploaded=0)
+        if upload.kind == POST:  # one form upload: the object is there or it is not
+            return PartState(uploaded=[], missing=[1], bytes_uploaded=0)
         try:
             stored = await self.storage.list_parts(upload.key, upload.store_upload_id)
         except StoredUploadGone as exc:
@@ -383,6 +435,10 @@ class UploadService:
         now = utcnow()
         if upload.status != UploadStatus.UPLOADING:
             raise not_uploading(upload)
+        if upload.kind == POST:
+            raise ValidationFailed(
+                "this upload is one form POST (Uppy's /s3/params); it has no parts to sign"
+            )
         if upload.expires_at <= now:
             raise UploadExpired("the upload expired; start a new one")
         plan = plan_of(upload)
@@ -535,6 +591,8 @@ class UploadService:
         """Finish the file. Whole-file checksums may be declared here when the client computed them
         while sending (they must agree with any declared at start)."""
         upload = await self.get(who, upload_id)
+        if upload.kind == POST:
+            return await self._settle_post(who, upload)
         declared = self._declared_checksums(upload, sha256, crc64nvme)
         if upload.status == UploadStatus.UPLOADING and upload.expires_at <= utcnow():
             raise UploadExpired("the upload expired; start a new one")
@@ -557,6 +615,17 @@ class UploadService:
             # is safe even if the store did complete: the next complete finds the object (HeadObject).
             await self.hand_back(held)
             raise
+
+    async def _settle_post(self, who: Principal, upload: UploadRow) -> FileRow:
+        """Complete a form upload: it is done once its object exists (``post.py``)."""
+        from .post import settle_post_upload
+
+        status = await settle_post_upload(self.pool, self.storage, upload.id, who=who)
+        if status == UploadStatus.COMPLETED:
+            return await self._file_of(upload)
+        if status == UploadStatus.UPLOADING:
+            raise PartsMissing("the form upload has not reached the store yet", missing_parts=[1])
+        raise UploadNotUploading(f"the upload is {status}", upload_status=status)
 
     @staticmethod
     def _declared_checksums(upload: UploadRow, sha256: str | None, crc64nvme: str | None) -> Declared:
@@ -709,7 +778,8 @@ class UploadService:
         had been completed (a complete whose answer was lost, or a taken-over completer's late call):
         ``completed`` stands. The abort's own answer cannot tell (MinIO says 204 either way)."""
         try:
-            await self.storage.abort_multipart(upload.key, upload.store_upload_id)
+            if upload.s3_upload_id is not None:  # a form upload (kind "post") has none
+                await self.storage.abort_multipart(upload.key, upload.s3_upload_id)
             stored = await self.storage.head_object(upload.key)
         except Exception:
             await self.hand_back(held)

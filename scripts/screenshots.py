@@ -1,0 +1,207 @@
+"""Screenshots of the web demo and the upload-link page, as people see them (``make screenshots``).
+
+Starts a private MariaDB and MinIO (the test tier's launchers) and the API, signs in as an
+investigator in Debian's Chromium (headless, driven by Playwright), and writes to
+web-demo/screenshots/:
+
+- ``demo-desktop-uploading.png`` / ``demo-phone-uploading.png``: files under way (some parts of the
+  big one are held back at the store's door so the moment can be photographed);
+- ``demo-desktop-done.png`` / ``demo-phone-done.png``: the same log when everything is verified;
+- ``link-desktop.png`` / ``link-phone.png``: the page behind an upload link (Uppy), files chosen;
+- ``link-desktop-done.png``: the same after the upload.
+
+    .venv/bin/python scripts/screenshots.py
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.services import run_mariadb, run_minio  # noqa: E402
+
+from upload_plane.app import create_app  # noqa: E402
+from upload_plane.embedded import prepare, serve_in_thread  # noqa: E402
+from upload_plane.settings import Settings  # noqa: E402
+
+OUT = REPO / "web-demo" / "screenshots"
+CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-features=LocalNetworkAccessChecks,BlockInsecurePrivateNetworkRequests",
+]
+DESKTOP = {"width": 1280, "height": 860}
+PHONE = {"width": 390, "height": 844}
+MIB = 1024 * 1024
+PASSWORD = "screenshots-password"
+
+
+def make_file(folder: Path, name: str, size: int) -> Path:
+    path = folder / name
+    with path.open("wb") as out:
+        left = size
+        while left:
+            n = min(left, 8 * MIB)
+            out.write(os.urandom(n))
+            left -= n
+    return path
+
+
+def seed(base: str) -> dict[str, Any]:
+    """An investigator with a case, two logs, and a partner's upload link."""
+    with httpx.Client(base_url=f"{base}/api/v1", timeout=30) as api:
+        token = api.post("/auth/login", json={"username": "admin", "password": PASSWORD}).json()[
+            "access_token"
+        ]
+        api.headers["Authorization"] = f"Bearer {token}"
+        api.post("/users", json={"username": "m.keller", "password": PASSWORD, "role": "user"})
+        login = api.post("/auth/login", json={"username": "m.keller", "password": PASSWORD}).json()
+        api.headers["Authorization"] = f"Bearer {login['access_token']}"
+        case = api.post("/cases", json={"title": "Harbour Street burglary", "reference": "2026-0117"}).json()
+        other = api.post("/cases", json={"title": "Riverside collision", "reference": "2026-0142"}).json()
+        log = api.post(f"/cases/{case['id']}/logs", json={"name": "Bodycam footage"}).json()
+        api.post(f"/cases/{case['id']}/logs", json={"name": "Witness statements"})
+        api.post(f"/cases/{case['id']}/logs", json={"name": "Phone extraction"})
+        api.post(f"/cases/{other['id']}/logs", json={"name": "Dashcam"})
+        cctv = api.post(f"/cases/{case['id']}/logs", json={"name": "CCTV from partners"}).json()
+        link = api.post(
+            f"/logs/{cctv['id']}/upload-links",
+            json={"expires_in": 7 * 24 * 3600, "max_files": 20, "max_bytes": 20 * 1024 * MIB},
+        ).json()
+    return {"log": log, "link": link}
+
+
+def sign_in(page: Any, base: str, log_id: str) -> None:
+    page.goto(f"{base}/#/logs/{log_id}")
+    page.get_by_label("Username").fill("m.keller")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Password").press("Enter")
+    page.get_by_role("heading", name="Bodycam footage").wait_for()
+
+
+def demo(
+    browser: Any, base: str, store: str, log_id: str, files: list[Path], viewport: dict[str, int], tag: str
+) -> None:
+    context = browser.new_context(viewport=viewport, device_scale_factor=1 if viewport is DESKTOP else 2)
+    page = context.new_page()
+    sign_in(page, base, log_id)
+    held: list[Any] = []
+    passed: list[str] = []
+
+    def gate(route: Any) -> None:
+        big = "body-cam-0412.mp4" in route.request.url
+        if route.request.method == "PUT" and big and len(passed) >= 5:
+            held.append(route)  # keep the big file under way for the picture
+            return
+        if route.request.method == "PUT" and big:
+            passed.append(route.request.url)
+        route.continue_()
+
+    page.route(f"{store}/**", gate)
+    page.set_input_files("#file-input", [str(f) for f in files])
+    page.locator(".transfer[data-state='done']").nth(len(files) - 2).wait_for(timeout=120_000)
+    page.locator(".transfer[data-name='body-cam-0412.mp4'][data-sent-parts='5']").wait_for(timeout=120_000)
+    page.wait_for_timeout(700)  # let the speed and ETA readouts settle on a value
+    if viewport is PHONE:  # one screen, where the transfers are
+        page.locator("#transfers-panel").scroll_into_view_if_needed()
+        page.evaluate(
+            "window.scrollBy(0, document.querySelector('#transfers-panel').getBoundingClientRect().top - 8)"
+        )
+    page.screenshot(path=str(OUT / f"demo-{tag}-uploading.png"), full_page=viewport is DESKTOP)
+    page.unroute(f"{store}/**")
+    for route in held:
+        with contextlib.suppress(Exception):  # a held request the page has given up on
+            route.continue_()
+    page.locator(".transfer[data-state='done']").nth(len(files) - 1).wait_for(timeout=120_000)
+    page.locator("tr[data-verified='store']").nth(len(files) - 1).wait_for(timeout=30_000)
+    page.wait_for_timeout(300)
+    if viewport is PHONE:
+        page.evaluate(
+            "window.scrollBy(0, document.querySelector('#transfers-panel').getBoundingClientRect().top - 8)"
+        )
+    page.screenshot(path=str(OUT / f"demo-{tag}-done.png"), full_page=viewport is DESKTOP)
+    context.close()
+
+
+def link_page(
+    browser: Any, link: dict[str, Any], files: list[Path], viewport: dict[str, int], tag: str
+) -> None:
+    context = browser.new_context(viewport=viewport, device_scale_factor=1 if viewport is DESKTOP else 2)
+    page = context.new_page()
+    page.goto(link["url"])
+    page.get_by_role("heading", name="Upload to “CCTV from partners”").wait_for()
+    page.locator(".uppy-Dashboard-input").first.set_input_files([str(f) for f in files])
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(OUT / f"link-{tag}.png"), full_page=True)
+    if tag == "desktop":
+        page.locator(".uppy-StatusBar-actionBtn--upload").click()
+        page.get_by_text("uploaded. Thank you").wait_for(timeout=120_000)
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(OUT / f"link-{tag}-done.png"), full_page=True)
+    context.close()
+
+
+def main() -> int:
+    from playwright.sync_api import sync_playwright
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="screenshots-") as tmp, ExitStack() as stack:
+        work = Path(tmp)
+        (work / "mariadb").mkdir()
+        (work / "minio").mkdir()
+        mariadb = stack.enter_context(run_mariadb(work / "mariadb"))
+        minio = stack.enter_context(run_minio(work / "minio"))
+        settings = Settings(
+            database_url=mariadb.create_database("screens"),
+            s3_endpoint_url=minio.endpoint,
+            s3_public_endpoint_url=minio.endpoint,
+            s3_access_key_id=minio.access_key,
+            s3_secret_access_key=minio.secret_key,
+            s3_bucket="evidence",
+            jwt_secret="screenshots-secret-0123456789-0123456789",
+        )
+        prepare(settings, PASSWORD)
+        base = stack.enter_context(serve_in_thread(create_app(settings)))
+        seeded = seed(base)
+        files = [
+            make_file(work, "body-cam-0412.mp4", 96 * MIB),
+            make_file(work, "body-cam-0413.mp4", 22 * MIB),
+            make_file(work, "scene-photo-01.jpg", 3 * MIB + 123_456),
+            make_file(work, "scene-photo-02.jpg", 2 * MIB + 654_321),
+            make_file(work, "officer-notes.pdf", 412_000),
+        ]
+        partner = [
+            make_file(work, "store-camera-2-2026-04-12.mp4", 38 * MIB),
+            make_file(work, "export-log.txt", 18_000),
+        ]
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            try:
+                demo(browser, base, minio.endpoint, seeded["log"]["id"], files, DESKTOP, "desktop")
+                demo(browser, base, minio.endpoint, seeded["log"]["id"], files[:3], PHONE, "phone")
+                link_page(browser, seeded["link"], partner, PHONE, "phone")
+                link_page(browser, seeded["link"], partner, DESKTOP, "desktop")
+            finally:
+                browser.close()
+    for shot in sorted(OUT.glob("*.png")):
+        print(f"wrote {shot.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

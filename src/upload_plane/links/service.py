@@ -1,0 +1,265 @@
+"""Upload links: write-only, expiring, revocable capabilities to upload into one log without an
+account (a witness, a partner agency). Free of HTTP.
+
+- The token (``uplnk_...``, shown once) is stored as its SHA-256. It is recognised on every request
+  (``resolve``): unknown is 404, revoked or expired is 410.
+- A link acts with the authority of the manager who issued it (``Principal.id`` is theirs, so
+  ``created_by`` of its uploads and files names who vouched for them; its credential is
+  ``upload_link`` and audit events name the link). It is confined to its log, and stops working
+  when its issuer loses the role to upload there or is disabled.
+- Budgets (``max_files``, ``max_bytes``) count every upload started through the link. The counters
+  only move by a compare-and-set that keeps them within the budget (``reserve``), run in the same
+  transaction that writes the upload's rows: concurrent starts can never overshoot, and a start
+  that fails reserves nothing. An upload aborted through the link gives its share back, once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from ..audit.service import Audit
+from ..auth import tokens
+from ..auth.principal import LINK_CREDENTIAL, ClientInfo, Principal
+from ..cases.access import CaseRole, log_for
+from ..errors import (
+    LinkBytesExhausted,
+    LinkFilesExhausted,
+    NotFound,
+    UploadLinkExpired,
+    UploadLinkRevoked,
+    ValidationFailed,
+)
+from ..models import UploadLink, utcnow
+from ..pagination import Page, PageRequest, paginate
+from ..settings import Settings
+from ..sql import Connection, utc
+
+MIN_TTL = 60
+
+
+class Forgetful(Protocol):
+    def clear(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedLink:
+    row: UploadLink
+    token: str  # shown once
+
+
+@dataclass(frozen=True, slots=True)
+class LinkGrant:
+    """An upload link as its token resolved, and the principal it acts as."""
+
+    id: str
+    log_id: str
+    case_id: str
+    expires_at: datetime
+    max_files: int | None
+    max_bytes: int | None
+    files_used: int
+    bytes_used: int
+    principal: Principal
+
+    def check_room(self, size: int) -> None:
+        """Refuse a file that cannot fit what is left (a cheap look before the store is asked;
+        ``reserve`` decides)."""
+        if self.max_files is not None and self.files_used >= self.max_files:
+            raise LinkFilesExhausted(f"this link allows {self.max_files} files and all are used")
+        if self.max_bytes is not None and self.bytes_used + size > self.max_bytes:
+            raise LinkBytesExhausted(
+                f"{size} bytes do not fit in what is left of this link ({self.bytes_left} bytes)",
+                bytes_left=self.bytes_left,
+            )
+
+    @property
+    def bytes_left(self) -> int | None:
+        return None if self.max_bytes is None else max(0, self.max_bytes - self.bytes_used)
+
+
+def link_status(link: UploadLink, now: datetime | None = None) -> str:
+    now = now or utcnow()
+    if link.revoked_at is not None:
+        return "revoked"
+    if link.expires_at <= now:
+        return "expired"
+    full_files = link.max_files is not None and link.files_used >= link.max_files
+    full_bytes = link.max_bytes is not None and link.bytes_used >= link.max_bytes
+    return "used_up" if full_files or full_bytes else "active"
+
+
+class LinkService:
+    """Issue, list and revoke links (managers of the log's case, and admins)."""
+
+    def __init__(self, session: AsyncSession, settings: Settings, grants: Forgetful | None = None) -> None:
+        self.session = session
+        self.settings = settings
+        self.audit = Audit(session)
+        self.grants = grants  # authorisations the Uppy routes trust for a while: dropped at a revoke
+
+    async def create(
+        self, who: Principal, log_id: str, expires_in: int, max_files: int | None, max_bytes: int | None
+    ) -> IssuedLink:
+        log = await log_for(self.session, who, log_id, CaseRole.MANAGER)
+        if not MIN_TTL <= expires_in <= self.settings.upload_link_max_ttl:
+            raise ValidationFailed(
+                f"expires_in must be within {MIN_TTL}..{self.settings.upload_link_max_ttl} seconds"
+            )
+        now = utcnow()
+        token = tokens.new_upload_link_token()
+        row = UploadLink(
+            log_id=log.id,
+            case_id=log.case_id,
+            token_hash=tokens.token_hash(token),
+            hint=token[: len(tokens.LINK_PREFIX) + 4],
+            created_by=who.id,
+            created_at=now,
+            expires_at=now + timedelta(seconds=expires_in),
+            max_files=max_files,
+            max_bytes=max_bytes,
+            files_used=0,
+            bytes_used=0,
+        )
+        self.session.add(row)
+        self.audit.record(
+            who, "upload_link.created", "upload_link", row.id, case_id=log.case_id, log_id=log.id,
+            hint=row.hint, expires_at=row.expires_at, max_files=max_files, max_bytes=max_bytes,
+        )  # fmt: skip
+        await self.session.flush()
+        return IssuedLink(row, token)
+
+    async def list_for_log(self, who: Principal, log_id: str, page: PageRequest) -> Page[UploadLink]:
+        log = await log_for(self.session, who, log_id, CaseRole.MANAGER)
+        return await paginate(
+            self.session, select(UploadLink).where(UploadLink.log_id == log.id), UploadLink, page
+        )
+
+    async def revoke(self, who: Principal, link_id: str) -> UploadLink:
+        """Revoke a link (idempotent); uploads under way through it can no longer be continued."""
+        link = await self.session.get(UploadLink, link_id)
+        if link is None:
+            raise NotFound("No such upload link")
+        await log_for(self.session, who, link.log_id, CaseRole.MANAGER)
+        now = utcnow()
+        changed = await self.session.exec(
+            update(UploadLink)
+            .where(col(UploadLink.id) == link.id, col(UploadLink.revoked_at).is_(None))
+            .values(revoked_at=now)
+        )
+        if changed.rowcount == 1:
+            self.audit.record(
+                who, "upload_link.revoked", "upload_link", link.id, case_id=link.case_id, hint=link.hint
+            )
+            if self.grants is not None:  # this replica at once; the others within their cache's TTL
+                self.grants.clear()
+        await self.session.flush()
+        await self.session.refresh(link)
+        return link
+
+
+# -- the hot path: the driver's connections (``sql.py``) ---------------------------------------------
+
+_LINK_COLUMNS = (
+    "l.id, l.log_id, l.case_id, l.hint, l.expires_at, l.revoked_at, l.max_files, l.max_bytes, "
+    "l.files_used, l.bytes_used, u.id, u.role, u.disabled"
+)
+
+
+async def resolve(conn: Connection, token: str, client: ClientInfo) -> LinkGrant:
+    """The link a token names, if it may be used now. One query."""
+    if not tokens.looks_like_upload_link_token(token):
+        raise NotFound("No such upload link")
+    row = await conn.one(
+        f"SELECT {_LINK_COLUMNS} FROM upload_links l JOIN users u ON u.id = l.created_by "
+        "WHERE l.token_hash = %s",
+        tokens.token_hash(token),
+    )
+    if row is None:
+        raise NotFound("No such upload link")
+    link_id, log_id, case_id, hint, expires_at, revoked_at, max_files, max_bytes = row[:8]
+    files_used, bytes_used, user_id, role, disabled = row[8:]
+    if revoked_at is not None or disabled:
+        raise UploadLinkRevoked("this upload link was revoked; ask for a new one")
+    expires = utc(expires_at)
+    assert expires is not None
+    if expires <= utcnow():
+        raise UploadLinkExpired("this upload link has expired; ask for a new one")
+    principal = Principal(user_id, f"upload link {hint}", role, LINK_CREDENTIAL, link_id, client)
+    return LinkGrant(
+        link_id, log_id, case_id, expires, max_files, max_bytes, int(files_used), int(bytes_used), principal
+    )
+
+
+async def reserve(conn: Connection, link_id: str, upload_id: str, size: int, now: datetime) -> None:
+    """Take one file and ``size`` bytes of the link's budget for ``upload_id``, or refuse. One
+    compare-and-set: the counters never pass the budget, whatever runs at the same time. Run it in
+    the transaction that writes the upload's rows (``UploadService.start``'s ``on_start``)."""
+    changed = await conn.run(
+        "UPDATE upload_links SET files_used = files_used + 1, bytes_used = bytes_used + %s "
+        "WHERE id = %s AND revoked_at IS NULL AND expires_at > %s "
+        "AND (max_files IS NULL OR files_used < max_files) "
+        "AND (max_bytes IS NULL OR bytes_used + %s <= max_bytes)",
+        size,
+        link_id,
+        now,
+        size,
+    )
+    if changed != 1:
+        row = await conn.one(
+            "SELECT revoked_at, expires_at, max_files, files_used, max_bytes, bytes_used "
+            "FROM upload_links WHERE id = %s",
+            link_id,
+        )
+        if row is None or row[0] is not None:
+            raise UploadLinkRevoked("this upload link was revoked; ask for a new one")
+        if utc(row[1]) <= now:  # type: ignore[operator]
+            raise UploadLinkExpired("this upload link has expired; ask for a new one")
+        if row[2] is not None and row[3] >= row[2]:
+            raise LinkFilesExhausted(f"this link allows {row[2]} files and all are used")
+        left = max(0, int(row[4]) - int(row[5]))
+        raise LinkBytesExhausted(
+            f"{size} bytes do not fit in what is left of this link ({left} bytes)", bytes_left=left
+        )
+    await conn.run(
+        "INSERT INTO upload_link_uploads (upload_id, link_id, size, created_at, released_at) "
+        "VALUES (%s, %s, %s, %s, NULL)",
+        upload_id,
+        link_id,
+        size,
+        now,
+    )
+
+
+async def release(conn: Connection, upload_id: str, now: datetime) -> bool:
+    """Give an aborted upload's share back to its link, once (``False``: not a link's, or given
+    back already). Run it inside a transaction."""
+    row = await conn.one(
+        "SELECT link_id, size FROM upload_link_uploads WHERE upload_id = %s AND released_at IS NULL",
+        upload_id,
+    )
+    if row is None:
+        return False
+    taken = await conn.run(
+        "UPDATE upload_link_uploads SET released_at = %s WHERE upload_id = %s AND released_at IS NULL",
+        now,
+        upload_id,
+    )
+    if taken != 1:
+        return False
+    await conn.run(
+        "UPDATE upload_links SET files_used = files_used - 1, bytes_used = bytes_used - %s WHERE id = %s",
+        row[1],
+        row[0],
+    )
+    return True
+
+
+async def link_of_upload(conn: Connection, upload_id: str) -> str | None:
+    row = await conn.one("SELECT link_id FROM upload_link_uploads WHERE upload_id = %s", upload_id)
+    return None if row is None else str(row[0])
