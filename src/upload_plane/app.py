@@ -316,7 +316,12 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
         security=[{"bearer": []}, {"session": []}],
     )
 
-    uppy_for_users = Router(path="/", route_handlers=[UppyController], dependencies=USER_DEPENDENCIES)
+    uppy_for_users = Router(
+        path="/",
+        route_handlers=[UppyController],
+        dependencies=USER_DEPENDENCIES,
+        security=[{"bearer": []}, {"session": []}],
+    )
     uppy_for_links = Router(
         path="/links/{token:str}", route_handlers=[UppyController], dependencies=LINK_DEPENDENCIES
     )

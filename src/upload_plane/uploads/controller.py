@@ -28,6 +28,7 @@ from .schemas import (
     UploadOut,
     UploadPage,
     UploadStatusOut,
+    whole,
 )
 from .service import PartState, UploadService
 
@@ -65,7 +66,7 @@ class LogUploadController(Controller):
                 name="Idempotency-Key",
                 required=False,
                 max_length=200,
-                pattern=r"^[\x21-\x7e]+$",
+                pattern=whole(r"[\x21-\x7e]+"),
                 description="send the same key again (an answer was lost) to get the same upload back",
             ),
         ] = None,
