@@ -185,10 +185,7 @@ def table(report: dict[str, object]) -> str:
         by_class: Counter[str] = Counter()
         for status, n in row["by_status"].items():
             by_class[status[0]] += n
-        lines.append(
-            f"{route:<58}{row['requests']:>9}  "
-            + "".join(f"{by_class[c]:>6}" for c in "2345")
-        )
+        lines.append(f"{route:<58}{row['requests']:>9}  " + "".join(f"{by_class[c]:>6}" for c in "2345"))
     lines.append(f"{'total':<58}{report['requests']:>9}")
     return "\n".join(lines)
 
