@@ -131,15 +131,32 @@ def problem_response(request: Request[Any, Any, Any], exc: Exception) -> Respons
 class ApiRequest(Request[Any, Any, Any]):
     """Requests whose JSON body cannot be decoded at all are the client's mistake (400), whatever the
     reason: bytes that are not UTF-8 (msgspec raises ``UnicodeDecodeError``, not a decode error) or
-    nesting deeper than the decoder's recursion limit."""
+    nesting deeper than the decoder's recursion limit.
+
+    And bodies are checked against their route's type *strictly* before Litestar converts them (which
+    it does leniently: ``"10"`` would pass as the integer 10, ``"true"`` as a boolean): a value of the
+    wrong JSON type is a 400 that names it."""
 
     async def json(self) -> Any:
         try:
-            return await super().json()
+            value = await super().json()
         except UnicodeDecodeError as exc:
             raise e.ValidationFailed("The request body is not valid UTF-8") from exc
         except RecursionError as exc:
             raise e.ValidationFailed("JSON nested too deeply") from exc
+        body_type = _body_type(self.route_handler)
+        if body_type is not None:
+            try:
+                msgspec.convert(value, body_type, strict=True)
+            except msgspec.ValidationError as exc:
+                raise e.ValidationFailed(f"Invalid request body: {exc}") from exc
+        return value
+
+
+def _body_type(handler: Any) -> Any:
+    """The type of the handler's ``data`` parameter (``None`` without one)."""
+    data = handler.parsed_fn_signature.parameters.get("data")
+    return data.annotation if data is not None else None
 
 
 class Problem(msgspec.Struct):

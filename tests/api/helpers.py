@@ -9,6 +9,7 @@ import secrets
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -18,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from tests.conftest import ADMIN_PASSWORD, Backend
 from upload_plane.db import create_database
 from upload_plane.errors import StoredUploadGone
-from upload_plane.models import File, Upload
+from upload_plane.models import File, Upload, UploadLink, utcnow
 from upload_plane.storage import S3Storage
 
 MIB = 1024 * 1024
@@ -280,3 +281,55 @@ async def complete_behind_the_apis_back(backend: Backend, key: str, s3_upload_id
     async with store(backend) as storage:
         parts = await storage.list_parts(key, s3_upload_id)
         await storage.complete_multipart(key, s3_upload_id, parts)
+
+
+#: What a refused request must not change: every table (but rate counters, and the audit events of
+#: refused sign-ins, which a refusal writes on purpose) and, in the store, every object and every
+#: multipart upload open on an upload's key.
+_UNCHANGED_TABLES = (
+    "users", "cases", "case_members", "logs", "files", "uploads", "auth_sessions", "refresh_tokens",
+    "personal_access_tokens", "upload_links", "upload_link_uploads",
+)  # fmt: skip
+
+
+async def world(backend: Backend) -> dict[str, Any]:
+    """The database and the store, as plain data to compare before and after."""
+    from upload_plane.sql import create_pool
+
+    pool = create_pool(backend.settings)
+    snapshot: dict[str, Any] = {}
+    try:
+        async with pool.connect() as conn:
+            for table in _UNCHANGED_TABLES + tuple(EXTRA_TABLES):
+                snapshot[table] = sorted(map(repr, await conn.all(f"SELECT * FROM {table}")))
+            snapshot["audit_events"] = sorted(
+                map(repr, await conn.all("SELECT * FROM audit_events WHERE action <> 'login.failed'"))
+            )
+            keys = [r[0] for r in await conn.all("SELECT `key` FROM uploads")]
+    finally:
+        await pool.close()
+    async with store(backend) as storage:
+        snapshot["multipart"] = {k: sorted(await storage.list_multipart_uploads(k)) for k in keys}
+        client = storage._client()  # the test reads the whole bucket
+
+        def objects() -> list[tuple[str, int, str]]:
+            pages = client.get_paginator("list_objects_v2").paginate(Bucket=backend.settings.s3_bucket)
+            found = [o for page in pages for o in page.get("Contents", [])]
+            return sorted((o["Key"], o["Size"], o["ETag"]) for o in found)
+
+        snapshot["objects"] = await asyncio.to_thread(objects)
+    return snapshot
+
+
+#: Tables added by later migrations that refusals must not change either.
+EXTRA_TABLES: list[str] = []
+
+
+async def expire_link(backend: Backend, link_id: str) -> None:
+    """Move an upload link's expiry into the past, as time would."""
+    async with backend_db(backend) as session:
+        row = await session.get(UploadLink, link_id)
+        assert row is not None
+        row.expires_at = utcnow() - timedelta(seconds=1)
+        session.add(row)
+        await session.commit()

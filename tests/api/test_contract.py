@@ -123,9 +123,10 @@ def test_openapi_lists_every_route_with_schemas(backend: Backend) -> None:
 
 
 def test_hostile_filenames_keep_keys_under_the_log(backend: Backend) -> None:
+    # Empty names and names with NUL are refused (tests/api/test_hostile_corpora.py); the rest are names.
     with new_user(backend) as api:
         log = new_log(api)
-        for name in HOSTILE_NAMES:
+        for name in [n for n in HOSTILE_NAMES if n and "\x00" not in n]:
             resp = api.post(f"/logs/{log['id']}/uploads", json={"filename": name, "size": 3})
             assert resp.status_code == 201, (name[:40], resp.text[:300])
             upload = resp.json()

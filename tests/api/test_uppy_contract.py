@@ -23,13 +23,12 @@ from tests.api.helpers import (
     MIB,
     admin,
     assert_problem,
-    backend_db,
+    expire_link,
     new_log,
     new_user,
     record_server_errors,
 )
 from tests.conftest import Backend
-from upload_plane.models import UploadLink
 
 
 def anonymous(backend: Backend) -> httpx.Client:
@@ -260,7 +259,7 @@ def test_expired_link_is_refused(backend: Backend) -> None:
         base = endpoint(link)
         created = anon.post(f"{base}/s3/multipart", json={"filename": "a", "metadata": {"size": 6 * MIB}})
         upload_id, key = created.json()["uploadId"], created.json()["key"]
-        asyncio.run(_expire(backend, link["id"]))
+        asyncio.run(expire_link(backend, link["id"]))
         deadline = time.monotonic() + 10  # the part route trusts its last check for a few seconds
         while True:
             resp = anon.get(f"{base}/s3/multipart/{quote(upload_id, safe='')}/1", params={"key": key})
@@ -272,19 +271,6 @@ def test_expired_link_is_refused(backend: Backend) -> None:
         assert_problem(resp, 410, "UPLOAD_LINK_EXPIRED")
         listed = manager.get(f"/logs/{log['id']}/upload-links").json()["items"]
         assert listed[0]["status"] == "expired"
-
-
-async def _expire(backend: Backend, link_id: str) -> None:
-    from datetime import timedelta
-
-    from upload_plane.models import utcnow
-
-    async with backend_db(backend) as session:
-        row = await session.get(UploadLink, link_id)
-        assert row is not None
-        row.expires_at = utcnow() - timedelta(seconds=1)
-        session.add(row)
-        await session.commit()
 
 
 def test_link_budgets_hold_under_concurrent_starts(backend: Backend) -> None:

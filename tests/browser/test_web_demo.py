@@ -178,10 +178,12 @@ def test_the_demo_works_from_the_keyboard(web: Backend, page: Any) -> None:
     page.keyboard.type(password)
     page.keyboard.press("Enter")
     page.get_by_role("heading", name="bodycam").wait_for()
+    page.wait_for_load_state("networkidle")  # the log's files and resumable uploads are loaded
     drop = page.get_by_role(
         "button", name="Add files: drop files or folders here, or press Enter to choose files"
     )
     drop.focus()
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'drop'")
     with page.expect_file_chooser() as chooser:
         page.keyboard.press("Enter")
     assert chooser.value.is_multiple()

@@ -101,11 +101,10 @@ class Reaper:
                     return []
                 marks = ", ".join(["%s"] * len(ids))
                 await conn.run(
-                    "UPDATE uploads AS u SET status = %s, claim_token = %s, claimed_at = %s, updated_at = %s "
+                    "UPDATE uploads AS u SET status = %s, claim_token = %s, claimed_at = %s "
                     f"WHERE u.id IN ({marks}) AND {where}",
                     to,
                     token,
-                    now,
                     now,
                     *ids,
                     *params,

@@ -7,9 +7,6 @@ from typing import Annotated, Literal
 
 import msgspec
 
-# The original name is display-only (TEXT column: 16,000 characters fit in 64 KiB of utf8mb4).
-Filename = Annotated[str, msgspec.Meta(max_length=16_000)]
-
 
 def whole(pattern: str) -> str:
     """A ``pattern`` that must match the whole value. msgspec checks patterns with Python's
@@ -19,6 +16,16 @@ def whole(pattern: str) -> str:
     return rf"^(?:{pattern})$(?!\n)"
 
 
+# The original name is display-only (TEXT column: 16,000 characters fit in 64 KiB of utf8mb4).
+Filename = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=16_000,
+        pattern=r"^[^\x00]*$",
+        description="any name but empty or with NUL; the object key gets a cleaned copy",
+    ),
+]
 _TOKEN = r"[A-Za-z0-9!#$&^_.+-]+"  # RFC 9110 token characters that make sense in a media type
 # RFC 9110 quoted-string restricted to ASCII: qdtext is HTAB, SP, and visible ASCII but DQUOTE and
 # backslash; quoted-pair escapes one of those. (obs-text, bytes >= 0x80, is not accepted: the value
@@ -47,7 +54,17 @@ class UploadCreate(msgspec.Struct, forbid_unknown_fields=True):
         Literal["CRC64NVME"] | None,
         msgspec.Meta(description="have the store check a whole-file CRC64NVME given at complete"),
     ] = None
-    part_size: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    part_size: (
+        Annotated[
+            int,
+            msgspec.Meta(
+                ge=1,
+                le=5 * 1024**3,
+                description="the part size wished for; raised to 5 MiB and to what 10,000 parts need",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class UploadOut(msgspec.Struct):

@@ -781,6 +781,10 @@ class UploadService:
             if upload.s3_upload_id is not None:  # a form upload (kind "post") has none
                 await self.storage.abort_multipart(upload.key, upload.s3_upload_id)
             stored = await self.storage.head_object(upload.key)
+            if stored is not None and stored.size != upload.size and upload.kind == POST:
+                # A form the store let through at the wrong size never becomes a file, nor stays.
+                await self.storage.delete_object(upload.key)
+                stored = None
         except Exception:
             await self.hand_back(held)
             raise

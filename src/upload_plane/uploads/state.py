@@ -147,11 +147,10 @@ async def claim(
     token = new_claim_token()
     free = f"status IN ({', '.join(['%s'] * len(expected))}) OR " if expected else ""
     changed = await conn.run(
-        "UPDATE uploads SET status = %s, claim_token = %s, claimed_at = %s, updated_at = %s WHERE id = %s "
+        "UPDATE uploads SET status = %s, claim_token = %s, claimed_at = %s WHERE id = %s "
         f"AND ({free}(status = %s AND (claimed_at IS NULL OR claimed_at < %s)))",
         to,
         token,
-        now,
         now,
         upload_id,
         *expected,
@@ -177,11 +176,13 @@ async def finish(
     else must happen with it (the audit event)."""
     check_upload_transition(held.status, to)
     extra, params = _assignments(upload_values or {}, _UPLOAD_COLUMNS)
+    # A claim handed back (to ``uploading``) leaves the upload as it was: ``updated_at`` included.
+    stamp = ", updated_at = %s" if to != U.UPLOADING else ""
     changed = await conn.run(
-        f"UPDATE uploads SET status = %s, claim_token = NULL, claimed_at = NULL, updated_at = %s{extra} "
+        f"UPDATE uploads SET status = %s, claim_token = NULL, claimed_at = NULL{stamp}{extra} "
         "WHERE id = %s AND status = %s AND claim_token = %s",
         to,
-        now,
+        *([now] if stamp else []),
         *params,
         held.upload_id,
         held.status,

@@ -53,7 +53,7 @@ class CreatedMultipart(msgspec.Struct, rename="camel"):
     key: str
 
 
-class SignedPart(msgspec.Struct):
+class UppySignedPart(msgspec.Struct):
     url: str
     expires: int
 
@@ -64,15 +64,13 @@ class StoredPartOut(msgspec.Struct, rename="pascal"):
     size: int
 
 
-class CompletePart(msgspec.Struct, rename="pascal"):
+class UppyPart(msgspec.Struct, rename="pascal"):
     part_number: int
     e_tag: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] = msgspec.field(name="ETag")
 
 
 class CompleteMultipart(msgspec.Struct):
-    parts: Annotated[list[CompletePart], msgspec.Meta(max_length=10_000)] = msgspec.field(
-        default_factory=list
-    )
+    parts: Annotated[list[UppyPart], msgspec.Meta(max_length=10_000)] = msgspec.field(default_factory=list)
 
 
 class Completed(msgspec.Struct):
@@ -182,7 +180,7 @@ class SignPartFastPath(ASGIMiddleware):
                 raise ValueError("not a session cookie")
             credential = SessionCookie(cookie.value, client)
         signed = await uppy.sign_part(params["upload_id"], int(params["part_number"]), keys[0], credential)
-        return _encode(SignedPart(signed.url, signed.expires_in))
+        return _encode(UppySignedPart(signed.url, signed.expires_in))
 
 
 _encode = msgspec.json.Encoder().encode
@@ -252,9 +250,9 @@ class UppyController(Controller):
         key: Key,
         credential: NamedDependency[Any],
         uppy: NamedDependency[UppyService],
-    ) -> SignedPart:
+    ) -> UppySignedPart:
         signed = await uppy.sign_part(upload_id, part_number, key, credential)
-        return SignedPart(signed.url, signed.expires_in)
+        return UppySignedPart(signed.url, signed.expires_in)
 
     @get(
         "/multipart/{upload_id:str}",
