@@ -379,8 +379,8 @@ def steered(world: World, role: str) -> Iterator[None]:
     - an Uppy ``key`` next to a real ``uploadId`` becomes that upload's key (Uppy sends the pair),
       and the part numbers asked for are the seeded uploads' own (1, or 2: out of plan);
     - an Uppy start gets the metadata a page sends (``size``; ``log_id`` for users) and a media
-      type, which the document cannot describe (``metadata`` is free-form, ``GET /s3/params``
-      reads ``metadata[...]`` query parameters).
+      type: real log ids and sizes that fit (``metadata`` of ``POST /s3/multipart`` is free-form,
+      and generated ``metadata[...]`` query parameters of ``GET /s3/params`` rarely name a log).
 
     The other requests go as generated. Every request keeps the identities the run depends on (and
     the live link). Decided in turn, not at random, so a seeded run is repeated exactly; Schemathesis
@@ -452,7 +452,7 @@ def _steer(case: Any, n: int, values: dict[str, list[str]], pairs: dict[str, str
     if method == "POST" and isinstance(case.body, dict) and isinstance(case.body.get("metadata"), dict):
         case.body = {**case.body, "type": media_type, "metadata": {**case.body["metadata"], **meta}}
     elif method == "GET" and isinstance(case.query, dict | None):
-        query = {f"metadata[{k}]": str(v) for k, v in meta.items()}
+        query = {f"metadata[{k}]": v for k, v in meta.items()}
         case.query = {**(case.query or {}), "type": media_type, **query}
 
 
