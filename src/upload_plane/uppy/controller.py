@@ -46,7 +46,7 @@ MediaTypeQuery = Annotated[str, QueryParameter(max_length=255, pattern=_MEDIA_TY
 MetadataSize = Annotated[
     int | None,
     QueryParameter(
-        query="metadata[size]",
+        name="metadata[size]",
         ge=0,
         schema_extra={"minimum": 0},
         description="the file's size in bytes (required)",
@@ -55,7 +55,7 @@ MetadataSize = Annotated[
 MetadataLogId = Annotated[
     str | None,
     QueryParameter(
-        query="metadata[log_id]",
+        name="metadata[log_id]",
         description="the log to upload into (required for users; a link uploads into its own)",
     ),
 ]
