@@ -9,7 +9,7 @@ MINIO_BIN_PATH := .cache/bin/minio
 .DEFAULT_GOAL := help
 WEB_STAMP := web-demo/node_modules/.installed
 
-.PHONY: help run test test-fast lint fmt bench chaos minio web-deps screenshots clean lock
+.PHONY: help run test test-fast fuzz chaos lint fmt bench minio web-deps screenshots clean lock
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -51,6 +51,15 @@ test: $(STAMP) $(WEB_STAMP) minio ## run the whole suite (real tier runs when Ma
 
 test-fast: $(STAMP) ## run the unit and embedded tiers only
 	$(BIN)/pytest -m 'not real'
+
+# The long Schemathesis run (tests/real/test_fuzz.py): every route as every role on MariaDB + MinIO
+# for FUZZ_MINUTES in all, seeded by FUZZ_SEED (random when empty, printed); figures go to
+# bench/results/fuzz.json. `make test` runs the short, deterministic one.
+FUZZ_MINUTES ?= 15
+FUZZ_SEED ?=
+fuzz: $(STAMP) minio ## long Schemathesis run, bounded by FUZZ_MINUTES (15); figures in bench/results/fuzz.json
+	FUZZ_MINUTES=$(FUZZ_MINUTES) FUZZ_SEED=$(FUZZ_SEED) REQUIRE_REAL_SERVICES=1 \
+	  $(BIN)/pytest tests/real/test_fuzz.py -k test_long_run -s -p no:cacheprovider
 
 lint: $(STAMP) ## ruff check, format check and mypy --strict on src
 	$(BIN)/ruff check src tests bench migrations

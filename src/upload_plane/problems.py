@@ -116,7 +116,8 @@ def problem_response(request: Request[Any, Any, Any], exc: Exception) -> Respons
         return problem(404, "NOT_FOUND", "Not found", "No such resource", path)
     if isinstance(exc, HTTPException) and exc.status_code < 500:
         code, title = _HTTP_CODES.get(exc.status_code, ("HTTP_ERROR", "Request failed"))
-        return problem(exc.status_code, code, title, exc.detail, path)
+        # Litestar's own headers stay: a 405 carries the Allow header RFC 9110 requires.
+        return problem(exc.status_code, code, title, exc.detail, path, headers=exc.headers)
     log.exception("unhandled error on %s %s", request.method, path, exc_info=exc)
     return problem(
         500,

@@ -8,11 +8,13 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import Cookie, State
 from litestar.di import NamedDependency, Provide
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from ..cases.controller import PageLimit
 from ..models import PersonalAccessToken, User
+from ..openapi import OptionalBody
 from ..pagination import PageRequest
 from ..problems import problems
 from .guards import admin_only
@@ -112,7 +114,11 @@ class LoginController(Controller):
         "/logout",
         summary="End the sign-in of the credentials sent (and of refresh_token); clears the cookie",
         status_code=204,
-        responses=problems(403, public=True),
+        responses={
+            **problems(403, public=True),
+            204: ResponseSpec(data_container=None, description="Signed out; the session cookie is cleared"),
+        },
+        operation_class=OptionalBody,
     )
     async def logout(
         self,
@@ -134,7 +140,7 @@ class AccountController(Controller):
     async def me(self, request: AuthedRequest, auth: NamedDependency[AuthService]) -> UserOut:
         return user_out(await auth.get_user(request.user.id))
 
-    @post("/tokens", summary="Issue a personal access token (shown once)", responses=problems())
+    @post("/tokens", summary="Issue a personal access token (shown once)", responses=problems(403))
     async def create_token(
         self, data: JSONBody[TokenCreate], request: AuthedRequest, auth: NamedDependency[AuthService]
     ) -> Response[TokenCreated]:
@@ -153,7 +159,7 @@ class AccountController(Controller):
         page = await auth.list_personal_tokens(request.user, PageRequest.parse(limit, cursor))
         return TokenPage(items=[token_out(t) for t in page.items], next_cursor=page.next_cursor)
 
-    @delete("/tokens/{token_id:str}", summary="Revoke a personal access token", responses=problems())
+    @delete("/tokens/{token_id:str}", summary="Revoke a personal access token", responses=problems(403))
     async def revoke_token(
         self, token_id: FromPath[str], request: AuthedRequest, auth: NamedDependency[AuthService]
     ) -> None:
@@ -168,7 +174,7 @@ class UserAdminController(Controller):
     dependencies = DEPENDENCIES
     guards = [admin_only]
 
-    @post("/", summary="Create a user (admin)", responses=problems(409))
+    @post("/", summary="Create a user (admin)", responses=problems(403, 409))
     async def create_user(
         self, data: JSONBody[UserCreate], request: AuthedRequest, auth: NamedDependency[AuthService]
     ) -> UserOut:
@@ -184,7 +190,11 @@ class UserAdminController(Controller):
         page = await auth.list_users(PageRequest.parse(limit, cursor))
         return UserPage(items=[user_out(u) for u in page.items], next_cursor=page.next_cursor)
 
-    @patch("/{user_id:str}", summary="Change a user's role or disable them (admin)", responses=problems(409))
+    @patch(
+        "/{user_id:str}",
+        summary="Change a user's role or disable them (admin)",
+        responses=problems(403, 409),
+    )
     async def update_user(
         self,
         user_id: FromPath[str],
@@ -200,7 +210,7 @@ class UserAdminController(Controller):
         "/{user_id:str}/password",
         summary="Set a user's password (admin)",
         status_code=204,
-        responses=problems(),
+        responses=problems(403),
     )
     async def set_password(
         self,

@@ -55,7 +55,7 @@ class CaseController(Controller):
     path = "/cases"
     tags = ["cases"]
 
-    @post("/", summary="Create a case", responses=problems(409))
+    @post("/", summary="Create a case", responses=problems(403, 409))
     async def create(
         self,
         data: JSONBody[CaseCreate],

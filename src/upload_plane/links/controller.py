@@ -91,7 +91,7 @@ class UploadLinkController(Controller):
     "/links/{token:str}",
     tags=["upload links"],
     summary="For a link's holder: the log it uploads into, until when, and what is left",
-    responses=problems(410, public=True),
+    responses=problems(404, 410, public=True),
 )
 async def link_info(token: FromPath[str], request: Request[Any, Any, Any], state: State) -> LinkInfo:
     grant, log_name = await state.uppy.link_info(token, client_info(request))

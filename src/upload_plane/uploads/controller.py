@@ -13,6 +13,7 @@ from ..auth.middleware import AuthedRequest
 from ..cases.controller import PageLimit
 from ..files.controller import file_out
 from ..files.schemas import FileOut
+from ..openapi import OptionalBody
 from ..pagination import PageRequest
 from ..problems import problems
 from .rows import UploadRow
@@ -27,6 +28,7 @@ from .schemas import (
     UploadOut,
     UploadPage,
     UploadStatusOut,
+    whole,
 )
 from .service import PartState, UploadService
 
@@ -50,7 +52,7 @@ class LogUploadController(Controller):
     @post(
         "/",
         summary="Start a multipart upload into a log (Idempotency-Key makes a retry safe)",
-        responses=problems(409, 413, 415, 422, 429, 502),
+        responses=problems(403, 409, 413, 415, 422, 429, 502),
     )
     async def start(
         self,
@@ -64,7 +66,7 @@ class LogUploadController(Controller):
                 name="Idempotency-Key",
                 required=False,
                 max_length=200,
-                pattern=r"^[\x21-\x7e]+$",
+                pattern=whole(r"[\x21-\x7e]+"),
                 description="send the same key again (an answer was lost) to get the same upload back",
             ),
         ] = None,
@@ -121,7 +123,7 @@ class UploadController(Controller):
         "/{upload_id:str}/parts",
         summary="Presigned PUT URLs for parts",
         status_code=200,
-        responses=problems(409, 410),
+        responses=problems(403, 409, 410),
     )
     async def sign(
         self,
@@ -142,7 +144,8 @@ class UploadController(Controller):
         "/{upload_id:str}/complete",
         summary="Verify parts and finish the file",
         status_code=200,
-        responses=problems(409, 410, 502),
+        responses=problems(403, 409, 410, 502),
+        operation_class=OptionalBody,
     )
     async def complete(
         self,
@@ -159,7 +162,9 @@ class UploadController(Controller):
         )
 
     @delete(
-        "/{upload_id:str}", summary="Abort the upload; the file becomes failed", responses=problems(409, 502)
+        "/{upload_id:str}",
+        summary="Abort the upload; the file becomes failed",
+        responses=problems(403, 409, 502),
     )
     async def abort(
         self,

@@ -7,6 +7,15 @@ from typing import Annotated, Literal
 
 import msgspec
 
+
+def whole(pattern: str) -> str:
+    """A ``pattern`` that must match the whole value. msgspec checks patterns with Python's
+    ``re.search``, whose ``$`` also matches before a final line break: ``"text/plain\\n"`` passed
+    ``^...$`` and reached the store's Content-Type header. The lookahead refuses that, and changes
+    nothing where the OpenAPI document's (ECMAScript) ``$`` is read."""
+    return rf"^(?:{pattern})$(?!\n)"
+
+
 # The original name is display-only (TEXT column: 16,000 characters fit in 64 KiB of utf8mb4).
 Filename = Annotated[
     str,
@@ -22,19 +31,14 @@ _TOKEN = r"[A-Za-z0-9!#$&^_.+-]+"  # RFC 9110 token characters that make sense i
 # backslash; quoted-pair escapes one of those. (obs-text, bytes >= 0x80, is not accepted: the value
 # goes into an HTTP header of the store, which only carries ASCII.)
 _QUOTED = r'"([\t \x21\x23-\x5b\x5d-\x7e]|\\[\t \x21-\x7e])*"'
-ContentType = Annotated[
-    str,
-    msgspec.Meta(
-        max_length=255,
-        pattern=rf"^{_TOKEN}/{_TOKEN}([ \t]*;[ \t]*{_TOKEN}=({_TOKEN}|{_QUOTED}))*$",
-    ),
-]
-Sha256Hex = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{64}$")]
-Sha256B64 = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/]{43}=$")]
+MEDIA_TYPE = rf"{_TOKEN}/{_TOKEN}([ \t]*;[ \t]*{_TOKEN}=({_TOKEN}|{_QUOTED}))*"
+ContentType = Annotated[str, msgspec.Meta(max_length=255, pattern=whole(MEDIA_TYPE))]
+Sha256Hex = Annotated[str, msgspec.Meta(pattern=whole("[0-9a-fA-F]{64}"))]
+Sha256B64 = Annotated[str, msgspec.Meta(pattern=whole("[A-Za-z0-9+/]{43}="))]
 # base64 of the 8-byte big-endian CRC64NVME, as S3 writes it (``x-amz-checksum-crc64nvme``)
-Crc64B64 = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/]{11}=$")]
+Crc64B64 = Annotated[str, msgspec.Meta(pattern=whole("[A-Za-z0-9+/]{11}="))]
 PartNumber = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
-PartKey = Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]{0,4}$")]  # a part number as a JSON key
+PartKey = Annotated[str, msgspec.Meta(pattern=whole("[1-9][0-9]{0,4}"))]  # a part number as a JSON key
 
 
 class UploadCreate(msgspec.Struct, forbid_unknown_fields=True):

@@ -5,6 +5,8 @@ The same controller is registered on both routers; each router provides ``caller
 who calls, for the cold routes) and ``credential`` (what the part-signing route checks without a
 query). They are typed ``Any`` for Litestar, which would otherwise re-validate them per request.
 Answers are Companion's shapes (what ``@uppy/aws-s3`` reads); errors are problem+json like the rest.
+Every route documents 410: through a link that expired or was revoked, that is the answer, whatever
+the request.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Send
 from litestar.types import Scope as Scope_
 
@@ -27,14 +29,41 @@ from ..auth.middleware import SESSION_COOKIE, authenticate, client_info
 from ..auth.principal import ClientInfo
 from ..headers import SECURITY_HEADERS
 from ..problems import problems
+from ..uploads.schemas import MEDIA_TYPE, whole
 from .service import Credential, LinkToken, Scope, SessionCookie, UppyService
 
-Key = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+# Query parameters take their bounds from ``QueryParameter`` (Litestar neither enforces nor documents
+# a msgspec ``Meta`` on a query parameter).
+Key = Annotated[str, QueryParameter(min_length=1, max_length=1024)]
+#: Uppy sends the browser's ``file.type``: a media type, or "" when the browser does not know it. It
+#: becomes the object's Content-Type in the store, so it is held to the API's media-type grammar.
+_MEDIA_TYPE = whole(f"({MEDIA_TYPE})?")
+MediaType = Annotated[str, msgspec.Meta(max_length=255, pattern=_MEDIA_TYPE)]
+MediaTypeQuery = Annotated[str, QueryParameter(max_length=255, pattern=_MEDIA_TYPE)]
+# What ``GET /s3/params`` reads of the ``metadata[name]=value`` query parameters Uppy sends (the
+# file's metadata: a page adds ``size``, and ``log_id`` for users). Declared, so that the document
+# says so; the service says what is missing. (Litestar leaves a bound of 0 out of the document.)
+MetadataSize = Annotated[
+    int | None,
+    QueryParameter(
+        name="metadata[size]",
+        ge=0,
+        schema_extra={"minimum": 0},
+        description="the file's size in bytes (required)",
+    ),
+]
+MetadataLogId = Annotated[
+    str | None,
+    QueryParameter(
+        name="metadata[log_id]",
+        description="the log to upload into (required for users; a link uploads into its own)",
+    ),
+]
 
 
 class CreateMultipart(msgspec.Struct):
     filename: Annotated[str, msgspec.Meta(min_length=1, max_length=16_000)]
-    type: Annotated[str, msgspec.Meta(max_length=255)] = ""
+    type: MediaType = ""
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
@@ -115,15 +144,6 @@ LINK_DEPENDENCIES = {
 }
 
 
-def _metadata(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    """``metadata[name]=value`` query parameters (``GET /s3/params``) as a mapping."""
-    found: dict[str, Any] = {}
-    for name, value in request.query_params.items():
-        if name.startswith("metadata[") and name.endswith("]"):
-            found[name[9:-1]] = value
-    return found
-
-
 class SignPartFastPath(ASGIMiddleware):
     """Uppy's part-signing route answered without the framework's per-request work (signature
     model, dependency injection, response pipeline), which is most of its cost: the route is called
@@ -191,23 +211,25 @@ class UppyController(Controller):
     )
     async def params(
         self,
-        request: Request[Any, Any, Any],
-        filename: FromQuery[Key],
+        filename: Key,
         caller: NamedDependency[Any],
         uppy: NamedDependency[UppyService],
-        type: FromQuery[str] = "",
+        type: MediaTypeQuery = "",
+        size: MetadataSize = None,
+        log_id: MetadataLogId = None,
     ) -> FormUpload:
-        post_ = await uppy.presign_post(caller, filename, type or None, _metadata(request))
+        metadata = {name: value for name, value in (("size", size), ("log_id", log_id)) if value is not None}
+        post_ = await uppy.presign_post(caller, filename, type or None, metadata)
         return FormUpload("POST", post_.url, post_.fields, uppy.settings.part_url_ttl)
 
     @post(
         "/settle",
         summary="Uppy: a form upload was reported done; promote it once its object exists",
         status_code=200,
-        responses=problems(403),
+        responses=problems(403, 410, 502),
     )
     async def settle(
-        self, key: FromQuery[Key], caller: NamedDependency[Any], uppy: NamedDependency[UppyService]
+        self, key: Key, caller: NamedDependency[Any], uppy: NamedDependency[UppyService]
     ) -> SettledOut:
         settled = await uppy.settle(caller, key)
         return SettledOut(settled.status, settled.file_id)
@@ -237,7 +259,7 @@ class UppyController(Controller):
         self,
         upload_id: FromPath[str],
         part_number: FromPath[int],
-        key: FromQuery[Key],
+        key: Key,
         credential: NamedDependency[Any],
         uppy: NamedDependency[UppyService],
     ) -> UppySignedPart:
@@ -252,7 +274,7 @@ class UppyController(Controller):
     async def list_parts(
         self,
         upload_id: FromPath[str],
-        key: FromQuery[Key],
+        key: Key,
         caller: NamedDependency[Any],
         uppy: NamedDependency[UppyService],
     ) -> list[StoredPartOut]:
@@ -268,7 +290,7 @@ class UppyController(Controller):
     async def complete(
         self,
         upload_id: FromPath[str],
-        key: FromQuery[Key],
+        key: Key,
         data: JSONBody[CompleteMultipart],
         caller: NamedDependency[Any],
         uppy: NamedDependency[UppyService],
@@ -280,12 +302,12 @@ class UppyController(Controller):
         "/multipart/{upload_id:str}",
         summary="Uppy: abort the upload",
         status_code=200,
-        responses=problems(403, 409, 502),
+        responses=problems(403, 409, 410, 502),
     )
     async def abort(
         self,
         upload_id: FromPath[str],
-        key: FromQuery[Key],
+        key: Key,
         caller: NamedDependency[Any],
         uppy: NamedDependency[UppyService],
     ) -> dict[str, Any]:
