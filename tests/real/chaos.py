@@ -743,15 +743,21 @@ def cli_upload(chaos: Chaos, planned: Planned) -> dict[str, Any]:
                     proc.communicate()
                     raise AssertionError(f"the CLI hung on {planned.filename}") from None
                 proc.send_signal(signal.SIGKILL)
-                proc.communicate()
+                out, _ = proc.communicate()
                 kills += 1
                 figures.add("cli_kills")
-                continue
-            if proc.returncode != 0:
-                figures.add("cli_failed_runs")
-                figures.note(f"CLI {planned.filename} exit {proc.returncode}: {err.strip()[-300:]}")
-                continue
-            (result,) = json.loads(out)["files"]
+                # Killed after it had reported the upload done (it forgets the upload only then): the
+                # user has the result, and running it again would be asking for a second copy.
+                result = _reported(out)
+                if result is None:
+                    continue
+                figures.add("cli_killed_after_report")
+            else:
+                if proc.returncode != 0:
+                    figures.add("cli_failed_runs")
+                    figures.note(f"CLI {planned.filename} exit {proc.returncode}: {err.strip()[-300:]}")
+                    continue
+                (result,) = json.loads(out)["files"]
             return {
                 "id": result["file_id"],
                 "upload_id": result["upload_id"],
@@ -763,6 +769,15 @@ def cli_upload(chaos: Chaos, planned: Planned) -> dict[str, Any]:
     finally:
         path.unlink(missing_ok=True)
     raise AssertionError("unreachable")
+
+
+def _reported(out: str | None) -> dict[str, Any] | None:
+    """The one file a killed CLI run had reported in full on its standard output, if it had."""
+    try:
+        (result,) = json.loads(out or "")["files"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return result if isinstance(result, dict) and result.get("file_id") else None
 
 
 # -- the monkey ------------------------------------------------------------------------------------
@@ -1139,6 +1154,7 @@ def verify(
         "client_resumes": f["client_resumes"],
         "cli_runs": f["cli_runs"],
         "cli_kills": f["cli_kills"],
+        "cli_killed_after_report": f["cli_killed_after_report"],
         "cli_failed_runs": f["cli_failed_runs"],
         "api_kills": f["api_kills"],
         "minio_kills": f["minio_kills"],

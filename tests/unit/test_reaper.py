@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Awaitable
 from datetime import timedelta
 
+import anyio
 import pytest
 from sqlmodel import select, update
 
@@ -19,6 +20,7 @@ from upload_plane.storage import Storage
 from upload_plane.uploads import state
 from upload_plane.uploads.reaper import Reaper
 from upload_plane.uploads.rows import UploadRow
+from upload_plane.uploads.service import ClaimWaiters, UploadService
 from upload_plane.uploads.state import UploadStatus
 
 pytestmark = pytest.mark.anyio
@@ -212,3 +214,32 @@ async def test_a_retry_whose_own_start_fails_leaves_the_dead_starts_stray_to_the
     report = await Reaper(world.pool, world.storage, world.settings).run()
     assert (report.swept, report.forgotten) == (1, 1)
     assert not world.store.uploads  # the dead start's multipart upload did not outlive its key
+
+
+async def test_a_retry_waiting_on_a_start_that_fails_and_is_removed_starts_afresh(world: World) -> None:
+    """Chaos found it: the first start's create was refused (store down: 503, its rows removed) while
+    its retry waited on the ``creating`` row; the retry answered 404 "No such upload". It now starts
+    the upload afresh with the same key."""
+    gate = world.storage.hold("create_multipart")
+    first = asyncio.create_task(start_with_key(world, "k"))
+    await anyio.to_thread.run_sync(gate.wait_reached)
+    waiters = ClaimWaiters()
+    uploads = UploadService(world.pool, world.storage, world.settings, waiters)
+    retry = asyncio.create_task(
+        uploads.start(
+            world.user, world.log_id, filename="e.bin", size=len(DATA), content_type=None, sha256=None,
+            part_size=None, idempotency_key="k",
+        )
+    )  # fmt: skip
+    with anyio.fail_after(10):
+        while not waiters._events:  # noqa: ASYNC110 (polls until the retry waits on the first claim)
+            await asyncio.sleep(0.01)
+    world.store.down = True
+    gate.release()
+    with pytest.raises(StorageUnavailable):
+        await first
+    world.store.down = False
+    upload = await retry
+    assert upload.status == UploadStatus.UPLOADING and upload.idempotency_key == "k"
+    assert (await row_of_key(world, "k")).id == upload.id
+    assert world.storage.count("create_multipart") == 2 and len(world.store.uploads) == 1

@@ -262,51 +262,63 @@ class UploadService:
         """
         content_type = content_type or "application/octet-stream"
         algorithm = CRC64NVME if crc64nvme or checksum_algorithm == CRC64NVME else None
-        async with self.pool.connect() as conn:
-            log_row_id, case_id = await self._admit(conn, who, log_id, size, content_type)
-            try:
-                plan = plan_parts(size, self.settings.part_size, part_size)
-            except ValueError as exc:
-                raise FileTooLarge(str(exc)) from exc
-            wanted = (log_row_id, filename, size, content_type, sha256, crc64nvme, algorithm)
-            if idempotency_key is not None:
-                existing = await rows.upload_by_idempotency_key(conn, who.id, idempotency_key)
-                if existing is not None:
-                    return await self._start_again(who, existing, wanted)
-            await RateLimits(conn).take(self.start_limit, who.id, utcnow())
-            now = utcnow()
-            file_id = new_id()
-            key = object_key(case_id, log_row_id, file_id, filename)
-            file = FileRow(
-                file_id, log_row_id, case_id, filename, content_type, size, key, sha256, crc64nvme,
-                None, None, FileStatus.UPLOADING, who.id, now, now,
-            )  # fmt: skip
-            held = Claim(new_id(), UploadStatus.CREATING, state.new_claim_token())
-            upload = UploadRow(
-                held.upload_id, file_id, log_row_id, case_id, None, filename, key, size, plan.part_size,
-                plan.part_count, content_type, algorithm, sha256, crc64nvme, UploadStatus.CREATING,
-                now + timedelta(seconds=self.settings.upload_ttl), held.token, now, who.id, now, now,
-                "multipart", idempotency_key,
-            )  # fmt: skip
-            try:
-                async with conn.transaction():
-                    if on_start is not None:
-                        await on_start(conn, upload)
-                    await rows.insert_file(conn, file)
-                    await rows.insert_upload(conn, upload)
-            except IntegrityError:
-                if idempotency_key is None:
-                    raise
-                existing = await rows.upload_by_idempotency_key(conn, who.id, idempotency_key)
-                if existing is None:
-                    raise
-                return await self._start_again(who, existing, wanted)  # a concurrent retry won
-        failpoints.hit("after_start_row")
-        return await self._create_in_store(who, held, upload, on_forget)
+        # A retry that finds its first start removed meanwhile (it failed: 503) starts afresh.
+        for _ in range(3):
+            async with self.pool.connect() as conn:
+                log_row_id, case_id = await self._admit(conn, who, log_id, size, content_type)
+                try:
+                    plan = plan_parts(size, self.settings.part_size, part_size)
+                except ValueError as exc:
+                    raise FileTooLarge(str(exc)) from exc
+                wanted = (log_row_id, filename, size, content_type, sha256, crc64nvme, algorithm)
+                if idempotency_key is not None:
+                    existing = await rows.upload_by_idempotency_key(conn, who.id, idempotency_key)
+                    if existing is not None:
+                        again = await self._start_again(who, existing, wanted)
+                        if again is None:
+                            continue
+                        return again
+                await RateLimits(conn).take(self.start_limit, who.id, utcnow())
+                now = utcnow()
+                file_id = new_id()
+                key = object_key(case_id, log_row_id, file_id, filename)
+                file = FileRow(
+                    file_id, log_row_id, case_id, filename, content_type, size, key, sha256, crc64nvme,
+                    None, None, FileStatus.UPLOADING, who.id, now, now,
+                )  # fmt: skip
+                held = Claim(new_id(), UploadStatus.CREATING, state.new_claim_token())
+                upload = UploadRow(
+                    held.upload_id, file_id, log_row_id, case_id, None, filename, key, size, plan.part_size,
+                    plan.part_count, content_type, algorithm, sha256, crc64nvme, UploadStatus.CREATING,
+                    now + timedelta(seconds=self.settings.upload_ttl), held.token, now, who.id, now, now,
+                    "multipart", idempotency_key,
+                )  # fmt: skip
+                try:
+                    async with conn.transaction():
+                        if on_start is not None:
+                            await on_start(conn, upload)
+                        await rows.insert_file(conn, file)
+                        await rows.insert_upload(conn, upload)
+                except IntegrityError:
+                    if idempotency_key is None:
+                        raise
+                    existing = await rows.upload_by_idempotency_key(conn, who.id, idempotency_key)
+                    if existing is None:
+                        raise
+                    again = await self._start_again(who, existing, wanted)  # a concurrent retry won
+                    if again is None:
+                        continue
+                    return again
+            failpoints.hit("after_start_row")
+            return await self._create_in_store(who, held, upload, on_forget)
+        raise UploadBusy("the start with this Idempotency-Key keeps failing; retry", retry_after=2)
 
-    async def _start_again(self, who: Principal, existing: UploadRow, wanted: tuple[Any, ...]) -> UploadRow:
+    async def _start_again(
+        self, who: Principal, existing: UploadRow, wanted: tuple[Any, ...]
+    ) -> UploadRow | None:
         """The answer to a start sent again with its idempotency key: the same upload, once its
-        first start finished (or, if that one died in ``creating``, after taking it over)."""
+        first start finished (or, if that one died in ``creating``, after taking it over); ``None``
+        if the first start failed and was removed while this one waited (start afresh)."""
         recorded = (
             existing.log_id, existing.filename, existing.size, existing.content_type, existing.sha256,
             existing.crc64nvme, existing.checksum_algorithm,
@@ -314,9 +326,12 @@ class UploadService:
         if recorded != wanted:
             raise IdempotencyKeyReused("this Idempotency-Key started another upload; use a new key")
         settled = tuple(s for s in UploadStatus if s != UploadStatus.CREATING)
-        upload, held = await self.claim_when_free(
-            existing, expect=(), to=UploadStatus.CREATING, settled=settled
-        )
+        try:
+            upload, held = await self.claim_when_free(
+                existing, expect=(), to=UploadStatus.CREATING, settled=settled
+            )
+        except NotFound:
+            return None  # the first start failed and was forgotten meanwhile: nothing of it is left
         if held is None:
             return upload
         # The first start died after its row was written: it may have left a multipart upload on the
