@@ -51,7 +51,7 @@ from tests.real.processes import ApiProcess, api_process
 from tests.services import MinIO
 from upload_plane.errors import StoredUploadGone
 from upload_plane.settings import Settings
-from upload_plane.sql import create_pool
+from upload_plane.sql import Pool, create_pool
 from upload_plane.storage import S3Storage
 from upload_plane.uploads.reaper import Reaper, ReapReport
 
@@ -275,9 +275,12 @@ def test_two_reapers_started_together_abort_each_expired_upload_once(scale: Back
     storages = [CountingStorage(S3Storage(scale.settings)) for _ in range(2)]
     gate = threading.Barrier(2)
 
-    def left() -> int:
+    async def left(pool: Pool) -> int:
         sql = "SELECT COUNT(*) FROM uploads WHERE log_id = %s AND status <> 'expired'"
-        return int(query(scale.settings, sql, log["id"])[0][0])
+        async with pool.connect() as conn:
+            return int((await conn.all(sql, log["id"]))[0][0])
+
+    failures: list[BaseException] = []
 
     def reaper(i: int) -> None:
         async def run() -> None:
@@ -290,13 +293,16 @@ def test_two_reapers_started_together_abort_each_expired_upload_once(scale: Back
                     reports[i].append(report)
                     # A reaper that finds every row taken by the other keeps going until none is left
                     # to reap, so both stay in the contest for the whole run.
-                    if report.total() == 0 and report.errors == 0 and not left():
+                    if report.total() == 0 and report.errors == 0 and not await left(pool):
                         return
             finally:
                 await storages[i].aclose()
                 await pool.close()
 
-        asyncio.run(run())
+        try:
+            asyncio.run(run())
+        except BaseException as exc:  # named by the assertion below
+            failures.append(exc)
 
     threads = [threading.Thread(target=reaper, args=(i,)) for i in range(2)]
     for t in threads:
@@ -304,6 +310,7 @@ def test_two_reapers_started_together_abort_each_expired_upload_once(scale: Back
     for t in threads:
         t.join(300)
     assert all(not t.is_alive() for t in threads)
+    assert not failures, failures
 
     expired = [sum(r.expired for r in rs) for rs in reports]
     assert sum(expired) == count and all(r.errors == 0 for rs in reports for r in rs), (expired, reports)
