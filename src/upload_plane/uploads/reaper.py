@@ -68,17 +68,29 @@ class Reaper:
         size = batch or self.settings.reaper_batch
         report = ReapReport()
         now = utcnow()
-        for row, held in await self._take(
-            "u.status = %s AND u.expires_at < %s", (U.UPLOADING, now), U.EXPIRING, size
+        for row, held in await self._batch(
+            "u.status = %s AND u.expires_at < %s", (U.UPLOADING, now), U.EXPIRING, size, report
         ):
             await self._end(row, held, U.EXPIRED, report)
         for status in (U.CREATING, U.COMPLETING, U.ABORTING, U.EXPIRING, U.DELETING):
             cutoff = now - state.stale_after(status)
             stale = "u.status = %s AND (u.claimed_at IS NULL OR u.claimed_at < %s)"
-            for row, held in await self._take(stale, (status, cutoff), status, size):
+            for row, held in await self._batch(stale, (status, cutoff), status, size, report):
                 await self._settle(row, held, report)
         await self._sweep(size, report)
         return report
+
+    async def _batch(
+        self, where: str, params: tuple[object, ...], to: UploadStatus, size: int, report: ReapReport
+    ) -> list[tuple[UploadRow, Claim]]:
+        """``_take``; a batch the database refuses (a deadlock with another reaper's batch, a lost
+        connection) is left for the next run, so one failure does not end the whole run."""
+        try:
+            return await self._take(where, params, to, size)
+        except SQLAlchemyError as exc:
+            log.warning("reaper: a batch (%s) is left for the next run: %s", to, exc)
+            report.errors += 1
+            return []
 
     async def _take(
         self, where: str, params: tuple[object, ...], to: UploadStatus, size: int
