@@ -23,7 +23,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.services import MinIO, find_binary, free_port, run_mariadb, run_minio  # noqa: E402
+from tests.services import MinIO, find_binary, free_port, mariadb_and_minio  # noqa: E402
 
 from upload_plane.embedded import prepare  # noqa: E402
 from upload_plane.settings import MIB, Settings  # noqa: E402
@@ -90,19 +90,10 @@ def api_process(settings: Settings, workdir: Path) -> Iterator[tuple[str, int]]:
 @contextmanager
 def stack(workdir: Path, **settings_changes: object) -> Iterator[Stack]:
     with ExitStack() as stack_:
-        (workdir / "mariadb").mkdir()
-        (workdir / "minio").mkdir()
-        mariadb = stack_.enter_context(run_mariadb(workdir / "mariadb"))
-        minio = stack_.enter_context(run_minio(workdir / "minio"))
-        settings = Settings(
-            database_url=mariadb.create_database("bench"),
-            s3_endpoint_url=minio.endpoint,
-            s3_public_endpoint_url=minio.endpoint,
-            s3_access_key_id=minio.access_key,
-            s3_secret_access_key=minio.secret_key,
-            s3_bucket="bench",
-            jwt_secret=JWT_SECRET,
-        ).with_(**settings_changes)
+        services = stack_.enter_context(
+            mariadb_and_minio(workdir, "bench", s3_bucket="bench", jwt_secret=JWT_SECRET)
+        )
+        settings, minio = services.settings.with_(**settings_changes), services.minio
         prepare(settings, ADMIN_PASSWORD)
         url, pid = stack_.enter_context(api_process(settings, workdir))
         with httpx.Client(base_url=f"{url}/api/v1", timeout=60) as api:

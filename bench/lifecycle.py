@@ -48,7 +48,7 @@ from botocore.config import Config
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.services import MinIO, find_binary, free_port, run_mariadb, run_minio  # noqa: E402
+from tests.services import MinIO, find_binary, free_port, mariadb_and_minio  # noqa: E402
 
 from upload_plane.embedded import prepare  # noqa: E402
 from upload_plane.settings import Settings  # noqa: E402
@@ -221,21 +221,13 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         work = Path(tmp)
-        (work / "mariadb").mkdir()
-        (work / "minio").mkdir()
-        mariadb = stack.enter_context(run_mariadb(work / "mariadb"))
-        minio = stack.enter_context(run_minio(work / "minio"))
-        settings = Settings(
-            database_url=mariadb.create_database("bench"),
-            s3_endpoint_url=minio.endpoint,
-            s3_public_endpoint_url=minio.endpoint,
-            s3_access_key_id=minio.access_key,
-            s3_secret_access_key=minio.secret_key,
-            s3_bucket="bench",
-            jwt_secret=JWT_SECRET,
-            db_pool_size=20,
-            upload_start_rate=1_000_000,
-        )
+        services = stack.enter_context(
+            mariadb_and_minio(
+                work, "bench", s3_bucket="bench", jwt_secret=JWT_SECRET, db_pool_size=20,
+                upload_start_rate=1_000_000,
+            )
+        )  # fmt: skip
+        settings, minio, mariadb = services.settings, services.minio, services.mariadb
         prepare(settings, ADMIN_PASSWORD)
         url, api_pid = stack.enter_context(api_process(settings, args.workers, work))
         asyncio.run(drive(url, min(200, args.lifecycles), args.concurrency))  # warm-up

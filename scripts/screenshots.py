@@ -28,11 +28,10 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.services import run_mariadb, run_minio  # noqa: E402
+from tests.services import mariadb_and_minio  # noqa: E402
 
 from upload_plane.app import create_app  # noqa: E402
 from upload_plane.embedded import prepare, serve_in_thread  # noqa: E402
-from upload_plane.settings import Settings  # noqa: E402
 
 OUT = REPO / "web-demo" / "screenshots"
 CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
@@ -162,19 +161,12 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="screenshots-") as tmp, ExitStack() as stack:
         work = Path(tmp)
-        (work / "mariadb").mkdir()
-        (work / "minio").mkdir()
-        mariadb = stack.enter_context(run_mariadb(work / "mariadb"))
-        minio = stack.enter_context(run_minio(work / "minio"))
-        settings = Settings(
-            database_url=mariadb.create_database("screens"),
-            s3_endpoint_url=minio.endpoint,
-            s3_public_endpoint_url=minio.endpoint,
-            s3_access_key_id=minio.access_key,
-            s3_secret_access_key=minio.secret_key,
-            s3_bucket="evidence",
-            jwt_secret="screenshots-secret-0123456789-0123456789",
+        services = stack.enter_context(
+            mariadb_and_minio(
+                work, "screens", s3_bucket="evidence", jwt_secret="screenshots-secret-0123456789-0123456789"
+            )
         )
+        settings, minio = services.settings, services.minio
         prepare(settings, PASSWORD)
         base = stack.enter_context(serve_in_thread(create_app(settings)))
         seeded = seed(base)

@@ -26,15 +26,17 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncmy
 import boto3
 import pytest
 from botocore.config import Config
+
+from upload_plane.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 60.0
@@ -408,6 +410,33 @@ class MinIOCluster:
         return _http_ok(f"{node.endpoint}/minio/health/cluster")
 
 
+@dataclass
+class Services:
+    """A private MariaDB and MinIO, and the settings of a service that uses both."""
+
+    mariadb: MariaDB
+    minio: MinIO
+    settings: Settings
+
+
+@contextmanager
+def mariadb_and_minio(workdir: Path, database: str, **fields: Any) -> Iterator[Services]:
+    """Start a MariaDB and a MinIO in ``workdir`` and create ``database``; ``fields`` complete the
+    settings (bucket, JWT secret, tuning). For benches and scripts; tests use the fixtures below."""
+    (workdir / "mariadb").mkdir()
+    (workdir / "minio").mkdir()
+    with run_mariadb(workdir / "mariadb") as mariadb, run_minio(workdir / "minio") as minio:
+        settings = Settings(
+            database_url=mariadb.create_database(database),
+            s3_endpoint_url=minio.endpoint,
+            s3_public_endpoint_url=minio.endpoint,
+            s3_access_key_id=minio.access_key,
+            s3_secret_access_key=minio.secret_key,
+            **fields,
+        )
+        yield Services(mariadb, minio, settings)
+
+
 def _distinct_free_ports(count: int) -> list[int]:
     ports: list[int] = []
     while len(ports) < count:
@@ -490,60 +519,51 @@ def _require(binaries: dict[str, str], howto: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
-    _require({"mariadbd": "MARIADBD_BIN", "mariadb-install-db": "MARIADB_INSTALL_DB_BIN"}, MARIADB_HOWTO)
+T = TypeVar("T")
+
+MARIADB_BINARIES = {"mariadbd": "MARIADBD_BIN", "mariadb-install-db": "MARIADB_INSTALL_DB_BIN"}
+MINIO_BINARIES = {"minio": "MINIO_BIN"}
+
+
+def _started(
+    binaries: dict[str, str], howto: str, run: Callable[[Path], AbstractContextManager[T]], workdir: Path
+) -> Iterator[T]:
+    """What a fixture yields: the server(s) ``run`` starts in ``workdir`` (skipped, or failed when
+    real services are required, if a binary is missing; failed if it does not start)."""
+    _require(binaries, howto)
     try:
-        with run_mariadb(tmp_path_factory.mktemp("mariadb")) as server:
+        with run(workdir) as server:
             yield server
     except ServiceStartError as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
+    yield from _started(MARIADB_BINARIES, MARIADB_HOWTO, run_mariadb, tmp_path_factory.mktemp("mariadb"))
 
 
 @pytest.fixture(scope="session")
 def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinIO]:
-    _require({"minio": "MINIO_BIN"}, MINIO_HOWTO)
-    try:
-        with run_minio(tmp_path_factory.mktemp("minio")) as server:
-            yield server
-    except ServiceStartError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    yield from _started(MINIO_BINARIES, MINIO_HOWTO, run_minio, tmp_path_factory.mktemp("minio"))
 
 
 @pytest.fixture
 def private_mariadb(tmp_path: Path) -> Iterator[MariaDB]:
     """A MariaDB of this test's own, which it may stop, kill and start again (``process``)."""
-    _require({"mariadbd": "MARIADBD_BIN", "mariadb-install-db": "MARIADB_INSTALL_DB_BIN"}, MARIADB_HOWTO)
-    workdir = tmp_path / "mariadb"
-    workdir.mkdir()
-    try:
-        with run_mariadb(workdir) as server:
-            yield server
-    except ServiceStartError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    (workdir := tmp_path / "mariadb").mkdir()
+    yield from _started(MARIADB_BINARIES, MARIADB_HOWTO, run_mariadb, workdir)
 
 
 @pytest.fixture
 def private_minio(tmp_path: Path) -> Iterator[MinIO]:
     """A MinIO of this test's own, which it may stop, kill and start again (``process``)."""
-    _require({"minio": "MINIO_BIN"}, MINIO_HOWTO)
-    workdir = tmp_path / "minio"
-    workdir.mkdir()
-    try:
-        with run_minio(workdir) as server:
-            yield server
-    except ServiceStartError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    (workdir := tmp_path / "minio").mkdir()
+    yield from _started(MINIO_BINARIES, MINIO_HOWTO, run_minio, workdir)
 
 
 @pytest.fixture
 def minio_cluster(tmp_path: Path) -> Iterator[MinIOCluster]:
     """Four MinIO nodes in one erasure set, of this test's own: it may kill and restart nodes."""
-    _require({"minio": "MINIO_BIN"}, MINIO_HOWTO)
-    workdir = tmp_path / "minio-cluster"
-    workdir.mkdir()
-    try:
-        with run_minio_cluster(workdir, nodes=4) as cluster:
-            yield cluster
-    except ServiceStartError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    (workdir := tmp_path / "minio-cluster").mkdir()
+    yield from _started(MINIO_BINARIES, MINIO_HOWTO, run_minio_cluster, workdir)

@@ -30,7 +30,7 @@ import httpx
 import pytest
 
 from tests.api.helpers import MIB, assert_store_agrees, new_log, new_user, sign
-from tests.conftest import Backend, base_settings, serve
+from tests.conftest import Backend, real_settings, serve
 from tests.services import MariaDB, MinIOCluster, ServerProcess
 
 pytestmark = pytest.mark.real
@@ -120,14 +120,7 @@ def store_http() -> Iterator[httpx.Client]:
 @pytest.fixture
 def erasure_backend(mariadb: MariaDB, minio_cluster: MinIOCluster) -> Iterator[Backend]:
     node = minio_cluster.nodes[0]
-    settings = base_settings(
-        database_url=mariadb.create_database("erasure_tests"),
-        s3_endpoint_url=node.endpoint,
-        s3_public_endpoint_url=node.endpoint,
-        s3_access_key_id=node.access_key,
-        s3_secret_access_key=node.secret_key,
-        s3_region=node.region,
-    )
+    settings = real_settings(mariadb.create_database("erasure_tests"), node)
     try:
         with serve(settings) as url:
             yield Backend("real", settings, url)

@@ -42,7 +42,7 @@ from tests.api.helpers import (
     upload_file,
     upload_row,
 )
-from tests.conftest import Backend, base_settings, serve
+from tests.conftest import Backend, real_settings, serve
 from tests.services import MariaDB, MinIO, ServerProcess
 from upload_plane.models import AuditEvent, File, Upload
 
@@ -50,17 +50,6 @@ pytestmark = pytest.mark.real
 
 PART_SIZE = 5 * MIB
 DATA_SIZE = 2 * PART_SIZE + MIB  # three parts; the outage comes after the first
-
-
-def settings_for(database_url: str, minio: MinIO) -> Any:
-    return base_settings(
-        database_url=database_url,
-        s3_endpoint_url=minio.endpoint,
-        s3_public_endpoint_url=minio.endpoint,
-        s3_access_key_id=minio.access_key,
-        s3_secret_access_key=minio.secret_key,
-        s3_region=minio.region,
-    )
 
 
 def process_of(server: MariaDB | MinIO) -> ServerProcess:
@@ -130,7 +119,7 @@ async def db_state(backend: Backend) -> dict[str, Any]:
 @pytest.fixture
 def db_outage_backend(private_mariadb: MariaDB, minio: MinIO) -> Iterator[Backend]:
     """An API server on a MariaDB of the test's own (the session's MinIO)."""
-    settings = settings_for(private_mariadb.create_database("outage_stop"), minio)
+    settings = real_settings(private_mariadb.create_database("outage_stop"), minio)
     with serve(settings) as url:
         yield Backend("real", settings, url)
 
@@ -231,7 +220,7 @@ def test_uploads_resume_at_once_after_a_database_restart_the_api_did_not_notice(
 def store_outage_backend(mariadb: MariaDB, private_minio: MinIO) -> Iterator[Backend]:
     """An API server on a MinIO of the test's own (a database of its own on the session's MariaDB)."""
     name = f"outage_store_{secrets.token_hex(4)}"
-    settings = settings_for(mariadb.create_database(name), private_minio)
+    settings = real_settings(mariadb.create_database(name), private_minio)
     try:
         with serve(settings) as url:
             yield Backend("real", settings, url)

@@ -258,16 +258,7 @@ async def forget_creating(conn: Connection, held: Claim, file_id: str) -> bool:
     and its file. Run it in a transaction; ``False`` if the claim was lost."""
     if held.status != U.CREATING:
         raise TransitionError("only a creating claim is forgotten")
-    changed = await conn.run(
-        "DELETE FROM uploads WHERE id = %s AND status = %s AND claim_token = %s",
-        held.upload_id,
-        U.CREATING,
-        held.token,
-    )
-    if changed != 1:
-        return False
-    await conn.run("DELETE FROM files WHERE id = %s", file_id)
-    return True
+    return await _delete_held(conn, held, file_id)
 
 
 async def abandon(conn: Connection, held: Claim, now: datetime, *, sweep: bool = False) -> bool:
@@ -292,10 +283,15 @@ async def remove(conn: Connection, held: Claim, file_id: str) -> bool:
     Run it inside ``conn.transaction()``."""
     if held.status != U.DELETING:
         raise TransitionError("only a deleting claim removes rows")
+    return await _delete_held(conn, held, file_id)
+
+
+async def _delete_held(conn: Connection, held: Claim, file_id: str) -> bool:
+    """Delete the upload still held by ``held``, and its file; ``False`` if the claim was lost."""
     changed = await conn.run(
         "DELETE FROM uploads WHERE id = %s AND status = %s AND claim_token = %s",
         held.upload_id,
-        U.DELETING,
+        held.status,
         held.token,
     )
     if changed != 1:
