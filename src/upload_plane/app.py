@@ -38,16 +38,16 @@ from .files.controller import FileController
 from .files.service import FileService
 from .headers import SECURITY_HEADERS
 from .links.controller import UploadLinkController, link_info
-from .metrics import UPLOAD_STATES_SQL, MeteredStorage, Metrics, meter_engine
+from .metrics import MeteredStorage, Metrics, meter_engine
 from .observe import RequestObserver
 from .paths import project_path
 from .problems import PROBLEM_JSON, ApiRequest, problem_response
 from .settings import Settings
-from .sql import create_pool
 from .storage import S3Storage, Storage
+from .uploads.context import ClaimWaiters, Uploads
 from .uploads.controller import LogUploadController, UploadController
+from .uploads.queries import UPLOADS_BY_STATUS
 from .uploads.reaper import Reaper, ReapReport
-from .uploads.service import ClaimWaiters, UploadService
 from .uploads.state import UploadStatus
 from .uppy.controller import LINK_DEPENDENCIES, USER_DEPENDENCIES, UppyController
 from .uppy.service import UppyService
@@ -101,12 +101,12 @@ def provide_cases(db_session: NamedDependency[AsyncSession]) -> CaseService:
     return CaseService(db_session)
 
 
-def provide_uploads(state: State) -> UploadService:
-    return UploadService(state.sql, state.storage, state.settings, state.claim_waiters)
+def provide_uploads(state: State) -> Uploads:
+    return state.uploads  # type: ignore[no-any-return]
 
 
-def provide_files(uploads: NamedDependency[UploadService], state: State) -> FileService:
-    return FileService(state.sql, state.storage, state.settings, uploads)
+def provide_files(state: State) -> FileService:
+    return FileService(state.uploads)
 
 
 @get("/health", tags=["operations"], summary="The process is alive")
@@ -166,8 +166,8 @@ async def metrics(request: Request[Any, Any, Any], state: State) -> Response[byt
         raise Unauthenticated("this endpoint needs the metrics token")
     registry: Metrics = state.metrics
     try:
-        async with state.sql.connect() as conn:
-            counts = dict(await conn.all(UPLOAD_STATES_SQL))
+        async with state.db.connect() as conn:
+            counts = dict(await conn.all(UPLOADS_BY_STATUS))
     except SQLAlchemyError:
         counts = None  # the database is down: the other series still answer
     if counts is not None:
@@ -229,7 +229,7 @@ def _asset_routers() -> list[Any]:
 async def reap_every(state: State, settings: Settings) -> None:
     """The optional in-process reaper (``UPLOAD_PLANE_REAPER_INTERVAL``): safe with any number of
     replicas doing the same (``uploads/reaper.py``)."""
-    reaper = Reaper(state.sql, state.storage, settings)
+    reaper = Reaper(state.uploads)
     while True:
         await asyncio.sleep(settings.reaper_interval)
         try:
@@ -269,18 +269,12 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         db: Database = create_database(settings)
         meter_engine(db.engine, registry)
+        db.observe = registry.observe_statement
         app.state.db = db
-        app.state.sql = create_pool(settings)
-        app.state.sql.observe = registry.observe_statement
-        app.state.claim_waiters = ClaimWaiters()
         app.state.storage = MeteredStorage(storage if storage is not None else S3Storage(settings), registry)
+        app.state.uploads = Uploads(db, app.state.storage, settings, ClaimWaiters())
         app.state.hashing = PasswordHashing(settings.password_hash_concurrency)
-        app.state.uppy = UppyService(
-            app.state.sql,
-            app.state.storage,
-            settings,
-            UploadService(app.state.sql, app.state.storage, settings, app.state.claim_waiters),
-        )
+        app.state.uppy = UppyService(app.state.uploads)
         # Long-lived objects built so far never become garbage; keeping them out of the collector's
         # generations stops full collections from stalling large responses (10,000 signed parts).
         reaping = (
@@ -296,7 +290,6 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
                     await reaping
             app.state.hashing.close()
             await app.state.storage.aclose()
-            await app.state.sql.close()
             await db.dispose()
 
     public_api = Router(path="/api/v1", route_handlers=[LoginController])

@@ -222,19 +222,20 @@ def cmd_users_set_password(args: argparse.Namespace) -> int:
 
 def cmd_reap(args: argparse.Namespace) -> int:
     """One reaper run (or one every ``--every`` seconds), printing what it did as JSON lines."""
+    from .db import create_database
     from .logs import configure
     from .models import utcnow
-    from .sql import create_pool
     from .storage import S3Storage
+    from .uploads.context import Uploads
     from .uploads.reaper import Reaper, report_line
 
     configure(os.environ.get("UPLOAD_PLANE_LOG_FORMAT", "json"), logging.WARNING)
     settings = Settings.from_env()
 
     async def run() -> None:
-        pool, storage = create_pool(settings), S3Storage(settings)
+        db, storage = create_database(settings), S3Storage(settings)
         try:
-            reaper = Reaper(pool, storage, settings)
+            reaper = Reaper(Uploads(db, storage, settings))
             while True:
                 started = utcnow()
                 try:
@@ -252,7 +253,7 @@ def cmd_reap(args: argparse.Namespace) -> int:
                 await asyncio.sleep(args.every)
         finally:
             await storage.aclose()
-            await pool.close()
+            await db.dispose()
 
     asyncio.run(run())
     return 0

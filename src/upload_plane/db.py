@@ -1,8 +1,19 @@
-"""Async engine and sessions, and the one translation of database errors into domain errors.
+"""The database: one engine and one pool, ORM sessions for the admin paths, and the hot path's
+connections that run precompiled statements (``statements.py``) on the driver.
 
-A request has one session, created on first use (by authentication or by a handler) and closed when
-the request ends; the request's handler commits it on success. Services that talk to the store commit
-at their claim points, so no connection is held while the store answers (see ``uploads/service.py``).
+**One pool.** Every connection comes from SQLAlchemy's pool (``UPLOAD_PLANE_DB_POOL_SIZE`` connections,
+as many again in overflow, per process). Each MySQL/MariaDB connection is set up once when it is
+made: strict ``sql_mode``, UTC, ``READ COMMITTED`` (each compare-and-set reads the latest committed
+row and no gap locks are taken), and autocommit at the driver. A transaction is always explicit:
+the ORM's begins with ``BEGIN`` (an engine event) and ends with its commit or rollback, the hot
+path's with ``Connection.transaction()``; a single hot-path statement commits by itself, one round
+trip. A connection is returned to the pool without a ``ROLLBACK`` unless the server says a
+transaction is still open (``_rollback_if_open``), so a checkout costs no round trip. SQLite (the
+embedded default) keeps its driver's own transaction handling; the hot path commits its writes.
+
+**Sessions.** A request has one ORM session, created on first use and closed when the request
+ends; its handler commits it on success. Services that talk to the store never hold a transaction
+across a store call: they take a connection for each short unit of work (``Database.connect``).
 
 Error classification (``translate_db_error``): only a database that cannot be reached, refuses the
 connection, or gives up on a transaction (lost connection, pool exhausted, deadlock, lock timeout,
@@ -14,11 +25,13 @@ is a bug (500) and is logged as one.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, MutableMapping, Sequence
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -28,11 +41,14 @@ from sqlalchemy.exc import (
     DisconnectionError,
     IntegrityError,
     InterfaceError,
+    MissingGreenlet,
     OperationalError,
     SQLAlchemyError,
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .errors import (
@@ -43,16 +59,23 @@ from .errors import (
     ValidationFailed,
 )
 from .settings import Settings
+from .statements import Compiled, Query, Statement
 
 log = logging.getLogger("upload_plane.db")
+T = TypeVar("T")
 
-#: What a session runs first on MySQL/MariaDB, whatever the server's defaults: strict value
-#: checking (a value that does not fit is an error, never silently cut) and UTC for any server-side
-#: time function. Stored datetimes are naive UTC set by the application.
+Observer = Callable[[str, float, bool], None]
+"""Told of every hot-path statement: its text, seconds taken and whether it succeeded (metrics)."""
+
+#: What every MySQL/MariaDB connection runs once, whatever the server's defaults: strict value
+#: checking (a value that does not fit is an error, never silently cut), UTC for any server-side
+#: time function (stored datetimes are naive UTC set by the application), and READ COMMITTED.
 MYSQL_SESSION_SETUP = (
     "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,"
-    "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION', SESSION time_zone = '+00:00'"
+    "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION', SESSION time_zone = '+00:00'",
+    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
 )
+_SERVER_STATUS_IN_TRANS = 1  # the MySQL protocol's "a transaction is open" status flag
 
 # MySQL/MariaDB error numbers meaning "the database is not there for us right now".
 _UNAVAILABLE_ERRNOS = frozenset(
@@ -109,24 +132,225 @@ async def schema_charset_problems(engine: AsyncEngine) -> list[str]:
     ]
 
 
-@dataclass(frozen=True, slots=True)
+# -- the hot path's connections ---------------------------------------------------------------------
+
+
+class Connection:
+    """A pooled connection for one short unit of work, running precompiled statements on the driver.
+
+    ``one``/``all`` run a ``Query`` and return its records; ``run`` returns the number of rows a
+    statement matched; ``value`` the first column of the first row (or, for a MySQL upsert that sets
+    ``LAST_INSERT_ID(expr)``, that value). Outside ``transaction()`` each statement commits alone.
+    Driver errors are raised as SQLAlchemy's ``DBAPIError`` for ``translate_db_error``.
+    """
+
+    def __init__(self, fairy: PoolProxiedConnection, dialect: sa.Dialect, observe: Observer | None) -> None:
+        self.fairy = fairy
+        self.raw: Any = fairy.driver_connection
+        self.dialect = dialect
+        self.observe = observe
+        self.broken = False  # give it back to nobody: the pool drops it
+        self.in_transaction = False
+
+    @property
+    def dialect_name(self) -> str:
+        return str(self.dialect.name)
+
+    async def one(self, query: Query[T], **params: Any) -> T | None:
+        compiled = query.compiled(self.dialect)
+        rows = await self._execute(compiled, params, fetch=1)
+        return query.into(compiled.row(rows[0])) if rows else None
+
+    async def all(self, query: Query[T], **params: Any) -> list[T]:
+        compiled = query.compiled(self.dialect)
+        return [query.into(compiled.row(r)) for r in await self._execute(compiled, params, fetch=2)]
+
+    async def run(self, statement: Statement, **params: Any) -> int:
+        return int(await self._execute(statement.compiled(self.dialect), params, fetch=0))
+
+    async def value(self, statement: Statement, **params: Any) -> Any:
+        compiled = statement.compiled(self.dialect)
+        if compiled.insert_id:
+            return await self._execute(compiled, params, fetch=3)
+        rows = await self._execute(compiled, params, fetch=1)
+        return rows[0][0] if rows else None
+
+    async def _execute(self, compiled: Compiled, params: dict[str, Any], fetch: int) -> Any:
+        sql, args = compiled.args(params)
+        started = time.perf_counter()
+        ok = False
+        try:
+            result = await self._send(sql, args, fetch)
+            ok = True
+            return result
+        finally:
+            if self.observe is not None:
+                self.observe(sql, time.perf_counter() - started, ok)
+
+    async def _send(self, sql: str, args: Sequence[Any], fetch: int) -> Any:
+        """``fetch`` 0: rows matched; 1: at most one row; 2: every row; 3: the insert id."""
+        raise NotImplementedError
+
+    def transaction(self) -> Any:
+        """``async with conn.transaction():`` — BEGIN, then COMMIT, or ROLLBACK on an exception."""
+        return self._transaction()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        await self._begin()
+        self.in_transaction = True
+        try:
+            yield
+        except BaseException:
+            self.in_transaction = False
+            try:
+                await self._end(commit=False)
+            except Exception:
+                self.broken = True
+            raise
+        self.in_transaction = False
+        await self._end(commit=True)
+
+    async def _begin(self) -> None:
+        raise NotImplementedError
+
+    async def _end(self, commit: bool) -> None:
+        raise NotImplementedError
+
+    def left_open(self) -> bool:
+        """Whether the driver still has a transaction open."""
+        raise NotImplementedError
+
+
+class _MySQL(Connection):
+    async def _send(self, sql: str, args: Sequence[Any], fetch: int) -> Any:
+        import asyncmy.errors
+
+        try:
+            async with self.raw.cursor() as cursor:
+                await cursor.execute(sql, args or None)
+                if fetch == 0:
+                    return cursor.rowcount
+                if fetch == 1:
+                    row = await cursor.fetchone()
+                    return [row] if row is not None else []
+                if fetch == 2:
+                    return await cursor.fetchall()
+                return cursor.lastrowid
+        except asyncmy.errors.Error as exc:
+            errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+            self.broken = self.broken or errno >= 2000 or errno in (1927, 4031)
+            raise _wrapped(exc, sql, asyncmy.errors.Error) from exc
+        except BaseException:
+            self.broken = True  # cancelled mid-answer: the protocol state is unknown
+            raise
+
+    async def _begin(self) -> None:
+        await self._send("BEGIN", (), 0)
+
+    async def _end(self, commit: bool) -> None:
+        await self._send("COMMIT" if commit else "ROLLBACK", (), 0)
+
+    def left_open(self) -> bool:
+        return bool(getattr(self.raw, "server_status", 0) & _SERVER_STATUS_IN_TRANS)
+
+
+class _SQLite(Connection):
+    """aiosqlite in its driver's own transaction mode: a write outside ``transaction()`` is committed
+    at once; ``transaction()`` takes the write lock up front (``BEGIN IMMEDIATE``)."""
+
+    async def _send(self, sql: str, args: Sequence[Any], fetch: int) -> Any:
+        try:
+            async with self.raw.execute(sql, args) as cursor:
+                if fetch == 0:
+                    result: Any = cursor.rowcount
+                elif fetch == 1:
+                    row = await cursor.fetchone()
+                    result = [row] if row is not None else []
+                elif fetch == 2:
+                    result = await cursor.fetchall()
+                else:
+                    result = cursor.lastrowid
+            if not self.in_transaction and self.raw.in_transaction:
+                await self.raw.commit()
+            return result
+        except sqlite3.Error as exc:
+            await self._undo()
+            raise _wrapped(exc, sql, sqlite3.Error) from exc
+
+    async def _undo(self) -> None:
+        if not self.in_transaction and self.raw.in_transaction:
+            try:
+                await self.raw.rollback()
+            except sqlite3.Error:
+                self.broken = True
+
+    async def _begin(self) -> None:
+        await self.raw.execute("BEGIN IMMEDIATE")
+
+    async def _end(self, commit: bool) -> None:
+        await (self.raw.commit() if commit else self.raw.rollback())
+
+    def left_open(self) -> bool:
+        return bool(self.raw.in_transaction)
+
+
+def _wrapped(exc: Exception, sql: str, dbapi_base: type[Exception]) -> DBAPIError:
+    wrapped = DBAPIError.instance(sql, None, exc, dbapi_base)
+    assert isinstance(wrapped, DBAPIError)  # a driver error always wraps as one
+    return wrapped
+
+
+# -- the engine -------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
 class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    observe: Observer | None = field(default=None)
+
+    @property
+    def dialect(self) -> sa.Dialect:
+        return self.engine.dialect
 
     async def dispose(self) -> None:
         await self.engine.dispose()
 
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[Connection]:
+        """A hot-path connection from the pool, for a short unit of work (no store call inside).
+
+        A free, live connection is taken from the pool and given back without leaving the event
+        loop (about 13 µs of CPU, a quarter of the async checkout); only when one must be made,
+        recycled or waited for does the checkout need SQLAlchemy's greenlet (it says so with
+        ``MissingGreenlet`` before doing any I/O)."""
+        pool = self.engine.sync_engine.pool
+        try:
+            fairy = pool.connect()
+        except MissingGreenlet:
+            fairy = await self.engine.raw_connection()
+        conn = (_MySQL if self.engine.dialect.name == "mysql" else _SQLite)(
+            fairy, self.engine.dialect, self.observe
+        )
+        try:
+            yield conn
+        finally:
+            if conn.broken or conn.left_open():
+                # Dead, cancelled mid-answer, or a transaction left open: nobody gets it again.
+                await greenlet_spawn(fairy.invalidate)
+            fairy.close()
+
     async def ping(self) -> None:
         try:
-            async with self.engine.connect() as conn:
-                await conn.execute(sa.text("SELECT 1"))
+            async with self.connect() as conn:
+                await conn.value(PING)
         except (DBAPIError, PoolTimeout) as exc:
             raise DatabaseUnavailable("The database did not answer") from exc
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session outside any request (CLI, reaper): committed on success, errors translated."""
+        """An ORM session outside any request (CLI): committed on success, errors translated."""
         async with self.sessions() as session:
             try:
                 yield session
@@ -134,6 +358,9 @@ class Database:
             except SQLAlchemyError as exc:
                 await session.rollback()
                 raise translate_db_error(exc) from exc
+
+
+PING = Statement(sa.select(sa.literal(1)))
 
 
 def is_sqlite(url: str) -> bool:
@@ -157,30 +384,35 @@ def engine_url(url: str) -> sa.URL:
 
 
 def create_database(settings: Settings) -> Database:
+    """The one engine: its pool serves the ORM sessions and the hot path alike."""
     url = settings.database_url
-    kwargs: dict[str, Any] = {}
     ensure_sqlite_dir(url)
+    kwargs: dict[str, Any] = {
+        # Checked in without a ROLLBACK round trip; ``_rollback_if_open`` ends what is still open.
+        "pool_reset_on_return": None,
+        "pool_timeout": settings.db_pool_timeout,
+    }
     if is_sqlite(url):
         kwargs["connect_args"] = {"timeout": 30}
     else:
         kwargs.update(
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_pool_size,
-            # No pre-ping: it would cost a round trip on every checkout, and a request checks out
-            # again after each store call. A connection that died while pooled fails its next use
-            # with a disconnect error: that request answers 503 and the pool is invalidated.
+            # No pre-ping: it would cost a round trip on every checkout. A connection that died
+            # while pooled fails its next use with a disconnect error: that request answers 503
+            # and the connection is dropped.
             pool_pre_ping=False,
             pool_recycle=1800,
-            pool_timeout=settings.db_pool_timeout,
-            # Each state change is a compare-and-set on the latest committed row, and waiting
-            # requests must see other requests' commits without ending their own snapshot.
-            isolation_level="READ COMMITTED",
+            connect_args={"autocommit": True},
         )
     engine = create_async_engine(engine_url(url), **kwargs)
+    sync = engine.sync_engine
     if is_sqlite(url):
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(sync, "connect", _sqlite_pragmas)
     else:
-        event.listen(engine.sync_engine, "connect", _mysql_session_setup)
+        event.listen(sync, "connect", _mysql_session_setup)
+        event.listen(sync, "begin", _mysql_begin)
+    event.listen(sync.pool, "reset", _rollback_if_open)
     sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
     return Database(engine=engine, sessions=sessions)
 
@@ -195,8 +427,28 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 def _mysql_session_setup(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
-    cursor.execute(MYSQL_SESSION_SETUP)
+    for statement in MYSQL_SESSION_SETUP:
+        cursor.execute(statement)
     cursor.close()
+
+
+def _mysql_begin(conn: sa.Connection) -> None:
+    """The ORM's transactions begin explicitly: the driver is in autocommit mode."""
+    conn.exec_driver_sql("BEGIN")
+
+
+def _rollback_if_open(dbapi_conn: Any, _record: Any, state: Any) -> None:
+    """A connection going back to the pool with a transaction still open (an ORM session dropped
+    without its close) is rolled back; a clean one costs nothing."""
+    raw = getattr(dbapi_conn, "driver_connection", None)
+    if raw is None:
+        return
+    if isinstance(raw, sqlite3.Connection) or hasattr(raw, "in_transaction"):
+        open_ = bool(raw.in_transaction)
+    else:
+        open_ = bool(getattr(raw, "server_status", 0) & _SERVER_STATUS_IN_TRANS)
+    if open_ and state.asyncio_safe:
+        dbapi_conn.rollback()
 
 
 def _errno(exc: DBAPIError) -> int | None:

@@ -4,8 +4,8 @@
   the route template, never a raw path);
 - ``upload_plane_store_call_duration_seconds{operation,outcome}``: every call to the object store
   (``outcome`` is ``ok`` or the domain error's code); its ``_count`` counts CompleteMultipartUploads;
-- ``upload_plane_db_statement_duration_seconds{operation,outcome}``: every hot-path statement,
-  by verb and table;
+- ``upload_plane_db_statement_duration_seconds{operation,outcome}``: every statement (hot path
+  and ORM), by verb and table;
 - ``upload_plane_presigned_urls_total{kind}``: part and download URLs signed;
 - ``upload_plane_uploads{status}``: uploads by state (read from the database at each scrape);
 - ``upload_plane_reaper_actions_total{action}``: what the reapers did.
@@ -183,6 +183,3 @@ def meter_engine(engine: Any, metrics: Metrics) -> None:
         stack = context.connection.info.get("upload_plane_started") if context.connection else None
         if stack and context.statement:
             metrics.observe_statement(context.statement, time.perf_counter() - stack.pop(), False)
-
-
-UPLOAD_STATES_SQL = "SELECT status, COUNT(*) FROM uploads GROUP BY status"

@@ -13,8 +13,13 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, sqlite
+
+from .db import Connection
 from .errors import RateLimited
-from .sql import Connection
+from .models import RateCounter
+from .statements import Query, Statement
 
 _PRUNE_PROBABILITY = 0.01
 
@@ -37,16 +42,41 @@ def _key(limit: Limit, subject: str, index: int) -> str:
     return f"{limit.name}:{digest}:{index}"
 
 
+_COUNTERS: sa.Table = RateCounter.__table__  # type: ignore[attr-defined]
+_KEY = sa.bindparam("key", type_=_COUNTERS.c.key.type)
+_ENDS = sa.bindparam("expires_at", type_=_COUNTERS.c.expires_at.type)
+
+
+def _count_up(dialect: str) -> sa.Executable:
+    """Add one to a counter (created at 1) in one statement that also answers the new count:
+    MySQL makes it the statement's insert id (``LAST_INSERT_ID(expr)``), SQLite returns it."""
+    if dialect == "mysql":
+        insert = mysql.insert(_COUNTERS).values(key=_KEY, count=sa.func.last_insert_id(1), expires_at=_ENDS)
+        return insert.on_duplicate_key_update(count=sa.func.last_insert_id(_COUNTERS.c.count + 1))
+    upsert = sqlite.insert(_COUNTERS).values(key=_KEY, count=1, expires_at=_ENDS)
+    return upsert.on_conflict_do_update(
+        index_elements=[_COUNTERS.c.key], set_={"count": _COUNTERS.c.count + 1}
+    ).returning(_COUNTERS.c.count)
+
+
+COUNT_UP = Statement(_count_up, insert_id_on=("mysql",))
+COUNT: Query[int] = Query(
+    sa.select(_COUNTERS.c.count).where(_COUNTERS.c.key == _KEY), lambda row: int(row["count"])
+)
+PRUNE = Statement(
+    sa.delete(_COUNTERS).where(
+        _COUNTERS.c.expires_at < sa.bindparam("now", type_=_COUNTERS.c.expires_at.type)
+    )
+)
+
+
 class RateLimits:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
     async def count(self, limit: Limit, subject: str, now: datetime) -> int:
         index, _ = _window(limit, now)
-        row = await self.conn.one(
-            "SELECT count FROM rate_counters WHERE `key` = %s", _key(limit, subject, index)
-        )
-        return int(row[0]) if row is not None else 0
+        return await self.conn.one(COUNT, key=_key(limit, subject, index)) or 0
 
     async def check(self, limit: Limit, subject: str, now: datetime) -> None:
         """``RateLimited`` (with the seconds until the window ends) once ``limit`` is reached."""
@@ -56,9 +86,9 @@ class RateLimits:
     async def hit(self, limit: Limit, subject: str, now: datetime) -> int:
         """Count one more; the new count."""
         index, ends = _window(limit, now)
-        count = await self.conn.count_up(_key(limit, subject, index), ends)
+        count = int(await self.conn.value(COUNT_UP, key=_key(limit, subject, index), expires_at=ends))
         if random.random() < _PRUNE_PROBABILITY:  # noqa: S311 - not for security
-            await self.conn.run("DELETE FROM rate_counters WHERE expires_at < %s", now)
+            await self.conn.run(PRUNE, now=now)
         return count
 
     async def take(self, limit: Limit, subject: str, now: datetime) -> None:

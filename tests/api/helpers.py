@@ -13,16 +13,20 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlmodel import select
+from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tests.conftest import ADMIN_PASSWORD, Backend
+from tests.store import StoreChecker
 from upload_plane.db import create_database
 from upload_plane.errors import StoredUploadGone
 from upload_plane.models import File, Upload, UploadLink, utcnow
-from upload_plane.sql import create_pool
+from upload_plane.settings import Settings
 from upload_plane.storage import S3Storage
+from upload_plane.uploads import state
+from upload_plane.uploads.context import Uploads
 from upload_plane.uploads.reaper import Reaper, ReapReport
+from upload_plane.uploads.state import UploadStatus
 
 MIB = 1024 * 1024
 PROBLEM = "application/problem+json"
@@ -178,13 +182,29 @@ async def db_snapshot(backend: Backend) -> list[tuple[str, str, str]]:
 
 
 @asynccontextmanager
-async def store(backend: Backend) -> AsyncIterator[S3Storage]:
-    """The backend's store through the service's own gateway (closed afterwards)."""
-    storage = S3Storage(backend.settings)
+async def store(backend: Backend) -> AsyncIterator[StoreChecker]:
+    """The backend's store as boto3 sees it (``tests/store.py``), never through the code under test."""
+    storage = StoreChecker(backend.settings)
     try:
         yield storage
     finally:
         await storage.aclose()
+
+
+def sql_rows(settings: Settings, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """The rows of a statement on a backend's database (``%s`` placeholders on MariaDB), or, for a
+    change, ``[(rows changed,)]``; committed."""
+
+    async def run() -> list[tuple[Any, ...]]:
+        db = create_database(settings)
+        try:
+            async with db.engine.begin() as conn:
+                result = await conn.exec_driver_sql(sql, params)
+                return [tuple(r) for r in result.all()] if result.returns_rows else [(result.rowcount,)]
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
 
 
 async def assert_store_agrees(backend: Backend, upload: dict[str, Any]) -> str | None:
@@ -296,23 +316,28 @@ _UNCHANGED_TABLES = (
 
 async def world(backend: Backend) -> dict[str, Any]:
     """The database and the store, as plain data to compare before and after."""
-    from upload_plane.sql import create_pool
+    from sqlmodel import SQLModel
 
-    pool = create_pool(backend.settings)
+    db = create_database(backend.settings)
+    tables = SQLModel.metadata.tables
     snapshot: dict[str, Any] = {}
     try:
-        async with pool.connect() as conn:
-            for table in _UNCHANGED_TABLES + tuple(EXTRA_TABLES):
-                snapshot[table] = sorted(map(repr, await conn.all(f"SELECT * FROM {table}")))
-            snapshot["audit_events"] = sorted(
-                map(repr, await conn.all("SELECT * FROM audit_events WHERE action <> 'login.failed'"))
+        async with db.engine.connect() as conn:
+            for name in _UNCHANGED_TABLES + tuple(EXTRA_TABLES):
+                snapshot[name] = sorted(map(repr, (await conn.execute(tables[name].select())).all()))
+            events = tables["audit_events"]
+            refused = events.select().where(events.c.action != "login.failed")
+            snapshot["audit_events"] = sorted(map(repr, (await conn.execute(refused)).all()))
+            keys = list(
+                (
+                    await conn.execute(tables["uploads"].select().with_only_columns(tables["uploads"].c.key))
+                ).scalars()
             )
-            keys = [r[0] for r in await conn.all("SELECT `key` FROM uploads")]
     finally:
-        await pool.close()
+        await db.dispose()
     async with store(backend) as storage:
         snapshot["multipart"] = {k: sorted(await storage.list_multipart_uploads(k)) for k in keys}
-        client = storage._client()  # the test reads the whole bucket
+        client = storage.client  # the test reads the whole bucket
 
         def objects() -> list[tuple[str, int, str]]:
             pages = client.get_paginator("list_objects_v2").paginate(Bucket=backend.settings.s3_bucket)
@@ -340,17 +365,40 @@ async def expire_link(backend: Backend, link_id: str) -> None:
 async def reap_a_dead_claim(backend: Backend, upload_id: str, status: str) -> ReapReport:
     """Leave ``upload_id`` claimed ``status`` by a worker that died an hour ago, and run the reaper
     once (it settles dead claims from what the store holds)."""
-    pool = create_pool(backend.settings)
+    async with backend_db(backend) as session:
+        await session.exec(
+            update(Upload)
+            .where(col(Upload.id) == upload_id)
+            .values(status=status, claim_token="a-dead-worker", claimed_at=utcnow() - timedelta(hours=1))
+        )
+        await session.commit()
+    return await run_reaper(backend)
+
+
+async def run_reaper(backend: Backend) -> ReapReport:
+    """One run of the reaper on the backend (``upload-plane reap``)."""
+    db, storage = create_database(backend.settings), S3Storage(backend.settings)
     try:
-        async with pool.connect() as conn:
-            await conn.run(
-                "UPDATE uploads SET status = %s, claim_token = %s, claimed_at = %s WHERE id = %s",
-                status,
-                "a-dead-worker",
-                utcnow() - timedelta(hours=1),
-                upload_id,
-            )
-        async with store(backend) as storage:
-            return await Reaper(pool, storage, backend.settings).run()
+        return await Reaper(Uploads(db, storage, backend.settings)).run()
     finally:
-        await pool.close()
+        await storage.aclose()
+        await db.dispose()
+
+
+async def die_holding_a_claim(backend: Backend, upload_id: str, to: str, **declared: str | None) -> None:
+    """A worker claims the upload (``completing``, ``aborting`` ...) as a request does, with what
+    it declares, and dies: its claim is an hour old."""
+    db = create_database(backend.settings)
+    try:
+        async with db.connect() as conn:
+            held = await state.claim(
+                conn,
+                upload_id,
+                [UploadStatus.UPLOADING],
+                UploadStatus(to),
+                utcnow() - timedelta(hours=1),
+                **declared,
+            )
+    finally:
+        await db.dispose()
+    assert held is not None

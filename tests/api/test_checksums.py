@@ -19,10 +19,11 @@ from tests.api.helpers import (
     assert_problem,
     complete,
     crc64_b64,
+    die_holding_a_claim,
     download,
     new_log,
     new_user,
-    reap_a_dead_claim,
+    run_reaper,
     store,
     upload_row,
 )
@@ -123,12 +124,13 @@ def test_a_complete_whose_store_answer_was_lost_records_the_stores_check(
         assert download(http, api, file["id"]) == data
 
 
-def test_checksums_declared_after_the_reaper_completed_the_upload_are_recorded(
+def test_a_completer_that_died_after_the_store_completed_is_finished_with_what_it_declared(
     backend: Backend, http: httpx.Client
 ) -> None:
-    """The CLI declares the whole file's checksums at complete. When the reaper finished its upload
-    (the completer died after the store's complete), the client's complete sent again records them:
-    CRC64NVME only as the stored object has it, store-verified on MinIO; a recorded value stands."""
+    """The CLI declares the whole file's checksums at complete; they are recorded with the complete's
+    claim. When that completer dies after the store assembled the object, the reaper finishes the
+    upload with them (CRC64NVME store-verified on MinIO), and the client's complete sent again gets
+    that file; other values are refused."""
     data = os.urandom(PART + 4321)
     whole, sha = crc64_b64(data), hashlib.sha256(data).hexdigest()
     with new_user(backend) as api:
@@ -137,25 +139,22 @@ def test_checksums_declared_after_the_reaper_completed_the_upload_are_recorded(
         signed = sign(api, upload, {n: crc64_b64(b) for n, b in chunks.items()})
         for n, body in chunks.items():
             assert put(http, signed[n], body).status_code == 200
+        asyncio.run(die_holding_a_claim(backend, upload["id"], "completing", sha256=sha, crc64nvme=whole))
         asyncio.run(complete_in_the_store(backend, upload, whole))
-        report = asyncio.run(reap_a_dead_claim(backend, upload["id"], "completing"))
-        assert report.completed == 1, report
+        report = asyncio.run(run_reaper(backend))
+        assert (report.completed, report.errors) == (1, 0), report
         reaped = api.get(f"/files/{upload['file_id']}").json()
-        assert (reaped["status"], reaped["sha256"], reaped["crc64nvme"]) == ("available", None, None)
+        assert (reaped["status"], reaped["sha256"], reaped["crc64nvme"]) == ("available", sha, whole)
+        assert reaped["verified_by"] == ("store" if backend.name == "real" else None)
 
-        wrong = api.post(
-            f"/uploads/{upload['id']}/complete",
-            json={"crc64nvme": crc64_b64(b"other bytes"), "sha256": sha},
-        )
-        assert wrong.status_code == 200 and wrong.json()["crc64nvme"] is None, wrong.text  # not the object's
         done = api.post(f"/uploads/{upload['id']}/complete", json={"crc64nvme": whole, "sha256": sha})
         assert done.status_code == 200, done.text
-        file = done.json()
-        assert (file["crc64nvme"], file["sha256"]) == (whole, sha)
+        assert done.json() == reaped
         other = api.post(f"/uploads/{upload['id']}/complete", json={"crc64nvme": whole, "sha256": "0" * 64})
         assert_problem(other, 400, "VALIDATION_ERROR")  # a recorded value stands
-        assert file["verified_by"] == ("store" if backend.name == "real" else None)
-        assert download(http, api, file["id"]) == data
+        wrong = api.post(f"/uploads/{upload['id']}/complete", json={"crc64nvme": crc64_b64(b"other")})
+        assert_problem(wrong, 400, "VALIDATION_ERROR")
+        assert download(http, api, reaped["id"]) == data
 
 
 def test_every_part_of_a_checked_upload_needs_its_checksum(backend: Backend) -> None:

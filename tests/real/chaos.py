@@ -31,7 +31,6 @@ completed upload.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import hashlib
@@ -58,11 +57,11 @@ from typing import Any
 import httpx
 from awscrt import checksums
 
+from tests.api.helpers import sql_rows
 from tests.cli_helpers import cli_env, command
 from tests.real.processes import ApiProcess
 from tests.services import MinIO, ServerProcess
 from upload_plane.settings import Settings
-from upload_plane.sql import create_pool
 
 MIB = 1024 * 1024
 CHUNK = MIB  # content is generated (and read back) one MiB at a time
@@ -1005,17 +1004,8 @@ def now_utc() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def _rows(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
-    pool = create_pool(settings)
-    try:
-        async with pool.connect() as conn:
-            return await conn.all(sql)
-    finally:
-        await pool.close()
-
-
 def database_rows(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
-    return asyncio.run(_rows(settings, sql))
+    return sql_rows(settings, sql)
 
 
 def logged_errors(logs: list[Path]) -> tuple[int, list[str]]:

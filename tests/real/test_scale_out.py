@@ -42,6 +42,7 @@ from tests.api.helpers import (
     new_account,
     new_log,
     put_parts,
+    sql_rows,
     start_upload,
     store,
 )
@@ -49,10 +50,11 @@ from tests.conftest import Backend, real_backend
 from tests.fakes import CountingStorage
 from tests.real.processes import ApiProcess, api_process
 from tests.services import MinIO
+from upload_plane.db import create_database
 from upload_plane.errors import StoredUploadGone
 from upload_plane.settings import Settings
-from upload_plane.sql import Pool, create_pool
 from upload_plane.storage import S3Storage
+from upload_plane.uploads.context import Uploads
 from upload_plane.uploads.reaper import Reaper, ReapReport
 
 pytestmark = pytest.mark.real
@@ -68,19 +70,8 @@ def scale(request: pytest.FixtureRequest) -> Iterator[Backend]:
 
 
 def query(settings: Settings, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Rows of ``sql`` (or, for a change, ``[(rows changed,)]``), in autocommit."""
-
-    async def run() -> list[tuple[Any, ...]]:
-        pool = create_pool(settings)
-        try:
-            async with pool.connect() as conn:
-                if sql.lstrip().upper().startswith("SELECT"):
-                    return await conn.all(sql, *params)
-                return [(await conn.run(sql, *params),)]
-        finally:
-            await pool.close()
-
-    return asyncio.run(run())
+    """Rows of ``sql`` (or, for a change, ``[(rows changed,)]``), committed."""
+    return sql_rows(settings, sql, *params)
 
 
 def age_claims(backend: Backend, where: str, *params: Any) -> int:
@@ -275,29 +266,28 @@ def test_two_reapers_started_together_abort_each_expired_upload_once(scale: Back
     storages = [CountingStorage(S3Storage(scale.settings)) for _ in range(2)]
     gate = threading.Barrier(2)
 
-    async def left(pool: Pool) -> int:
+    def left() -> int:
         sql = "SELECT COUNT(*) FROM uploads WHERE log_id = %s AND status <> 'expired'"
-        async with pool.connect() as conn:
-            return int((await conn.all(sql, log["id"]))[0][0])
+        return int(query(scale.settings, sql, log["id"])[0][0])
 
     failures: list[BaseException] = []
 
     def reaper(i: int) -> None:
         async def run() -> None:
-            pool = create_pool(scale.settings)
+            db = create_database(scale.settings)
             try:
-                reaper = Reaper(pool, storages[i], scale.settings)
+                reaper = Reaper(Uploads(db, storages[i], scale.settings))
                 gate.wait()
                 while True:
                     report = await reaper.run(batch=50)
                     reports[i].append(report)
                     # A reaper that finds every row taken by the other keeps going until none is left
                     # to reap, so both stay in the contest for the whole run.
-                    if report.total() == 0 and report.errors == 0 and not await left(pool):
+                    if report.total() == 0 and report.errors == 0 and not await asyncio.to_thread(left):
                         return
             finally:
                 await storages[i].aclose()
-                await pool.close()
+                await db.dispose()
 
         try:
             asyncio.run(run())

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import pytest
@@ -21,36 +21,60 @@ from upload_plane.files.service import FileService
 from upload_plane.migrate import upgrade
 from upload_plane.models import File, Upload, User
 from upload_plane.settings import Settings
-from upload_plane.sql import Pool, create_pool
-from upload_plane.uploads.rows import UploadRow
-from upload_plane.uploads.service import UploadService
+from upload_plane.uploads.abort import abort_upload
+from upload_plane.uploads.complete import complete_upload
+from upload_plane.uploads.context import ClaimWaiters, Uploads
+from upload_plane.uploads.queries import FileRecord, UploadRecord
+from upload_plane.uploads.start import NewUpload, start_upload
 
 T = TypeVar("T")
 DATA = b"evidence " * 1000
 
 
+class Ops:
+    """The upload operations as a request performs them, for short test code."""
+
+    def __init__(self, ctx: Uploads) -> None:
+        self.ctx = ctx
+
+    async def start(
+        self, who: Principal, log_id: str, *, idempotency_key: str | None = None, **wanted: Any
+    ) -> UploadRecord:
+        return await start_upload(self.ctx, who, log_id, NewUpload(**wanted), idempotency_key=idempotency_key)
+
+    async def complete(self, who: Principal, upload_id: str, *args: Any, **kw: Any) -> FileRecord:
+        return await complete_upload(self.ctx, who, upload_id, *args, **kw)
+
+    async def abort(self, who: Principal, upload_id: str) -> None:
+        await abort_upload(self.ctx, who, upload_id)
+
+
 @dataclass
 class World:
     db: Database
-    pool: Pool
     settings: Settings
     store: MemoryStorage
     storage: CountingStorage
     user: Principal
     admin: Principal
     log_id: str
+    waiters: ClaimWaiters = field(default_factory=ClaimWaiters)
+
+    @property
+    def ctx(self) -> Uploads:
+        """What the application's requests share (the store as this test has it now)."""
+        return Uploads(self.db, self.storage, self.settings, self.waiters)
 
     @asynccontextmanager
-    async def services(self) -> AsyncIterator[tuple[UploadService, FileService]]:
+    async def services(self) -> AsyncIterator[tuple[Ops, FileService]]:
         """The services as one request gets them."""
-        uploads = UploadService(self.pool, self.storage, self.settings)
-        yield uploads, FileService(self.pool, self.storage, self.settings, uploads)
+        yield Ops(self.ctx), FileService(self.ctx)
 
-    async def call(self, fn: Callable[[UploadService, FileService], Awaitable[T]]) -> T:
+    async def call(self, fn: Callable[[Ops, FileService], Awaitable[T]]) -> T:
         async with self.services() as (uploads, files):
             return await fn(uploads, files)
 
-    async def started(self) -> UploadRow:
+    async def started(self) -> UploadRecord:
         """An upload with every part in the store, ready to complete."""
         upload = await self.call(
             lambda u, _: u.start(
@@ -91,9 +115,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         case = await CaseService(session).create_case(who, "case", None, "")
         log = await CaseService(session).create_log(who, case.id, "log", "")
         await session.commit()
-    pool = create_pool(settings)
-    yield World(db, pool, settings, store, CountingStorage(store), who, boss, log.id)
-    await pool.close()
+    yield World(db, settings, store, CountingStorage(store), who, boss, log.id)
     await db.dispose()
 
 

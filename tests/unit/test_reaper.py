@@ -13,14 +13,13 @@ import pytest
 from sqlmodel import select, update
 
 from tests.fakes import CountingStorage
-from tests.unit.conftest import DATA, World
+from tests.unit.conftest import DATA, Ops, World
 from upload_plane.errors import IdempotencyKeyReused, StorageOutcomeUnknown, StorageUnavailable
 from upload_plane.models import Upload, utcnow
 from upload_plane.storage import Storage
 from upload_plane.uploads import state
+from upload_plane.uploads.queries import UploadRecord
 from upload_plane.uploads.reaper import Reaper
-from upload_plane.uploads.rows import UploadRow
-from upload_plane.uploads.service import ClaimWaiters, UploadService
 from upload_plane.uploads.state import UploadStatus
 
 pytestmark = pytest.mark.anyio
@@ -41,7 +40,7 @@ async def test_expired_uploads_are_aborted_in_the_store_once(world: World) -> No
     for u in uploads:
         await set_row(world, u.id, expires_at=utcnow() - timedelta(seconds=1))
     fresh = await world.started()
-    reapers = [Reaper(world.pool, world.storage, world.settings) for _ in range(2)]
+    reapers = [Reaper(world.ctx) for _ in range(2)]
     reports = await asyncio.gather(*(r.run(batch=5) for r in reapers), *(r.run(batch=5) for r in reapers))
     reports += [await reapers[0].run()]
     assert sum(r.expired for r in reports) == 12
@@ -59,7 +58,7 @@ async def test_a_dead_completer_is_reconciled_from_the_store(world: World) -> No
     await world.store.complete_multipart(done.key, done.store_upload_id, parts)  # then it died
     for u in (done, not_done):
         await set_row(world, u.id, status="completing", claim_token="dead", claimed_at=long_ago())
-    report = await Reaper(world.pool, world.storage, world.settings).run()
+    report = await Reaper(world.ctx).run()
     assert (report.completed, report.handed_back) == (1, 1)
     row, file = await world.rows(done.id)
     assert row is not None and file is not None and (row.status, file.status) == ("completed", "available")
@@ -72,7 +71,7 @@ async def test_dead_aborts_and_deletes_are_finished(world: World) -> None:
     aborting, deleting = await world.started(), await world.started()
     await set_row(world, aborting.id, status="aborting", claim_token="dead", claimed_at=long_ago())
     await set_row(world, deleting.id, status="deleting", claim_token=None, claimed_at=None)  # abandoned
-    report = await Reaper(world.pool, world.storage, world.settings).run()
+    report = await Reaper(world.ctx).run()
     assert (report.aborted, report.deleted) == (1, 1)
     row, _ = await world.rows(aborting.id)
     assert row is not None and row.status == "aborted"
@@ -92,7 +91,7 @@ async def test_a_start_that_died_before_the_store_answered_is_undone(world: Worl
         claim_token="dead",
         claimed_at=long_ago("creating"),
     )
-    report = await Reaper(world.pool, world.storage, world.settings).run()
+    report = await Reaper(world.ctx).run()
     assert (report.forgotten, report.swept) == (1, 1)
     assert await world.rows(upload.id) == (None, None)
     assert not world.store.uploads
@@ -140,7 +139,7 @@ async def test_a_retry_takes_over_a_dead_start_and_the_reaper_sweeps_its_stray(w
     )  # fmt: skip
     assert again.id == first.id and again.status == UploadStatus.UPLOADING
     assert again.store_upload_id != stray and again.needs_sweep
-    report = await Reaper(world.pool, world.storage, world.settings).run()
+    report = await Reaper(world.ctx).run()
     assert report.swept == 1
     assert set(world.store.uploads) == {again.store_upload_id}
     row, _ = await world.rows(first.id)
@@ -162,7 +161,7 @@ class AnswerLost(CountingStorage):
         return upload_id
 
 
-def start_with_key(world: World, key: str) -> Awaitable[UploadRow]:
+def start_with_key(world: World, key: str) -> Awaitable[UploadRecord]:
     return world.call(
         lambda u, _: u.start(
             world.user, world.log_id, filename="e.bin", size=len(DATA), content_type=None, sha256=None,
@@ -189,11 +188,11 @@ async def test_a_start_whose_store_answer_was_lost_leaves_its_key_to_the_reaper(
     if retried:  # the client sends the start again with its key: the same upload, its own in the store
         again = await start_with_key(world, "k")
         assert again.id == row.id and again.status == UploadStatus.UPLOADING
-        report = await Reaper(world.pool, world.storage, world.settings).run()
+        report = await Reaper(world.ctx).run()
         assert (report.swept, report.forgotten) == (1, 0)
         assert set(world.store.uploads) == {again.store_upload_id} != {stray}
     else:  # the client never comes back: the reaper aborts what the key holds and removes the rows
-        report = await Reaper(world.pool, world.storage, world.settings).run()
+        report = await Reaper(world.ctx).run()
         assert (report.swept, report.forgotten) == (1, 1)
         assert not world.store.uploads
         assert await world.rows(row.id) == (None, None)
@@ -211,7 +210,7 @@ async def test_a_retry_whose_own_start_fails_leaves_the_dead_starts_stray_to_the
     world.store.down = False
     row, _ = await world.rows(first.id)
     assert row is not None and (row.status, row.needs_sweep, row.claim_token) == ("creating", True, None)
-    report = await Reaper(world.pool, world.storage, world.settings).run()
+    report = await Reaper(world.ctx).run()
     assert (report.swept, report.forgotten) == (1, 1)
     assert not world.store.uploads  # the dead start's multipart upload did not outlive its key
 
@@ -223,8 +222,8 @@ async def test_a_retry_waiting_on_a_start_that_fails_and_is_removed_starts_afres
     gate = world.storage.hold("create_multipart")
     first = asyncio.create_task(start_with_key(world, "k"))
     await anyio.to_thread.run_sync(gate.wait_reached)
-    waiters = ClaimWaiters()
-    uploads = UploadService(world.pool, world.storage, world.settings, waiters)
+    waiters = world.waiters
+    uploads = Ops(world.ctx)
     retry = asyncio.create_task(
         uploads.start(
             world.user, world.log_id, filename="e.bin", size=len(DATA), content_type=None, sha256=None,

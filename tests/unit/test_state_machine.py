@@ -21,7 +21,8 @@ from upload_plane.errors import (
 )
 from upload_plane.models import Upload, utcnow
 from upload_plane.uploads import state
-from upload_plane.uploads.rows import FileRow
+from upload_plane.uploads.finish import Ending, finish
+from upload_plane.uploads.queries import FileRecord
 from upload_plane.uploads.state import FileStatus, UploadStatus
 
 T = TypeVar("T")
@@ -43,8 +44,10 @@ async def test_concurrent_and_repeated_completes_reach_the_store_once(world: Wor
     first = await gather(*(world.call(lambda u, _: u.complete(world.user, upload.id)) for _ in range(30)))
     again = await gather(*(world.call(lambda u, _: u.complete(world.user, upload.id)) for _ in range(30)))
     results = first + again
-    assert all(isinstance(r, FileRow) for r in results), [r for r in results if not isinstance(r, FileRow)]
-    assert {r.id for r in results if isinstance(r, FileRow)} == {upload.file_id}
+    assert all(isinstance(r, FileRecord) for r in results), [
+        r for r in results if not isinstance(r, FileRecord)
+    ]
+    assert {r.id for r in results if isinstance(r, FileRecord)} == {upload.file_id}
     assert world.storage.count("complete_multipart") == 1
     row, file = await world.rows(upload.id)
     assert row is not None and file is not None
@@ -169,12 +172,12 @@ async def test_an_outage_during_abort_hands_the_upload_back(world: World) -> Non
 
 async def test_a_finish_with_another_claims_token_changes_nothing(world: World) -> None:
     upload = await world.started()
-    async with world.pool.connect() as conn:
+    async with world.db.connect() as conn:
         held = await state.claim(conn, upload.id, [UploadStatus.UPLOADING], UploadStatus.COMPLETING, utcnow())
     assert held is not None
     forged = state.Claim(upload.id, UploadStatus.COMPLETING, state.new_claim_token())
-    async with world.pool.connect() as conn, conn.transaction():
-        done = await state.finish(conn, forged, UploadStatus.COMPLETED, utcnow(), file_id=upload.file_id)
+    async with world.db.connect() as conn:
+        done = await finish(conn, forged, upload, Ending(UploadStatus.COMPLETED, etag="e"), world.user)
     assert done is False
     row, file = await world.rows(upload.id)
     assert row is not None and file is not None

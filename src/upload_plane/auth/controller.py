@@ -38,7 +38,7 @@ from .service import AuthService, SignIn
 
 
 def provide_auth_service(db_session: NamedDependency[AsyncSession], state: State) -> AuthService:
-    return AuthService(db_session, state.settings, state.hashing, state.sql)
+    return AuthService(db_session, state.settings, state.hashing, state.db)
 
 
 DEPENDENCIES = {"auth": Provide(provide_auth_service, sync_to_thread=False)}

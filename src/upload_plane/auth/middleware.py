@@ -56,7 +56,7 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("Send Authorization: Bearer <token>")
-        async with state.sql.connect() as conn:
+        async with state.db.connect() as conn:
             if token.startswith(tokens.PAT_PREFIX):
                 return await credentials.from_personal_token(conn, token, client)
             return await credentials.from_jwt(conn, token, tokens.ACCESS, secret, client)
@@ -65,7 +65,7 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
         raise Unauthenticated("Sign in, or send Authorization: Bearer <token>")
     if connection.scope.get("method", "GET") not in SAFE_METHODS and not from_this_site(connection):
         raise CrossSiteRequest("a request authenticated by the session cookie must come from this site")
-    async with state.sql.connect() as conn:
+    async with state.db.connect() as conn:
         return await credentials.from_jwt(conn, cookie, tokens.SESSION, secret, client)
 
 

@@ -21,12 +21,12 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from ..audit.service import Audit
+from ..db import Database
 from ..errors import Conflict, NotFound, Unauthenticated, ValidationFailed
 from ..models import AuthSession, PersonalAccessToken, RefreshToken, User, utcnow
 from ..pagination import Page, PageRequest, paginate
 from ..ratelimit import Limit, RateLimits
 from ..settings import Settings
-from ..sql import Pool
 from . import tokens
 from .passwords import PasswordHashing
 from .principal import ClientInfo, Principal
@@ -57,12 +57,12 @@ class AuthService:
         session: AsyncSession,
         settings: Settings,
         hashing: PasswordHashing | None = None,
-        pool: Pool | None = None,
+        db: Database | None = None,
     ) -> None:
         self.session = session
         self.settings = settings
         self._hashing = hashing
-        self.pool = pool  # for the shared rate counters of login (the CLI's user commands need none)
+        self.db = db  # for the shared rate counters of login (the CLI's user commands need none)
         self.audit = Audit(session)
         self.address_limit = Limit(
             "login_address",
@@ -101,16 +101,16 @@ class AuthService:
     async def _login(self, username: str, password: str, client: ClientInfo) -> SignIn:
         name = normalize_username(username)
         now = utcnow()
-        if self.pool is None:
+        if self.db is None:
             raise RuntimeError("login needs the rate counters' connections")
-        async with self.pool.connect() as conn:
+        async with self.db.connect() as conn:
             limits = RateLimits(conn)
             await limits.check(self.account_limit, name, now)
             await limits.take(self.address_limit, client.address or "unknown", now)
         user = await self.find(name)
         ok = await self._verify(user.password_hash if user else None, password)
         if not user or not ok or user.disabled:
-            async with self.pool.connect() as conn:
+            async with self.db.connect() as conn:
                 await RateLimits(conn).hit(self.account_limit, name, now)
             who = Principal.of(user, "password", client=client) if user else None
             self.audit.record(

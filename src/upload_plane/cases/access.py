@@ -9,14 +9,18 @@ caller's membership).
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import and_
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from ..auth.principal import Principal
+from ..db import Connection
 from ..errors import Forbidden, NotFound
 from ..models import Case, CaseMember, Log
+from ..statements import Query
 
 
 class CaseRole(IntEnum):
@@ -68,14 +72,32 @@ async def case_for(session: AsyncSession, who: Principal, case_id: str, need: Ca
     return row[0]
 
 
+_L: sa.Table = Log.__table__  # type: ignore[attr-defined]
+_M: sa.Table = CaseMember.__table__  # type: ignore[attr-defined]
+
+LOG_WITH_ROLE: Query[dict[str, Any]] = Query(
+    sa.select(_L, _M.c.role)
+    .outerjoin(_M, and_(_M.c.case_id == _L.c.case_id, _M.c.user_id == sa.bindparam("user_id")))
+    .where(_L.c.id == sa.bindparam("log_id")),
+    dict,
+)
+"""A log and the caller's role in its case: the one query behind every check on a log."""
+
+
 async def log_for(session: AsyncSession, who: Principal, log_id: str, need: CaseRole) -> Log:
-    stmt = (
-        select(Log, CaseMember.role)
-        .outerjoin(CaseMember, membership(who, Log.case_id))  # type: ignore[arg-type]
-        .where(Log.id == log_id)
-    )
-    row = (await session.exec(stmt)).first()
+    query: Any = LOG_WITH_ROLE.construct()  # a Core select: rows, not models
+    result = await session.exec(query, params={"user_id": who.id, "log_id": log_id})
+    row = result.mappings().first()
     if row is None:
         raise NotFound("No such log")
-    require(who, row[1], need, "log")
-    return row[0]
+    require(who, row["role"], need, "log")
+    return Log.model_validate({c.name: row[c.name] for c in _L.columns})
+
+
+async def log_in_case(conn: Connection, who: Principal, log_id: str, need: CaseRole) -> tuple[str, str]:
+    """``log_for`` on a hot-path connection: ``(log id, case id)`` if ``who`` holds ``need``."""
+    row = await conn.one(LOG_WITH_ROLE, user_id=who.id, log_id=log_id)
+    if row is None:
+        raise NotFound("No such log")
+    require(who, row["role"], need, "log")
+    return row["id"], row["case_id"]

@@ -14,12 +14,12 @@ from ..cases.controller import PageLimit
 from ..models import File
 from ..pagination import PageRequest
 from ..problems import problems
-from ..uploads.rows import FileRow
+from ..uploads.queries import FileRecord
 from .schemas import DownloadOut, FileOut, FilePage
 from .service import FileService, ListedFile
 
 
-def file_out(f: File | FileRow) -> FileOut:
+def file_out(f: File | FileRecord) -> FileOut:
     return msgspec.convert(f, FileOut, from_attributes=True)
 
 

@@ -18,24 +18,31 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..audit.service import insert_event
 from ..auth.principal import Principal
-from ..cases.access import CaseRole, require
+from ..cases.access import CaseRole, log_in_case, require
 from ..errors import DomainError, FileNotAvailable, Forbidden, NotFound, ValidationFailed
 from ..models import utcnow
 from ..pagination import Page, PageRequest, page_of
-from ..settings import Settings
-from ..sql import Pool
-from ..storage import Storage
-from ..uploads import rows, state
-from ..uploads.rows import FileRow
+from ..uploads import state
+from ..uploads.claims import claim_when_free
+from ..uploads.context import Uploads
+from ..uploads.finish import remove
+from ..uploads.kinds import kind_of
+from ..uploads.queries import (
+    DELETE_FILE,
+    FILE_ORIGINS,
+    FILE_WITH_ROLE,
+    PAGE_OF_FILES,
+    UPLOAD_OF_FILE,
+    FileRecord,
+)
 from ..uploads.rules import content_disposition
-from ..uploads.service import UploadService
 from ..uploads.state import FileStatus, UploadStatus
 
 
 @dataclass(slots=True)
 class ListedFile:
     id: str
-    file: FileRow
+    file: FileRecord
     uploaded_by: str | None  # the username of ``created_by``
     upload_link_id: str | None  # the upload link it came through, if any
 
@@ -47,15 +54,12 @@ class DownloadLink:
 
 
 class FileService:
-    def __init__(self, pool: Pool, storage: Storage, settings: Settings, uploads: UploadService) -> None:
-        self.pool = pool
-        self.storage = storage
-        self.settings = settings
-        self.uploads = uploads
+    def __init__(self, ctx: Uploads) -> None:
+        self.ctx = ctx
 
-    async def get(self, who: Principal, file_id: str, need: CaseRole = CaseRole.VIEWER) -> FileRow:
-        async with self.pool.connect() as conn:
-            found = await rows.file_with_role(conn, file_id, who.id)
+    async def get(self, who: Principal, file_id: str, need: CaseRole = CaseRole.VIEWER) -> FileRecord:
+        async with self.ctx.db.connect() as conn:
+            found = await conn.one(FILE_WITH_ROLE, file_id=file_id, user_id=who.id)
         if found is None:
             raise NotFound("No such file")
         require(who, found[1], need, "file")
@@ -67,21 +71,15 @@ class FileService:
         """A page of the log's files, each with who uploaded it (and through which link)."""
         if status is not None and status not in set(FileStatus):
             raise ValidationFailed(f"status must be one of {', '.join(FileStatus)}")
-        async with self.pool.connect() as conn:
-            found = await rows.log_with_role(conn, log_id, who.id)
-            if found is None:
-                raise NotFound("No such log")
-            require(who, found[2], CaseRole.VIEWER, "log")
-            files = await rows.page_of_files(conn, log_id, status, page.after_id, page.limit)
+        async with self.ctx.db.connect() as conn:
+            await log_in_case(conn, who, log_id, CaseRole.VIEWER)
+            files = await conn.all(
+                PAGE_OF_FILES, log_id=log_id, status=status, after_id=page.after_id, limit=page.limit + 1
+            )
             origins: dict[str, tuple[str | None, str | None]] = {}
             if files:
-                marks = ", ".join(["%s"] * len(files))
                 for file_id, username, link_id in await conn.all(
-                    "SELECT f.id, us.username, lu.link_id FROM files f "  # noqa: S608 - placeholders only
-                    "LEFT JOIN users us ON us.id = f.created_by "
-                    "LEFT JOIN uploads up ON up.file_id = f.id "
-                    f"LEFT JOIN upload_link_uploads lu ON lu.upload_id = up.id WHERE f.id IN ({marks})",
-                    *[f.id for f in files],
+                    FILE_ORIGINS, file_ids=[f.id for f in files]
                 ):
                     origins[file_id] = (username, link_id)
         listed = [ListedFile(f.id, f, *origins.get(f.id, (None, None))) for f in files]
@@ -92,10 +90,10 @@ class FileService:
         file = await self.get(who, file_id)
         if file.status != FileStatus.AVAILABLE:
             raise FileNotAvailable(f"the file is {file.status}", file_status=file.status)
-        ttl = self.settings.download_url_ttl
-        url = self.storage.presign_get(file.key, content_disposition(file.filename), ttl)
+        ttl = self.ctx.settings.download_url_ttl
+        url = self.ctx.storage.presign_get(file.key, content_disposition(file.filename), ttl)
         expires_at = utcnow() + timedelta(seconds=ttl)
-        async with self.pool.connect() as conn:
+        async with self.ctx.db.connect() as conn:
             await insert_event(
                 conn, who, "file.download_link", "file", file.id, case_id=file.case_id, expires_at=expires_at
             )
@@ -112,37 +110,36 @@ class FileService:
             "sha256": file.sha256,
             "key": file.key,
         }
-        async with self.pool.connect() as conn:
-            upload = await rows.upload_of_file(conn, file.id)
+        ctx = self.ctx
+        async with ctx.db.connect() as conn:
+            upload = await conn.one(UPLOAD_OF_FILE, file_id=file.id)
         if upload is None:  # not made by this service; remove it all the same
-            await self.storage.delete_object(file.key)
-            async with self.pool.connect() as conn, conn.transaction():
-                await conn.run("DELETE FROM files WHERE id = %s", file.id)
+            await ctx.storage.delete_object(file.key)
+            async with ctx.db.connect() as conn, conn.transaction():
+                await conn.run(DELETE_FILE, file_id=file.id)
                 await insert_event(
                     conn, who, "file.deleted", "file", file.id, case_id=file.case_id, **details
                 )
             return
-        await self.storage.ping()  # an outage must not leave a claim that will delete the file later
-        upload, held = await self.uploads.claim_when_free(
-            upload, expect=(UploadStatus.UPLOADING, *state.FINAL), to=UploadStatus.DELETING, settled=()
+        await ctx.storage.ping()  # an outage must not leave a claim that will delete the file later
+        upload, held = await claim_when_free(
+            ctx, upload, expect=(UploadStatus.UPLOADING, *state.FINAL), to=UploadStatus.DELETING, settled=()
         )
         if held is None:  # nothing is settled for a delete, so this cannot happen
             raise NotFound("No such file")
         try:
-            if upload.s3_upload_id is not None:
-                await self.storage.abort_multipart(upload.key, upload.s3_upload_id)
-            await self.storage.delete_object(upload.key)
+            await kind_of(upload).abandon(ctx.storage, upload)
+            await ctx.storage.delete_object(upload.key)
         except DomainError:
             await self._abandon(held)
             raise
-        async with self.pool.connect() as conn, conn.transaction():
-            if not await state.remove(conn, held, file.id):
+        async with ctx.db.connect() as conn:
+            if not await remove(conn, held, upload, who, **details):
                 raise NotFound("No such file")  # another delete took over and finished
-            await insert_event(conn, who, "file.deleted", "file", file.id, case_id=file.case_id, **details)
 
     async def _abandon(self, held: state.Claim) -> None:
         try:
-            async with self.pool.connect() as conn:
+            async with self.ctx.db.connect() as conn:
                 await state.abandon(conn, held, utcnow())
         except (SQLAlchemyError, DomainError):
             pass  # the claim goes stale; the next delete takes it over

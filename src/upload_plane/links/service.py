@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
+import sqlalchemy as sa
 from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -27,6 +28,7 @@ from ..audit.service import Audit
 from ..auth import tokens
 from ..auth.principal import LINK_CREDENTIAL, ClientInfo, Principal
 from ..cases.access import CaseRole, log_for
+from ..db import Connection
 from ..errors import (
     LinkBytesExhausted,
     LinkFilesExhausted,
@@ -35,10 +37,10 @@ from ..errors import (
     UploadLinkRevoked,
     ValidationFailed,
 )
-from ..models import UploadLink, utcnow
+from ..models import UploadLink, UploadLinkUpload, User, utcnow
 from ..pagination import Page, PageRequest, paginate
 from ..settings import Settings
-from ..sql import Connection, utc
+from ..statements import Query, Statement, insert_of
 
 MIN_TTL = 60
 
@@ -163,11 +165,86 @@ class LinkService:
         return link
 
 
-# -- the hot path: the driver's connections (``sql.py``) ---------------------------------------------
+# -- the hot path (``db.Connection``) ---------------------------------------------------------------
 
-_LINK_COLUMNS = (
-    "l.id, l.log_id, l.case_id, l.hint, l.expires_at, l.revoked_at, l.max_files, l.max_bytes, "
-    "l.files_used, l.bytes_used, u.id, u.role, u.disabled"
+LINKS: sa.Table = UploadLink.__table__  # type: ignore[attr-defined]
+LINKED: sa.Table = UploadLinkUpload.__table__  # type: ignore[attr-defined]
+USERS: sa.Table = User.__table__  # type: ignore[attr-defined]
+
+
+def _grant(row: dict[str, Any], client: ClientInfo) -> LinkGrant:
+    principal = Principal(
+        row["user_id"], f"upload link {row['hint']}", row["role"], LINK_CREDENTIAL, row["id"], client
+    )
+    return LinkGrant(
+        row["id"], row["log_id"], row["case_id"], row["expires_at"], row["max_files"], row["max_bytes"],
+        int(row["files_used"]), int(row["bytes_used"]), principal,
+    )  # fmt: skip
+
+
+LINK_BY_TOKEN: Query[dict[str, Any]] = Query(
+    sa.select(
+        LINKS.c.id,
+        LINKS.c.log_id,
+        LINKS.c.case_id,
+        LINKS.c.hint,
+        LINKS.c.expires_at,
+        LINKS.c.revoked_at,
+        LINKS.c.max_files,
+        LINKS.c.max_bytes,
+        LINKS.c.files_used,
+        LINKS.c.bytes_used,
+        USERS.c.id.label("user_id"),
+        USERS.c.role,
+        USERS.c.disabled,
+    )
+    .join(USERS, USERS.c.id == LINKS.c.created_by)
+    .where(LINKS.c.token_hash == sa.bindparam("token_hash")),
+    dict,
+)
+LINK_BUDGET: Query[dict[str, Any]] = Query(
+    sa.select(
+        LINKS.c.revoked_at,
+        LINKS.c.expires_at,
+        LINKS.c.max_files,
+        LINKS.c.files_used,
+        LINKS.c.max_bytes,
+        LINKS.c.bytes_used,
+    ).where(LINKS.c.id == sa.bindparam("link_id")),
+    dict,
+)
+_SIZE = sa.bindparam("size", type_=LINKS.c.bytes_used.type)
+RESERVE = Statement(
+    sa.update(LINKS)
+    .where(
+        LINKS.c.id == sa.bindparam("link_id"),
+        LINKS.c.revoked_at.is_(None),
+        LINKS.c.expires_at > sa.bindparam("now", type_=LINKS.c.expires_at.type),
+        sa.or_(LINKS.c.max_files.is_(None), LINKS.c.files_used < LINKS.c.max_files),
+        sa.or_(LINKS.c.max_bytes.is_(None), LINKS.c.bytes_used + _SIZE <= LINKS.c.max_bytes),
+    )
+    .values(files_used=LINKS.c.files_used + 1, bytes_used=LINKS.c.bytes_used + _SIZE)
+)
+RECORD_SHARE = Statement(insert_of(UploadLinkUpload))
+TAKE_SHARE_BACK = Statement(
+    sa.update(LINKED)
+    .where(LINKED.c.upload_id == sa.bindparam("upload_id"), LINKED.c.released_at.is_(None))
+    .values(released_at=sa.bindparam("now", type_=LINKED.c.released_at.type))
+)
+_SHARE = sa.select(LINKED.c.size).where(LINKED.c.upload_id == sa.bindparam("upload_id")).scalar_subquery()
+GIVE_BACK = Statement(
+    sa.update(LINKS)
+    .where(
+        LINKS.c.id
+        == sa.select(LINKED.c.link_id)
+        .where(LINKED.c.upload_id == sa.bindparam("upload_id"))
+        .scalar_subquery()
+    )
+    .values(files_used=LINKS.c.files_used - 1, bytes_used=LINKS.c.bytes_used - _SHARE)
+)
+LINK_OF_UPLOAD: Query[str] = Query(
+    sa.select(LINKED.c.link_id).where(LINKED.c.upload_id == sa.bindparam("upload_id")),
+    lambda row: str(row["link_id"]),
 )
 
 
@@ -175,91 +252,45 @@ async def resolve(conn: Connection, token: str, client: ClientInfo) -> LinkGrant
     """The link a token names, if it may be used now. One query."""
     if not tokens.looks_like_upload_link_token(token):
         raise NotFound("No such upload link")
-    row = await conn.one(
-        f"SELECT {_LINK_COLUMNS} FROM upload_links l JOIN users u ON u.id = l.created_by "
-        "WHERE l.token_hash = %s",
-        tokens.token_hash(token),
-    )
+    row = await conn.one(LINK_BY_TOKEN, token_hash=tokens.token_hash(token))
     if row is None:
         raise NotFound("No such upload link")
-    link_id, log_id, case_id, hint, expires_at, revoked_at, max_files, max_bytes = row[:8]
-    files_used, bytes_used, user_id, role, disabled = row[8:]
-    if revoked_at is not None or disabled:
+    if row["revoked_at"] is not None or row["disabled"]:
         raise UploadLinkRevoked("this upload link was revoked; ask for a new one")
-    expires = utc(expires_at)
-    assert expires is not None
-    if expires <= utcnow():
+    if row["expires_at"] <= utcnow():
         raise UploadLinkExpired("this upload link has expired; ask for a new one")
-    principal = Principal(user_id, f"upload link {hint}", role, LINK_CREDENTIAL, link_id, client)
-    return LinkGrant(
-        link_id, log_id, case_id, expires, max_files, max_bytes, int(files_used), int(bytes_used), principal
-    )
+    return _grant(row, client)
 
 
 async def reserve(conn: Connection, link_id: str, upload_id: str, size: int, now: datetime) -> None:
     """Take one file and ``size`` bytes of the link's budget for ``upload_id``, or refuse. One
     compare-and-set: the counters never pass the budget, whatever runs at the same time. Run it in
-    the transaction that writes the upload's rows (``UploadService.start``'s ``on_start``)."""
-    changed = await conn.run(
-        "UPDATE upload_links SET files_used = files_used + 1, bytes_used = bytes_used + %s "
-        "WHERE id = %s AND revoked_at IS NULL AND expires_at > %s "
-        "AND (max_files IS NULL OR files_used < max_files) "
-        "AND (max_bytes IS NULL OR bytes_used + %s <= max_bytes)",
-        size,
-        link_id,
-        now,
-        size,
-    )
-    if changed != 1:
-        row = await conn.one(
-            "SELECT revoked_at, expires_at, max_files, files_used, max_bytes, bytes_used "
-            "FROM upload_links WHERE id = %s",
-            link_id,
-        )
-        if row is None or row[0] is not None:
+    the transaction that writes the upload's rows (the start's ``on_start``)."""
+    if await conn.run(RESERVE, link_id=link_id, size=size, now=now) != 1:
+        row = await conn.one(LINK_BUDGET, link_id=link_id)
+        if row is None or row["revoked_at"] is not None:
             raise UploadLinkRevoked("this upload link was revoked; ask for a new one")
-        if utc(row[1]) <= now:  # type: ignore[operator]
+        if row["expires_at"] <= now:
             raise UploadLinkExpired("this upload link has expired; ask for a new one")
-        if row[2] is not None and row[3] >= row[2]:
-            raise LinkFilesExhausted(f"this link allows {row[2]} files and all are used")
-        left = max(0, int(row[4]) - int(row[5]))
+        if row["max_files"] is not None and row["files_used"] >= row["max_files"]:
+            raise LinkFilesExhausted(f"this link allows {row['max_files']} files and all are used")
+        left = max(0, int(row["max_bytes"] or 0) - int(row["bytes_used"]))
         raise LinkBytesExhausted(
             f"{size} bytes do not fit in what is left of this link ({left} bytes)", bytes_left=left
         )
     await conn.run(
-        "INSERT INTO upload_link_uploads (upload_id, link_id, size, created_at, released_at) "
-        "VALUES (%s, %s, %s, %s, NULL)",
-        upload_id,
-        link_id,
-        size,
-        now,
+        RECORD_SHARE, upload_id=upload_id, link_id=link_id, size=size, created_at=now, released_at=None
     )
 
 
 async def release(conn: Connection, upload_id: str, now: datetime) -> bool:
-    """Give an aborted upload's share back to its link, once (``False``: not a link's, or given
-    back already). Run it inside a transaction."""
-    row = await conn.one(
-        "SELECT link_id, size FROM upload_link_uploads WHERE upload_id = %s AND released_at IS NULL",
-        upload_id,
-    )
-    if row is None:
+    """Give an upload's share back to its link, once (``False``: not a link's, or given back
+    already). Only the completion step calls it (``uploads/finish.py``), inside its transaction."""
+    if await conn.run(TAKE_SHARE_BACK, upload_id=upload_id, now=now) != 1:
         return False
-    taken = await conn.run(
-        "UPDATE upload_link_uploads SET released_at = %s WHERE upload_id = %s AND released_at IS NULL",
-        now,
-        upload_id,
-    )
-    if taken != 1:
-        return False
-    await conn.run(
-        "UPDATE upload_links SET files_used = files_used - 1, bytes_used = bytes_used - %s WHERE id = %s",
-        row[1],
-        row[0],
-    )
+    await conn.run(GIVE_BACK, upload_id=upload_id)
     return True
 
 
 async def link_of_upload(conn: Connection, upload_id: str) -> str | None:
-    row = await conn.one("SELECT link_id FROM upload_link_uploads WHERE upload_id = %s", upload_id)
-    return None if row is None else str(row[0])
+    return await conn.one(LINK_OF_UPLOAD, upload_id=upload_id)

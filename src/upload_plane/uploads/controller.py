@@ -16,7 +16,12 @@ from ..files.schemas import FileOut
 from ..openapi import OptionalBody
 from ..pagination import PageRequest
 from ..problems import problems
-from .rows import UploadRow
+from .abort import abort_upload
+from .complete import complete_upload
+from .context import Uploads
+from .kinds import PartState
+from .queries import UploadRecord
+from .read import get_upload, list_mine
 from .schemas import (
     CompleteRequest,
     PartStateOut,
@@ -30,10 +35,11 @@ from .schemas import (
     UploadStatusOut,
     whole,
 )
-from .service import PartState, UploadService
+from .sign import part_state, sign_parts
+from .start import NewUpload, start_upload
 
 
-def upload_out(u: UploadRow) -> UploadOut:
+def upload_out(u: UploadRecord) -> UploadOut:
     return msgspec.convert(u, UploadOut, from_attributes=True)
 
 
@@ -59,7 +65,7 @@ class LogUploadController(Controller):
         log_id: FromPath[str],
         data: JSONBody[UploadCreate],
         request: AuthedRequest,
-        uploads: NamedDependency[UploadService],
+        uploads: NamedDependency[Uploads],
         idempotency_key: Annotated[
             str | None,
             HeaderParameter(
@@ -71,19 +77,18 @@ class LogUploadController(Controller):
             ),
         ] = None,
     ) -> UploadOut:
-        upload = await uploads.start(
-            request.user,
-            log_id,
+        wanted = NewUpload(
             filename=data.filename,
             size=data.size,
             content_type=data.content_type,
             sha256=data.sha256.lower() if data.sha256 else None,
-            part_size=data.part_size,
             crc64nvme=data.crc64nvme,
             checksum_algorithm=data.checksum_algorithm,
-            idempotency_key=idempotency_key,
+            part_size=data.part_size,
         )
-        return upload_out(upload)
+        return upload_out(
+            await start_upload(uploads, request.user, log_id, wanted, idempotency_key=idempotency_key)
+        )
 
 
 class UploadController(Controller):
@@ -94,13 +99,13 @@ class UploadController(Controller):
     async def list_uploads(
         self,
         request: AuthedRequest,
-        uploads: NamedDependency[UploadService],
+        uploads: NamedDependency[Uploads],
         status: FromQuery[str | None] = None,
         log_id: FromQuery[str | None] = None,
         limit: PageLimit = None,
         cursor: FromQuery[str | None] = None,
     ) -> UploadPage:
-        page = await uploads.list_mine(request.user, status, log_id, PageRequest.parse(limit, cursor))
+        page = await list_mine(uploads, request.user, status, log_id, PageRequest.parse(limit, cursor))
         return UploadPage(items=[upload_out(u) for u in page.items], next_cursor=page.next_cursor)
 
     @get(
@@ -112,10 +117,10 @@ class UploadController(Controller):
         self,
         upload_id: FromPath[str],
         request: AuthedRequest,
-        uploads: NamedDependency[UploadService],
+        uploads: NamedDependency[Uploads],
     ) -> UploadStatusOut:
-        upload = await uploads.get(request.user, upload_id)
-        state = await uploads.part_state(upload)
+        upload = await get_upload(uploads, request.user, upload_id)
+        state = await part_state(uploads, upload)
         fields = msgspec.structs.asdict(upload_out(upload))
         return UploadStatusOut(**fields, parts=part_state_out(state))
 
@@ -130,10 +135,15 @@ class UploadController(Controller):
         upload_id: FromPath[str],
         data: JSONBody[SignRequest],
         request: AuthedRequest,
-        uploads: NamedDependency[UploadService],
+        uploads: NamedDependency[Uploads],
     ) -> SignResponse:
-        signed = await uploads.sign_parts(
-            request.user, upload_id, data.part_numbers, data.checksums_sha256, data.checksums_crc64nvme
+        signed = await sign_parts(
+            uploads,
+            request.user,
+            upload_id,
+            data.part_numbers,
+            data.checksums_sha256,
+            data.checksums_crc64nvme,
         )
         return SignResponse(
             parts=[SignedPartOut(p.part_number, p.url, "PUT", p.headers, p.size) for p in signed.parts],
@@ -151,14 +161,14 @@ class UploadController(Controller):
         self,
         upload_id: FromPath[str],
         request: AuthedRequest,
-        uploads: NamedDependency[UploadService],
+        uploads: NamedDependency[Uploads],
         data: JSONBody[CompleteRequest | None] = None,
     ) -> FileOut:
         hint = [(p.part_number, p.etag) for p in data.parts] if data and data.parts else None
         sha256 = data.sha256.lower() if data and data.sha256 else None
         crc64nvme = data.crc64nvme if data else None
         return file_out(
-            await uploads.complete(request.user, upload_id, hint, sha256=sha256, crc64nvme=crc64nvme)
+            await complete_upload(uploads, request.user, upload_id, hint, sha256=sha256, crc64nvme=crc64nvme)
         )
 
     @delete(
@@ -170,6 +180,6 @@ class UploadController(Controller):
         self,
         upload_id: FromPath[str],
         request: AuthedRequest,
-        uploads: NamedDependency[UploadService],
+        uploads: NamedDependency[Uploads],
     ) -> None:
-        await uploads.abort(request.user, upload_id)
+        await abort_upload(uploads, request.user, upload_id)

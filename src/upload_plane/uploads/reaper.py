@@ -1,17 +1,19 @@
 """The reaper: what no request will finish.
 
-- **Expired** uploads (``uploading`` past ``expires_at``): aborted in the store, ``expired``, their
-  files ``failed`` (unless the store turns out to hold the object: then ``completed`` stands).
+- **Expired** uploads (``uploading`` past ``expires_at``): abandoned in the store, ``expired``, their
+  files ``failed`` (unless the store turns out to hold the object: then it is judged as any
+  complete, ``abort.py``). A pending form upload whose time is up ends the same way.
 - **Stale claims** (their worker died): a ``creating`` start is undone (whatever multipart upload it
   made on its key is aborted, the rows removed); ``completing`` is reconciled with HeadObject (the
-  object is there: ``completed``; else handed back to ``uploading`` for the client's next complete);
-  ``aborting``/``expiring`` are finished; a ``deleting`` delete is finished.
+  object is there: judged and recorded; else handed back to ``uploading`` for the client's next
+  complete); ``aborting``/``expiring`` are finished; a ``deleting`` delete is finished.
 - **Sweeps**: keys marked ``needs_sweep`` (a start taken over after a crash) may hold stray multipart
   uploads no row records; they are listed by exact key (what MinIO supports) and aborted.
 
-Several reapers (replicas, cron overlaps) never work on the same row: each batch is selected with
-``FOR UPDATE SKIP LOCKED`` and claimed in the same transaction, and every change after that is the
-state machine's compare-and-set on the reaper's claim. Each run returns what it did.
+Every end is recorded by the completion step (``finish.py``), as for a request. Several reapers
+(replicas, cron overlaps) never work on the same row: each batch is selected with ``FOR UPDATE SKIP
+LOCKED`` and claimed in the same transaction, and every change after that is a compare-and-set on
+the reaper's claim. Each run returns what it did.
 """
 
 from __future__ import annotations
@@ -19,31 +21,33 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..audit.service import insert_event
 from ..errors import DomainError
-from ..links import service as links
 from ..models import utcnow
-from ..settings import Settings
-from ..sql import Pool
-from ..storage import CRC64NVME, Storage
-from . import rows, state
-from .rows import UploadRow
-from .service import UploadService, checked_by_store
+from ..statements import Query, Statement
+from . import state
+from .abort import end_in_store
+from .claims import hand_back
+from .context import Uploads
+from .finish import Ending, forget, judge, record, remove
+from .kinds import kind_of
+from .queries import U, UploadRecord
 from .state import Claim, UploadStatus
 
 log = logging.getLogger("upload_plane.reaper")
-U = UploadStatus
+Us = UploadStatus
 
 
 @dataclass
 class ReapReport:
-    expired: int = 0  # aborted in the store after their expiry
+    expired: int = 0  # ended after their expiry
     completed: int = 0  # found completed in the store (a complete whose answer was lost)
     handed_back: int = 0  # a dead completer's upload given back to its client
-    aborted: int = 0  # a dead abort finished
+    aborted: int = 0  # a dead abort finished (or an object that was not the declared file)
     deleted: int = 0  # a dead delete finished
     forgotten: int = 0  # a start that died before the store answered, undone
     swept: int = 0  # stray multipart uploads aborted
@@ -55,165 +59,167 @@ class ReapReport:
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
+    def count(self, status: str) -> None:
+        name = {Us.EXPIRED: "expired", Us.COMPLETED: "completed", Us.ABORTED: "aborted"}.get(Us(status))
+        if name is not None:
+            setattr(self, name, getattr(self, name) + 1)
+
+
+_NOW = sa.bindparam("now", type_=U.c.expires_at.type)
+_CUTOFF = sa.bindparam("cutoff", type_=U.c.claimed_at.type)
+#: What each batch is: expired uploads, and claims of each held state that went stale.
+DUE_EXPIRED = sa.and_(U.c.status == Us.UPLOADING.value, U.c.expires_at < _NOW)
+DUE_STALE = sa.and_(
+    U.c.status == sa.bindparam("status"), sa.or_(U.c.claimed_at.is_(None), U.c.claimed_at < _CUTOFF)
+)
+
+
+def _pick(due: Any) -> Query[str]:
+    return Query(
+        sa.select(U.c.id)
+        .where(due)
+        .order_by(U.c.id)
+        .limit(sa.bindparam("size"))
+        .with_for_update(skip_locked=True),
+        lambda row: str(row["id"]),
+    )
+
+
+def _take(due: Any) -> Statement:
+    return Statement(
+        sa.update(U)
+        .where(U.c.id.in_(sa.bindparam("ids", expanding=True)), due)
+        .values(
+            status=sa.bindparam("to"),
+            claim_token=sa.bindparam("token"),
+            claimed_at=sa.bindparam("taken_at", type_=U.c.claimed_at.type),
+        )
+    )
+
+
+PICK = {"expired": _pick(DUE_EXPIRED), "stale": _pick(DUE_STALE)}
+TAKE = {"expired": _take(DUE_EXPIRED), "stale": _take(DUE_STALE)}
+TAKEN = Query(
+    sa.select(U).where(U.c.claim_token == sa.bindparam("token"), U.c.status == sa.bindparam("to")),
+    UploadRecord.of,
+)
+TO_SWEEP = Query(
+    sa.select(U)
+    .where(U.c.needs_sweep.is_(sa.true()), U.c.status != Us.CREATING.value)
+    .order_by(U.c.id)
+    .limit(sa.bindparam("size")),
+    UploadRecord.of,
+)
+SWEPT = Statement(sa.update(U).where(U.c.id == sa.bindparam("upload_id")).values(needs_sweep=sa.false()))
+
 
 class Reaper:
-    def __init__(self, pool: Pool, storage: Storage, settings: Settings) -> None:
-        self.pool = pool
-        self.storage = storage
-        self.settings = settings
-        self.uploads = UploadService(pool, storage, settings)
+    def __init__(self, ctx: Uploads) -> None:
+        self.ctx = ctx
 
     async def run(self, batch: int | None = None) -> ReapReport:
         """One pass over everything due; rows another reaper holds are skipped."""
-        size = batch or self.settings.reaper_batch
+        size = batch or self.ctx.settings.reaper_batch
         report = ReapReport()
         now = utcnow()
-        for row, held in await self._batch(
-            "u.status = %s AND u.expires_at < %s", (U.UPLOADING, now), U.EXPIRING, size, report
-        ):
-            await self._end(row, held, U.EXPIRED, report)
-        for status in (U.CREATING, U.COMPLETING, U.ABORTING, U.EXPIRING, U.DELETING):
+        for row, held in await self._batch("expired", {"now": now}, Us.EXPIRING, size, report):
+            await self._end(row, held, report)
+        for status in (Us.CREATING, Us.COMPLETING, Us.ABORTING, Us.EXPIRING, Us.DELETING):
             cutoff = now - state.stale_after(status)
-            stale = "u.status = %s AND (u.claimed_at IS NULL OR u.claimed_at < %s)"
-            for row, held in await self._batch(stale, (status, cutoff), status, size, report):
+            for row, held in await self._batch(
+                "stale", {"status": status.value, "cutoff": cutoff}, status, size, report
+            ):
                 await self._settle(row, held, report)
         await self._sweep(size, report)
         return report
 
     async def _batch(
-        self, where: str, params: tuple[object, ...], to: UploadStatus, size: int, report: ReapReport
-    ) -> list[tuple[UploadRow, Claim]]:
+        self, due: str, params: dict[str, Any], to: UploadStatus, size: int, report: ReapReport
+    ) -> list[tuple[UploadRecord, Claim]]:
         """``_take``; a batch the database refuses (a deadlock with another reaper's batch, a lost
         connection) is left for the next run, so one failure does not end the whole run."""
         try:
-            return await self._take(where, params, to, size)
+            return await self._take(due, params, to, size)
         except SQLAlchemyError as exc:
             log.warning("reaper: a batch (%s) is left for the next run: %s", to, exc)
             report.errors += 1
             return []
 
     async def _take(
-        self, where: str, params: tuple[object, ...], to: UploadStatus, size: int
-    ) -> list[tuple[UploadRow, Claim]]:
-        """Select up to ``size`` rows matching ``where`` that no other reaper holds, and claim them
-        (``to``) in the same transaction."""
+        self, due: str, params: dict[str, Any], to: UploadStatus, size: int
+    ) -> list[tuple[UploadRecord, Claim]]:
+        """Select up to ``size`` rows that are due and no other reaper holds, and claim them (``to``)
+        in the same transaction."""
         token = state.new_claim_token()
-        now = utcnow()
-        async with self.pool.connect() as conn:
-            lock = " FOR UPDATE SKIP LOCKED" if conn.dialect == "mysql" else ""
+        async with self.ctx.db.connect() as conn:
             async with conn.transaction():
-                ids = [
-                    r[0]
-                    for r in await conn.all(
-                        f"SELECT u.id FROM uploads u WHERE {where} ORDER BY u.id LIMIT %s{lock}",
-                        *params,
-                        size,
-                    )
-                ]
+                ids = await conn.all(PICK[due], size=size, **params)
                 if not ids:
                     return []
-                marks = ", ".join(["%s"] * len(ids))
-                await conn.run(
-                    "UPDATE uploads AS u SET status = %s, claim_token = %s, claimed_at = %s "
-                    f"WHERE u.id IN ({marks}) AND {where}",
-                    to,
-                    token,
-                    now,
-                    *ids,
-                    *params,
-                )
-            taken = await conn.all(
-                f"SELECT {rows.UPLOAD_COLUMNS} FROM uploads u WHERE u.claim_token = %s AND u.status = %s",
-                token,
-                to,
-            )
-        return [(row, Claim(row.id, to, token)) for row in map(UploadRow.of, taken)]
+                await conn.run(TAKE[due], ids=ids, to=to.value, token=token, taken_at=utcnow(), **params)
+            taken = await conn.all(TAKEN, token=token, to=to.value)
+        return [(row, Claim(row.id, to, token)) for row in taken]
 
-    async def _end(self, row: UploadRow, held: Claim, to: UploadStatus, report: ReapReport) -> None:
+    async def _end(self, row: UploadRecord, held: Claim, report: ReapReport) -> None:
         try:
-            ended = await self.uploads.end_in_store(None, held, row, to)
+            report.count(await end_in_store(self.ctx, None, held, row))
         except (DomainError, SQLAlchemyError) as exc:
             log.warning("reaper: upload %s left for the next run: %s", row.id, exc)
             report.errors += 1
-            return
-        if ended == U.COMPLETED:
-            report.completed += 1
-        elif ended == to:
-            if to == U.EXPIRED:
-                report.expired += 1
-            else:
-                report.aborted += 1
-            async with self.pool.connect() as conn, conn.transaction():
-                await links.release(conn, row.id, utcnow())  # an upload link's share, if it has one
 
-    async def _settle(self, row: UploadRow, held: Claim, report: ReapReport) -> None:
+    async def _settle(self, row: UploadRecord, held: Claim, report: ReapReport) -> None:
         try:
-            if held.status == U.CREATING:
+            if held.status == Us.CREATING:
                 await self._forget(row, held, report)
-            elif held.status == U.COMPLETING:
+            elif held.status == Us.COMPLETING:
                 await self._reconcile(row, held, report)
-            elif held.status in (U.ABORTING, U.EXPIRING):
-                await self._end(row, held, U.ABORTED if held.status == U.ABORTING else U.EXPIRED, report)
-            elif held.status == U.DELETING:
+            elif held.status in (Us.ABORTING, Us.EXPIRING):
+                report.count(await end_in_store(self.ctx, None, held, row))
+            elif held.status == Us.DELETING:
                 await self._delete(row, held, report)
         except (DomainError, SQLAlchemyError) as exc:
             log.warning("reaper: upload %s (%s) left for the next run: %s", row.id, held.status, exc)
             report.errors += 1
 
-    async def _forget(self, row: UploadRow, held: Claim, report: ReapReport) -> None:
-        for stray in await self.storage.list_multipart_uploads(row.key):
-            await self.storage.abort_multipart(row.key, stray)
+    async def _forget(self, row: UploadRecord, held: Claim, report: ReapReport) -> None:
+        storage = self.ctx.storage
+        for stray in await storage.list_multipart_uploads(row.key):
+            await storage.abort_multipart(row.key, stray)
             report.swept += 1
-        async with self.pool.connect() as conn, conn.transaction():
-            if await state.forget_creating(conn, held, row.file_id):
-                await links.release(conn, row.id, utcnow())  # a link's share of a start that never was
+        async with self.ctx.db.connect() as conn:
+            if await forget(conn, held, row):
                 report.forgotten += 1
 
-    async def _reconcile(self, row: UploadRow, held: Claim, report: ReapReport) -> None:
+    async def _reconcile(self, row: UploadRecord, held: Claim, report: ReapReport) -> None:
         """A completer died: if the store holds the object, the complete happened."""
-        stored = await self.storage.head_object(row.key)
-        if stored is None or stored.size != row.size:
-            await self.uploads.hand_back(held)
+        stored = await self.ctx.storage.head_object(row.key)
+        if stored is None:
+            await hand_back(self.ctx, held)
             report.handed_back += 1
             return
-        declared = row.crc64nvme if row.checksum_algorithm == CRC64NVME else None
-        verified = await checked_by_store(self.storage, row.key, declared, None, stored)
-        file_values = {"etag": stored.etag, "verified_by": "store" if verified else None}
-        if await self.uploads.finish_claim(None, held, row, U.COMPLETED, file_values=file_values):
-            report.completed += 1
+        ending: Ending = await judge(self.ctx.storage, row, stored)
+        if await record(self.ctx, held, row, ending, None):
+            report.count(ending.status)
 
-    async def _delete(self, row: UploadRow, held: Claim, report: ReapReport) -> None:
-        if row.s3_upload_id is not None:
-            await self.storage.abort_multipart(row.key, row.s3_upload_id)
-        await self.storage.delete_object(row.key)
-        async with self.pool.connect() as conn, conn.transaction():
-            if await state.remove(conn, held, row.file_id):
-                await insert_event(
-                    conn, None, "file.deleted", "file", row.file_id, case_id=row.case_id, key=row.key
-                )
+    async def _delete(self, row: UploadRecord, held: Claim, report: ReapReport) -> None:
+        await kind_of(row).abandon(self.ctx.storage, row)
+        await self.ctx.storage.delete_object(row.key)
+        async with self.ctx.db.connect() as conn:
+            if await remove(conn, held, row, None, key=row.key):
                 report.deleted += 1
 
     async def _sweep(self, size: int, report: ReapReport) -> None:
-        async with self.pool.connect() as conn:
-            due = [
-                UploadRow.of(r)
-                for r in await conn.all(
-                    f"SELECT {rows.UPLOAD_COLUMNS} FROM uploads u "
-                    "WHERE u.needs_sweep = %s AND u.status <> %s ORDER BY u.id LIMIT %s",
-                    True,
-                    U.CREATING,
-                    size,
-                )
-            ]
+        async with self.ctx.db.connect() as conn:
+            due = await conn.all(TO_SWEEP, size=size)
         for row in due:
             try:
-                keep = row.s3_upload_id if row.status in (U.UPLOADING, U.COMPLETING) else None
-                for stray in await self.storage.list_multipart_uploads(row.key):
+                keep = row.s3_upload_id if row.status in (Us.UPLOADING, Us.COMPLETING) else None
+                for stray in await self.ctx.storage.list_multipart_uploads(row.key):
                     if stray != keep:
-                        await self.storage.abort_multipart(row.key, stray)
+                        await self.ctx.storage.abort_multipart(row.key, stray)
                         report.swept += 1
-                async with self.pool.connect() as conn:
-                    await conn.run("UPDATE uploads SET needs_sweep = %s WHERE id = %s", False, row.id)
+                async with self.ctx.db.connect() as conn:
+                    await conn.run(SWEPT, upload_id=row.id)
             except (DomainError, SQLAlchemyError) as exc:
                 log.warning("reaper: sweep of %s left for the next run: %s", row.key, exc)
                 report.errors += 1

@@ -31,8 +31,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
+
 from ..auth import credentials, tokens
 from ..auth.principal import ClientInfo, Principal
+from ..db import Connection
 from ..errors import (
     FileTooLarge,
     NotFound,
@@ -43,15 +46,19 @@ from ..errors import (
 )
 from ..links import service as links
 from ..links.service import LinkGrant
-from ..models import utcnow
-from ..settings import Settings
-from ..sql import Connection, Pool
-from ..storage import PartToSign, PresignedPost, Storage, StoredPart
-from ..uploads import rows
-from ..uploads.post import settle_post_upload, start_post_upload
-from ..uploads.rows import UploadRow
+from ..models import Log, utcnow
+from ..statements import Query
+from ..storage import PartToSign, PresignedPost, StoredPart
+from ..uploads.abort import abort_upload
+from ..uploads.complete import complete_upload
+from ..uploads.context import Uploads
+from ..uploads.forms import settle_form_upload, start_form_upload
+from ..uploads.kinds import FORM_POST
+from ..uploads.queries import UPLOAD_OF_KEY, UploadRecord
+from ..uploads.read import get_upload
 from ..uploads.rules import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, plan_parts
-from ..uploads.service import POST, OnStart, UploadService
+from ..uploads.sign import part_state
+from ..uploads.start import NewUpload, OnStart, start_upload
 from ..uploads.state import UploadStatus
 from . import capability
 from .capability import Capability
@@ -166,29 +173,34 @@ def _int_field(metadata: Mapping[str, Any], name: str, required: bool) -> int | 
     return number
 
 
+_LOGS: sa.Table = Log.__table__  # type: ignore[attr-defined]
+LOG_NAME: Query[str] = Query(
+    sa.select(_LOGS.c.name).where(_LOGS.c.id == sa.bindparam("log_id")), lambda row: str(row["name"])
+)
+
+
 class UppyService:
-    def __init__(self, pool: Pool, storage: Storage, settings: Settings, uploads: UploadService) -> None:
-        self.pool = pool
-        self.storage = storage
-        self.settings = settings
-        self.uploads = uploads
-        self.secret = capability.capability_secret(settings.jwt_secret)
-        self.grants = Grants(settings.authorization_cache_ttl)
+    def __init__(self, ctx: Uploads) -> None:
+        self.ctx = ctx
+        self.storage = ctx.storage
+        self.settings = ctx.settings
+        self.secret = capability.capability_secret(ctx.settings.jwt_secret)
+        self.grants = Grants(ctx.settings.authorization_cache_ttl)
 
     # -- scopes ---------------------------------------------------------------------------------
 
     async def link_scope(self, token: str, client: ClientInfo) -> Scope:
-        async with self.pool.connect() as conn:
+        async with self.ctx.db.connect() as conn:
             return Scope.of_link(await links.resolve(conn, token, client))
 
     async def link_info(self, token: str, client: ClientInfo) -> tuple[LinkGrant, str]:
         """The link and the name of its log, for the link holder's page."""
-        async with self.pool.connect() as conn:
+        async with self.ctx.db.connect() as conn:
             grant = await links.resolve(conn, token, client)
-            row = await conn.one("SELECT name FROM logs WHERE id = %s", grant.log_id)
-        if row is None:
+            name = await conn.one(LOG_NAME, log_id=grant.log_id)
+        if name is None:
             raise NotFound("No such upload link")
-        return grant, str(row[0])
+        return grant, name
 
     def _target_log(self, scope: Scope, metadata: Mapping[str, Any]) -> str:
         if scope.link is not None:
@@ -198,21 +210,18 @@ class UppyService:
             raise ValidationFailed("metadata.log_id is required: the log to upload into")
         return log_id
 
-    def _reserve(self, scope: Scope, size: int) -> tuple[OnStart | None, OnStart | None]:
-        """For a link: take the upload's share of the budget with its rows, and give it back if the
-        rows are removed again (the store refused the start)."""
+    def _reserve(self, scope: Scope, size: int) -> OnStart | None:
+        """For a link: take the upload's share of the budget with its rows (the completion step
+        gives it back if the upload does not complete)."""
         link = scope.link
         if link is None:
-            return None, None
+            return None
         link.check_room(size)
 
-        async def reserve(conn: Connection, upload: UploadRow) -> None:
+        async def reserve(conn: Connection, upload: UploadRecord) -> None:
             await links.reserve(conn, link.id, upload.id, size, utcnow())
 
-        async def release(conn: Connection, upload: UploadRow) -> None:
-            await links.release(conn, upload.id, utcnow())
-
-        return reserve, release
+        return reserve
 
     # -- start ----------------------------------------------------------------------------------
 
@@ -236,10 +245,10 @@ class UppyService:
                 f"getChunkSize to return {fitting} and send metadata.part_size = {fitting}",
                 part_size=fitting,
             )
-        reserve, release = self._reserve(scope, size)
-        upload = await self.uploads.start(
-            scope.principal, log_id, filename=filename, size=size, content_type=content_type,
-            sha256=None, part_size=chunk, on_start=reserve, on_forget=release,
+        upload = await start_upload(
+            self.ctx, scope.principal, log_id,
+            NewUpload(filename=filename, size=size, content_type=content_type, part_size=chunk),
+            on_start=self._reserve(scope, size),
         )  # fmt: skip
         cap = Capability(
             upload.id, upload.store_upload_id, upload.size, upload.part_size, upload.part_count, scope.tag,
@@ -254,26 +263,25 @@ class UppyService:
         log_id = self._target_log(scope, metadata)
         size = _int_field(metadata, "size", required=True)
         assert size is not None
-        _, post = await start_post_upload(
-            self.uploads, scope.principal, log_id, filename=filename, size=size, content_type=content_type,
-            on_start=self._reserve(scope, size)[0],
-        )  # fmt: skip
+        wanted = NewUpload(filename=filename, size=size, content_type=content_type)
+        _, post = await start_form_upload(
+            self.ctx, scope.principal, log_id, wanted, on_start=self._reserve(scope, size)
+        )
         return post
 
     async def settle(self, scope: Scope, key: str) -> Settled:
         """The page saw Uppy's ``upload-success`` for a form upload: promote it if its object is there."""
-        async with self.pool.connect() as conn:
-            row = await conn.one("SELECT id FROM files WHERE `key` = %s", key)
-            upload = await rows.upload_of_file(conn, str(row[0])) if row is not None else None
+        async with self.ctx.db.connect() as conn:
+            upload = await conn.one(UPLOAD_OF_KEY, key=key)
             link_id = await links.link_of_upload(conn, upload.id) if upload is not None else None
-        if upload is None or upload.kind != POST:
+        if upload is None or upload.kind != FORM_POST.name:
             raise NotFound("No such upload")
         if scope.link is not None:
             if link_id != scope.link.id:
                 raise NotFound("No such upload")
         else:
-            await self.uploads.get(scope.principal, upload.id)
-        status = await settle_post_upload(self.pool, self.storage, upload.id, who=scope.principal)
+            upload = await get_upload(self.ctx, scope.principal, upload.id)
+        status = await settle_form_upload(self.ctx, scope.principal, upload)
         return Settled(status, upload.file_id)
 
     # -- the multipart upload, by capability --------------------------------------------------
@@ -317,11 +325,11 @@ class UppyService:
         signed = self.storage.presign_parts(key, cap.s3_upload_id, [part], ttl)
         return SignedPartUrl(signed[0].url, ttl)
 
-    async def _authorise(self, cap: Capability, who: Credential) -> UploadRow:
+    async def _authorise(self, cap: Capability, who: Credential) -> UploadRecord:
         """The full check behind a grant: the credential is valid now, its scope is the capability's,
         it may still upload there, and the upload is open."""
         if isinstance(who, SessionCookie):
-            async with self.pool.connect() as conn:
+            async with self.ctx.db.connect() as conn:
                 principal = await credentials.from_jwt(
                     conn, who.value, tokens.SESSION, self.settings.jwt_secret, who.client
                 )
@@ -332,7 +340,7 @@ class UppyService:
             scope = who
         if cap.scope != scope.tag:
             raise NotFound("No such upload")
-        upload = await self.uploads.get(scope.principal, cap.upload_id)
+        upload = await get_upload(self.ctx, scope.principal, cap.upload_id)
         if upload.status != UploadStatus.UPLOADING:
             raise UploadNotUploading(f"the upload is {upload.status}", upload_status=upload.status)
         if upload.expires_at <= utcnow():
@@ -342,8 +350,8 @@ class UppyService:
     async def list_parts(self, scope: Scope, token: str, key: str) -> list[StoredPart]:
         """``GET /s3/multipart/{uploadId}``: the parts the store holds with their planned sizes."""
         cap = self._capability(token, key, scope.tag)
-        upload = await self.uploads.get(scope.principal, cap.upload_id)
-        return (await self.uploads.part_state(upload)).uploaded
+        upload = await get_upload(self.ctx, scope.principal, cap.upload_id)
+        return (await part_state(self.ctx, upload)).uploaded
 
     async def complete(self, scope: Scope, token: str, key: str, parts: list[tuple[int, str]]) -> str:
         """``POST /s3/multipart/{uploadId}/complete``: the object's location once the file is
@@ -354,13 +362,10 @@ class UppyService:
             raise ValidationFailed(
                 f"part numbers of this upload are within 1..{cap.part_count}", invalid_part_numbers=bad[:100]
             )
-        file = await self.uploads.complete(scope.principal, cap.upload_id, parts or None)
+        file = await complete_upload(self.ctx, scope.principal, cap.upload_id, parts or None)
         return self.storage.object_url(file.key)
 
     async def abort(self, scope: Scope, token: str, key: str) -> None:
-        """``DELETE /s3/multipart/{uploadId}``: abort; a link gets the upload's share back."""
+        """``DELETE /s3/multipart/{uploadId}``: abort (a link gets the upload's share back)."""
         cap = self._capability(token, key, scope.tag)
-        await self.uploads.abort(scope.principal, cap.upload_id)
-        if scope.link is not None:
-            async with self.pool.connect() as conn, conn.transaction():
-                await links.release(conn, cap.upload_id, utcnow())
+        await abort_upload(self.ctx, scope.principal, cap.upload_id)
