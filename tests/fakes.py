@@ -2,7 +2,8 @@
 
 ``CountingStorage`` wraps any storage (the real S3 gateway on MinIO included) and counts the calls
 that reach it, per operation, so tests assert what the store really saw, not only status codes. It can
-also hold a call at a gate until the test releases it, to force an interleaving between requests.
+also hold a call at a gate until the test releases it, to force an interleaving between requests. It
+is a ``StorageWrapper`` (``storage.py``): it implements the hook, the wrapper every method.
 
 ``MemoryStorage`` is an in-memory store with MinIO's semantics where they matter to the state machine:
 a second CompleteMultipartUpload answers NoSuchUpload, an aborted upload is gone, parts are replaced by
@@ -14,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 import anyio.to_thread
 
@@ -27,10 +29,12 @@ from upload_plane.storage import (
     PresignedPost,
     SignedUrl,
     Storage,
+    StorageWrapper,
     StoredObject,
     StoredPart,
 )
 
+T = TypeVar("T")
 GATE_TIMEOUT = 60.0
 
 
@@ -49,11 +53,12 @@ class Gate:
             raise TimeoutError("no call reached the gate")
 
 
-class CountingStorage:
-    """A ``Storage`` that counts (thread-safely) every call that reaches ``inner``."""
+class CountingStorage(StorageWrapper):
+    """A ``Storage`` that counts (thread-safely) every call that reaches ``inner``, by the ``Storage``
+    method's name."""
 
     def __init__(self, inner: Storage) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.calls: Counter[str] = Counter()
         self.aborted: Counter[str] = Counter()  # multipart upload id -> AbortMultipartUploads sent
         self._lock = threading.Lock()
@@ -70,7 +75,7 @@ class CountingStorage:
         with self._lock:
             return self.calls[operation]
 
-    async def _enter(self, operation: str) -> None:
+    async def around(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         with self._lock:
             self.calls[operation] += 1
             gate = self._gates.pop(operation, None)
@@ -79,68 +84,12 @@ class CountingStorage:
             opened = await anyio.to_thread.run_sync(gate.opened.wait, GATE_TIMEOUT)
             if not opened:
                 raise TimeoutError(f"gate on {operation} was never released")
-
-    async def ping(self) -> None:
-        await self._enter("ping")
-        await self.inner.ping()
-
-    async def create_multipart(self, key: str, content_type: str, crc64nvme: bool = False) -> str:
-        await self._enter("create_multipart")
-        return await self.inner.create_multipart(key, content_type, crc64nvme)
-
-    async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
-        await self._enter("list_parts")
-        return await self.inner.list_parts(key, upload_id)
-
-    async def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[StoredPart], crc64nvme: str | None = None
-    ) -> CompletedObject:
-        await self._enter("complete_multipart")
-        return await self.inner.complete_multipart(key, upload_id, parts, crc64nvme)
+        return await call()
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
-        await self._enter("abort_multipart")
-        with self._lock:
+        with self._lock:  # the hook does not see the upload id
             self.aborted[upload_id] += 1
-        await self.inner.abort_multipart(key, upload_id)
-
-    async def list_multipart_uploads(self, key: str) -> list[str]:
-        await self._enter("list_multipart_uploads")
-        return await self.inner.list_multipart_uploads(key)
-
-    async def head_object(self, key: str) -> StoredObject | None:
-        await self._enter("head_object")
-        return await self.inner.head_object(key)
-
-    async def part_checksum(self, key: str, part_number: int) -> str | None:
-        await self._enter("part_checksum")
-        return await self.inner.part_checksum(key, part_number)
-
-    async def delete_object(self, key: str) -> None:
-        await self._enter("delete_object")
-        await self.inner.delete_object(key)
-
-    def presign_parts(
-        self,
-        key: str,
-        upload_id: str,
-        parts: Sequence[PartToSign],
-        expires_in: int,
-        now: datetime | None = None,
-    ) -> list[SignedUrl]:
-        return self.inner.presign_parts(key, upload_id, parts, expires_in, now)
-
-    def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str:
-        return self.inner.presign_get(key, content_disposition, expires_in)
-
-    def presign_post(self, key: str, content_type: str, size: int, expires_in: int) -> PresignedPost:
-        return self.inner.presign_post(key, content_type, size, expires_in)
-
-    def object_url(self, key: str) -> str:
-        return self.inner.object_url(key)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+        await super().abort_multipart(key, upload_id)
 
 
 @dataclass

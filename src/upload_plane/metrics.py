@@ -6,7 +6,7 @@
   (``outcome`` is ``ok`` or the domain error's code); its ``_count`` counts CompleteMultipartUploads;
 - ``upload_plane_db_statement_duration_seconds{operation,outcome}``: every statement (hot path
   and ORM), by verb and table;
-- ``upload_plane_presigned_urls_total{kind}``: part and download URLs signed;
+- ``upload_plane_presigned_urls_total{kind}``: part, download and form (POST) URLs signed;
 - ``upload_plane_uploads{status}``: uploads by state (read from the database at each scrape);
 - ``upload_plane_reaper_actions_total{action}``: what the reapers did.
 
@@ -19,15 +19,14 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 from .errors import DomainError
-from .storage import CompletedObject, PartToSign, SignedUrl, Storage, StoredObject, StoredPart
+from .storage import Storage, StorageWrapper
 
 T = TypeVar("T")
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -89,14 +88,18 @@ class Metrics:
         return bytes(generate_latest(self.registry))
 
 
-class MeteredStorage:
-    """``Storage`` that times and counts every call to the store it wraps."""
+class MeteredStorage(StorageWrapper):
+    """``Storage`` that times and counts every call to the store it wraps, and counts the URLs it
+    presigns."""
+
+    #: Operation labels that are not the method's name (the store's own name for the request).
+    LABELS = {"ping": "head_bucket", "part_checksum": "head_object_part"}
 
     def __init__(self, inner: Storage, metrics: Metrics) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.metrics = metrics
 
-    async def _timed(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def around(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         started = time.perf_counter()
         outcome = "ok"
         try:
@@ -105,62 +108,11 @@ class MeteredStorage:
             outcome = exc.code
             raise
         finally:
-            self.metrics.store_calls.labels(operation, outcome).observe(time.perf_counter() - started)
+            label = self.LABELS.get(operation, operation)
+            self.metrics.store_calls.labels(label, outcome).observe(time.perf_counter() - started)
 
-    async def ping(self) -> None:
-        await self._timed("head_bucket", self.inner.ping)
-
-    async def create_multipart(self, key: str, content_type: str, crc64nvme: bool = False) -> str:
-        return await self._timed(
-            "create_multipart", lambda: self.inner.create_multipart(key, content_type, crc64nvme)
-        )
-
-    async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
-        return await self._timed("list_parts", lambda: self.inner.list_parts(key, upload_id))
-
-    async def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[StoredPart], crc64nvme: str | None = None
-    ) -> CompletedObject:
-        return await self._timed(
-            "complete_multipart", lambda: self.inner.complete_multipart(key, upload_id, parts, crc64nvme)
-        )
-
-    async def abort_multipart(self, key: str, upload_id: str) -> None:
-        await self._timed("abort_multipart", lambda: self.inner.abort_multipart(key, upload_id))
-
-    async def list_multipart_uploads(self, key: str) -> list[str]:
-        return await self._timed("list_multipart_uploads", lambda: self.inner.list_multipart_uploads(key))
-
-    async def head_object(self, key: str) -> StoredObject | None:
-        return await self._timed("head_object", lambda: self.inner.head_object(key))
-
-    async def part_checksum(self, key: str, part_number: int) -> str | None:
-        return await self._timed("head_object_part", lambda: self.inner.part_checksum(key, part_number))
-
-    async def delete_object(self, key: str) -> None:
-        await self._timed("delete_object", lambda: self.inner.delete_object(key))
-
-    def presign_parts(
-        self,
-        key: str,
-        upload_id: str,
-        parts: Sequence[PartToSign],
-        expires_in: int,
-        now: datetime | None = None,
-    ) -> list[SignedUrl]:
-        signed = self.inner.presign_parts(key, upload_id, parts, expires_in, now)
-        self.metrics.presigned.labels("part").inc(len(signed))
-        return signed
-
-    def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str:
-        self.metrics.presigned.labels("download").inc()
-        return self.inner.presign_get(key, content_disposition, expires_in)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    def __getattr__(self, name: str) -> Any:  # anything else the wrapped store offers (tests' gates)
-        return getattr(self.inner, name)
+    def presigned(self, kind: str, count: int) -> None:
+        self.metrics.presigned.labels(kind).inc(count)
 
 
 def meter_engine(engine: Any, metrics: Metrics) -> None:

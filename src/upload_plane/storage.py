@@ -1,8 +1,10 @@
 """The narrow storage gateway: what the upload service needs from S3, and the boto3 implementation.
 
 ``Storage`` is the protocol the services depend on; ``S3Storage`` is the only module that talks to
-boto3 (tests add a counting wrapper and an in-memory fake). Blocking boto3 calls run in worker
-threads; presigning is local (``signing.Presigner``) and needs none.
+boto3 (tests add an in-memory fake). ``StorageWrapper`` is the one delegating ``Storage``: it passes
+every call to the store it wraps through one hook, which the metered wrapper (``metrics.py``) and the
+tests' counting wrapper override. Blocking boto3 calls run in worker threads; presigning is local
+(``signing.Presigner``) and needs none.
 
 Provider errors become domain errors here, per operation:
 - a multipart upload the store no longer knows (``NoSuchUpload``) is ``StoredUploadGone`` — it was
@@ -37,10 +39,10 @@ S3/MinIO notes:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import anyio.to_thread
 import boto3
@@ -60,6 +62,7 @@ from .settings import Settings
 from .signing import Presigner
 
 log = logging.getLogger("upload_plane.storage")
+T = TypeVar("T")
 
 _UPLOAD_GONE = frozenset({"NoSuchUpload"})
 _OBJECT_GONE = frozenset({"NoSuchKey", "404", "NotFound"})
@@ -188,6 +191,84 @@ class Storage(Protocol):
     async def aclose(self) -> None:
         """Release connections (at shutdown)."""
         ...
+
+
+class StorageWrapper:
+    """A ``Storage`` that hands every call to ``inner``: each call to the store (the async methods)
+    through ``around``, named by its method, and each local presigning past ``presigned``. Subclasses
+    override the hooks, never the methods, so a method added to ``Storage`` is added here once and
+    every wrapper has it (``tests/unit/test_storage_wrapper.py`` holds this class to the protocol)."""
+
+    def __init__(self, inner: Storage) -> None:
+        self.inner = inner
+
+    async def around(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Make the call to the store named ``operation`` (a ``Storage`` method's name)."""
+        return await call()
+
+    def presigned(self, kind: str, count: int) -> None:
+        """``count`` URLs of ``kind`` (``part``, ``download``, ``form``) were signed (locally)."""
+
+    async def ping(self) -> None:
+        await self.around("ping", self.inner.ping)
+
+    async def create_multipart(self, key: str, content_type: str, crc64nvme: bool = False) -> str:
+        return await self.around(
+            "create_multipart", lambda: self.inner.create_multipart(key, content_type, crc64nvme)
+        )
+
+    async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
+        return await self.around("list_parts", lambda: self.inner.list_parts(key, upload_id))
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[StoredPart], crc64nvme: str | None = None
+    ) -> CompletedObject:
+        return await self.around(
+            "complete_multipart", lambda: self.inner.complete_multipart(key, upload_id, parts, crc64nvme)
+        )
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        await self.around("abort_multipart", lambda: self.inner.abort_multipart(key, upload_id))
+
+    async def list_multipart_uploads(self, key: str) -> list[str]:
+        return await self.around("list_multipart_uploads", lambda: self.inner.list_multipart_uploads(key))
+
+    async def head_object(self, key: str) -> StoredObject | None:
+        return await self.around("head_object", lambda: self.inner.head_object(key))
+
+    async def part_checksum(self, key: str, part_number: int) -> str | None:
+        return await self.around("part_checksum", lambda: self.inner.part_checksum(key, part_number))
+
+    async def delete_object(self, key: str) -> None:
+        await self.around("delete_object", lambda: self.inner.delete_object(key))
+
+    def presign_parts(
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[PartToSign],
+        expires_in: int,
+        now: datetime | None = None,
+    ) -> list[SignedUrl]:
+        signed = self.inner.presign_parts(key, upload_id, parts, expires_in, now)
+        self.presigned("part", len(signed))
+        return signed
+
+    def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str:
+        url = self.inner.presign_get(key, content_disposition, expires_in)
+        self.presigned("download", 1)
+        return url
+
+    def presign_post(self, key: str, content_type: str, size: int, expires_in: int) -> PresignedPost:
+        post = self.inner.presign_post(key, content_type, size, expires_in)
+        self.presigned("form", 1)
+        return post
+
+    def object_url(self, key: str) -> str:
+        return self.inner.object_url(key)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 class S3Storage:
