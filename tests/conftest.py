@@ -91,13 +91,15 @@ def embedded_backend(workdir: Path, **changes: object) -> Iterator[Backend]:
 def real_settings(database_url: str, minio: MinIO, **changes: object) -> Settings:
     """Test settings for a MariaDB database and a MinIO of the real tier."""
     return base_settings(
-        database_url=database_url,
-        s3_endpoint_url=minio.endpoint,
-        s3_public_endpoint_url=minio.endpoint,
-        s3_access_key_id=minio.access_key,
-        s3_secret_access_key=minio.secret_key,
-        s3_region=minio.region,
-        **changes,
+        **{
+            "database_url": database_url,
+            "s3_endpoint_url": minio.endpoint,
+            "s3_public_endpoint_url": minio.endpoint,
+            "s3_access_key_id": minio.access_key,
+            "s3_secret_access_key": minio.secret_key,
+            "s3_region": minio.region,
+            **changes,
+        }
     )
 
 

@@ -104,5 +104,9 @@ class StoreChecker:
             **extra,
         )
 
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Abort behind the API's back (as the store's own stale-upload expiry does)."""
+        await self._call("abort_multipart_upload", Key=key, UploadId=upload_id)
+
     async def aclose(self) -> None:
         self.client.close()

@@ -325,8 +325,10 @@ class Database:
         loop (about 13 µs of CPU, a quarter of the async checkout); only when one must be made,
         recycled or waited for does the checkout need SQLAlchemy's greenlet (it says so with
         ``MissingGreenlet`` before doing any I/O)."""
-        pool = self.engine.sync_engine.pool
+        pool: Any = self.engine.sync_engine.pool
         try:
+            if not pool.checkedin():  # none free: one must be made or waited for
+                raise MissingGreenlet()
             fairy = pool.connect()
         except MissingGreenlet:
             fairy = await self.engine.raw_connection()

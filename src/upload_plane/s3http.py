@@ -7,10 +7,11 @@ worker thread that contends for the interpreter lock; httpx costs about 1 ms; ai
 cost more than the store itself. boto3 remains the S3 library for everything else (bucket set-up,
 CORS, tests, the comparison benches).
 
-Retries: a request that got no answer is sent again (twice), except one that is not safe to send
-twice (CreateMultipartUpload: each one opens another upload) once it may have reached the store: that
-is ``StorageOutcomeUnknown`` at once, and the caller decides what the store may now hold. A refused
-connection reached nothing and is always retried.
+Retries: a request that got no answer, or a 5xx, is sent again (twice), except one that is not safe
+to send twice (CreateMultipartUpload: each one opens another upload) once it may have reached the
+store — no answer after the connection was made, or any 5xx (a store may fail after doing the work):
+that is ``StorageOutcomeUnknown`` at once, and the caller decides what the store may now hold. A
+refused connection reached nothing and is always retried.
 
 S3 quirks handled here: a CompleteMultipartUpload may answer 200 with an ``<Error>`` document
 (treated as that error); HEAD answers carry no error body (the status alone decides); object keys and
@@ -148,6 +149,10 @@ class S3Http:
             if status >= 300:
                 failure = _error_of(status, data)
                 if status >= 500 or failure.code in _RETRYABLE_CODES:
+                    if not idempotent:  # a 5xx can come after the store did it: never send it twice
+                        raise StorageOutcomeUnknown(
+                            "Object storage failed; retry (with the same Idempotency-Key)"
+                        ) from failure
                     continue
                 raise failure
             if method == "POST" and data.lstrip().startswith(b"<?xml") and b"<Error>" in data[:200]:

@@ -352,14 +352,22 @@ async def world(backend: Backend) -> dict[str, Any]:
 EXTRA_TABLES: list[str] = []
 
 
-async def expire_link(backend: Backend, link_id: str) -> None:
-    """Move an upload link's expiry into the past, as time would."""
+async def expire(backend: Backend, model: type[UploadLink] | type[Upload], row_id: str) -> None:
+    """Move an upload link's or an upload's expiry into the past, as time would."""
     async with backend_db(backend) as session:
-        row = await session.get(UploadLink, link_id)
+        row = await session.get(model, row_id)
         assert row is not None
         row.expires_at = utcnow() - timedelta(seconds=1)
         session.add(row)
         await session.commit()
+
+
+async def expire_link(backend: Backend, link_id: str) -> None:
+    await expire(backend, UploadLink, link_id)
+
+
+async def expire_upload(backend: Backend, upload_id: str) -> None:
+    await expire(backend, Upload, upload_id)
 
 
 async def reap_a_dead_claim(backend: Backend, upload_id: str, status: str) -> ReapReport:

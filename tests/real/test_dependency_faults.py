@@ -8,6 +8,7 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from typing import Any
 
 import httpx
 import pytest
@@ -24,11 +25,16 @@ from tests.api.helpers import (
     new_user,
     put_parts,
     remember_s3_upload_id,
+    run_reaper,
+    sql_rows,
     start_upload,
 )
-from tests.conftest import ADMIN_PASSWORD, Backend, serve
-from tests.services import MariaDB
+from tests.conftest import ADMIN_PASSWORD, Backend, real_settings, serve
+from tests.faultproxy import Fault, fault_proxy
+from tests.services import MariaDB, MinIO
+from tests.store import StoreChecker
 from upload_plane.db import create_database
+from upload_plane.statements import Query
 
 pytestmark = pytest.mark.real
 
@@ -153,6 +159,36 @@ def test_sessions_are_strict_and_utc_whatever_the_server_says(real: Backend) -> 
     assert session_zone == "+00:00"
 
 
+ISOLATION = Query(
+    sa.text("SELECT @@GLOBAL.tx_isolation AS server, @@SESSION.tx_isolation AS session").columns(
+        sa.column("server", sa.String), sa.column("session", sa.String)
+    ),
+    dict,
+)
+
+
+def test_every_connection_reads_committed_whatever_the_server_says(real: Backend) -> None:
+    """The server's default is REPEATABLE READ, with its gap locks; the hot path's connections and
+    the ORM's (one pool) run READ COMMITTED, as every compare-and-set assumes."""
+
+    async def read() -> tuple[dict[str, str], str, str]:
+        db = create_database(real.settings)
+        try:
+            async with db.connect() as hot:
+                levels = await hot.one(ISOLATION)
+            async with db.sessions() as session:
+                query: Any = ISOLATION.construct()
+                orm = (await session.exec(query)).one()
+            assert levels is not None
+            return levels, str(orm[1]), str(db.engine.pool.status())
+        finally:
+            await db.dispose()
+
+    hot, orm, pool = asyncio.run(read())
+    assert hot["server"] == "REPEATABLE-READ"  # the fixture runs the server's default
+    assert (hot["session"], orm) == ("READ-COMMITTED", "READ-COMMITTED"), pool
+
+
 def test_the_database_default_is_latin1_and_every_table_utf8mb4(real: Backend) -> None:
     async def read() -> tuple[str, list[tuple[str, str]]]:
         db = create_database(real.settings)
@@ -175,3 +211,36 @@ def test_the_database_default_is_latin1_and_every_table_utf8mb4(real: Backend) -
     assert default == "latin1"
     assert tables and all(collation == "utf8mb4_nopad_bin" for _, collation in tables), tables
     assert httpx.get(f"{real.base_url}/ready").json()["checks"]["schema"] == "ok"
+
+
+@pytest.mark.expects_5xx
+def test_a_create_the_store_made_but_answered_500_leaves_nothing_open_after_one_reap(
+    mariadb: MariaDB, minio: MinIO
+) -> None:
+    """MinIO makes the multipart upload, and a 500 replaces its answer (a proxy's or the store's own
+    failure after the work). The create is sent once, the client gets a 503, and after one reap no
+    multipart upload is open on the key and no row is left: nothing the database does not record."""
+    with fault_proxy(minio.endpoint, Fault("CreateMultipartUpload")) as proxy:
+        settings = real_settings(
+            mariadb.create_database("create_answered_500"), minio, s3_endpoint_url=proxy.url
+        )
+        with serve(settings) as url, new_user(backend := Backend("real", settings, url)) as api:
+            log = new_log(api)
+            resp = api.post(
+                f"/logs/{log['id']}/uploads",
+                json={"filename": "a.bin", "size": 1000},
+                headers={"Idempotency-Key": "create-500"},
+            )
+            assert_problem(resp, 503, "STORAGE_UNAVAILABLE")
+            assert proxy.count("CreateMultipartUpload") == 1  # never sent twice
+            [(key, status, needs_sweep)] = sql_rows(
+                settings, "SELECT `key`, status, needs_sweep FROM uploads WHERE log_id = %s", log["id"]
+            )
+            assert (status, needs_sweep) == ("creating", 1)
+            checker = StoreChecker(settings.with_(s3_endpoint_url=minio.endpoint))
+            assert len(asyncio.run(checker.list_multipart_uploads(key))) == 1  # what the store made
+
+            report = asyncio.run(run_reaper(backend))
+            assert (report.forgotten, report.swept, report.errors) == (1, 1, 0), report
+            assert asyncio.run(checker.list_multipart_uploads(key)) == []
+            assert sql_rows(settings, "SELECT id FROM uploads WHERE log_id = %s", log["id"]) == []

@@ -13,14 +13,16 @@ import pytest
 
 from tests.services import free_port
 from upload_plane.errors import StorageOutcomeUnknown, StorageUnavailable
-from upload_plane.s3http import ATTEMPTS, S3Http
+from upload_plane.s3http import ATTEMPTS, S3Http, StoreError
 from upload_plane.signing import Presigner
 
 
-class DiesBeforeAnswering:
-    """Accepts connections, reads each request's head, and closes without a word; counts them."""
+class FakeStore:
+    """Accepts connections and reads each request's head; then closes without a word (``answer``
+    empty) or sends ``answer``. Counts the requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer: bytes = b"") -> None:
+        self.answer = answer
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.requests = 0
@@ -37,11 +39,27 @@ class DiesBeforeAnswering:
                 while b"\r\n\r\n" not in head and (chunk := conn.recv(4096)):
                     head += chunk
                 self.requests += 1
+                if self.answer:
+                    conn.sendall(self.answer)
 
 
 @pytest.fixture
-def dying_store() -> Iterator[DiesBeforeAnswering]:
-    store = DiesBeforeAnswering()
+def dying_store() -> Iterator[FakeStore]:
+    store = FakeStore()
+    yield store
+    store.listener.close()
+
+
+_ERROR = b"<Error><Code>InternalError</Code><Message>try again</Message></Error>"
+
+
+@pytest.fixture
+def failing_store() -> Iterator[FakeStore]:
+    """Answers every request with 500 InternalError, as a store may after doing the work."""
+    head = (
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\nContent-Length: %d\r\n\r\n"
+    )
+    store = FakeStore(head % len(_ERROR) + _ERROR)
     yield store
     store.listener.close()
 
@@ -64,13 +82,13 @@ def call(port: int, what: str) -> None:
     asyncio.run(run())
 
 
-def test_a_create_whose_answer_was_lost_is_not_sent_again(dying_store: DiesBeforeAnswering) -> None:
+def test_a_create_whose_answer_was_lost_is_not_sent_again(dying_store: FakeStore) -> None:
     with pytest.raises(StorageOutcomeUnknown):
         call(dying_store.port, "create")
     assert dying_store.requests == 1
 
 
-def test_a_read_whose_answer_was_lost_is_sent_again(dying_store: DiesBeforeAnswering) -> None:
+def test_a_read_whose_answer_was_lost_is_sent_again(dying_store: FakeStore) -> None:
     with pytest.raises(StorageUnavailable) as caught:
         call(dying_store.port, "list parts")
     assert not isinstance(caught.value, StorageOutcomeUnknown)
@@ -81,3 +99,18 @@ def test_a_create_that_reached_nothing_is_an_outage_not_an_unknown() -> None:
     with pytest.raises(StorageUnavailable) as caught:
         call(free_port(), "create")  # nobody listens: the connection is refused, every time
     assert not isinstance(caught.value, StorageOutcomeUnknown)
+
+
+def test_a_create_answered_500_is_not_sent_again(failing_store: FakeStore) -> None:
+    """A 500 can come after the store made the upload: sending it again would open another, and
+    neither would be recorded. The outcome is unknown, and the create was sent once."""
+    with pytest.raises(StorageOutcomeUnknown):
+        call(failing_store.port, "create")
+    assert failing_store.requests == 1
+
+
+def test_a_read_answered_500_is_sent_again(failing_store: FakeStore) -> None:
+    with pytest.raises(StoreError) as caught:  # the gateway makes it StorageUnavailable
+        call(failing_store.port, "list parts")
+    assert caught.value.status == 500
+    assert failing_store.requests == ATTEMPTS

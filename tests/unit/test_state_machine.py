@@ -195,3 +195,19 @@ def test_the_transition_table_is_closed_and_held_states_can_be_taken_over() -> N
         state.check_upload_transition(UploadStatus.ABORTED, UploadStatus.UPLOADING)
     with pytest.raises(state.TransitionError):
         state.check_upload_transition(UploadStatus.COMPLETED, UploadStatus.ABORTING)
+
+
+def test_the_package_docstring_draws_the_transition_table() -> None:
+    """The table in ``uploads/__init__.py`` is the code's table: same states, same moves."""
+    import upload_plane.uploads as package
+
+    drawn: dict[str, set[str]] = {}
+    for line in (package.__doc__ or "").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0] in set(UploadStatus):
+            drawn[cells[0]] = {t.strip().rstrip("*") for t in cells[1].split(",")}
+    code = {
+        str(s): {str(t) for t in targets} | ({"(removed)"} if s in state.REMOVED_FROM else set())
+        for s, targets in state.UPLOAD_TRANSITIONS.items()
+    }
+    assert drawn == code
