@@ -11,17 +11,17 @@ The state machine (``state.UPLOAD_TRANSITIONS``; a test holds this table to it).
 claimed by one worker at a time and may be taken over once stale (the ``*``); a claim ends in a
 final state through ``finish.finish``, back in ``uploading`` (handed back), or with its rows removed.
 
-| state      | moves to                                                 | by                                  |
-|------------|----------------------------------------------------------|-------------------------------------|
-| creating   | creating*, uploading, (removed)                          | start; a retry; the reaper forgets  |
-| uploading  | completing, aborting, expiring, deleting                 | complete, abort, reaper, delete     |
-| completing | completing*, completed, uploading, expired, aborted      | the completer, or the reaper        |
-| aborting   | aborting*, aborted, uploading, completed                 | abort, or the reaper                |
-| expiring   | expiring*, expired, uploading, completed, aborted        | the reaper                          |
-| deleting   | deleting*, (removed)                                     | an admin's delete, or the reaper    |
-| completed  | deleting                                                 | an admin's delete                   |
-| aborted    | deleting                                                 | an admin's delete                   |
-| expired    | deleting                                                 | an admin's delete                   |
+| state      | moves to                                                 | by                                |
+|------------|----------------------------------------------------------|-----------------------------------|
+| creating   | creating*, uploading, (removed)                          | start; a retry; the reaper forgets|
+| uploading  | completing, aborting, expiring, deleting                 | complete, abort, reaper, delete   |
+| completing | completing*, completed, uploading, expired, aborted      | the completer, or the reaper      |
+| aborting   | aborting*, aborted, uploading, completed                 | abort, or the reaper              |
+| expiring   | expiring*, expired, uploading, completed, aborted        | the reaper                        |
+| deleting   | deleting*, (removed)                                     | an admin's delete, or the reaper  |
+| completed  | deleting                                                 | an admin's delete                 |
+| aborted    | deleting                                                 | an admin's delete                 |
+| expired    | deleting                                                 | an admin's delete                 |
 
 An ending is judged the same on every path (``finish.judge``): the object the store holds must have
 the planned size and the declared CRC64NVME, or the upload ends ``aborted`` and the object is
