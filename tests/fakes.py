@@ -5,9 +5,11 @@ that reach it, per operation, so tests assert what the store really saw, not onl
 also hold a call at a gate until the test releases it, to force an interleaving between requests. It
 is a ``StorageWrapper`` (``storage.py``): it implements the hook, the wrapper every method.
 
-``MemoryStorage`` is an in-memory store with MinIO's semantics where they matter to the state machine:
-a second CompleteMultipartUpload answers NoSuchUpload, an aborted upload is gone, parts are replaced by
-a later PUT. It serves fast state-machine tests; it is never a stand-in for the real tier.
+``MemoryStorage`` is an in-memory store that may only do what MinIO does: the contract suite
+(``tests/unit/test_storage_contract.py``) runs the same cases against it and against the real gateway
+on MinIO (a second CompleteMultipartUpload answers NoSuchUpload, an aborted upload is gone, parts are
+replaced by a later PUT, parts under 5 MiB but the last are refused, a CRC64NVME upload is checked).
+It serves fast state-machine tests; it is never a stand-in for the real tier.
 """
 
 from __future__ import annotations
@@ -22,8 +24,16 @@ from typing import TypeVar
 
 import anyio.to_thread
 
-from upload_plane.errors import PartsChanged, StorageUnavailable, StoredUploadGone
+from upload_plane.client.checksums import crc64nvme, crc_b64
+from upload_plane.errors import (
+    ChecksumMismatch,
+    PartsChanged,
+    StorageRejected,
+    StorageUnavailable,
+    StoredUploadGone,
+)
 from upload_plane.storage import (
+    FULL_OBJECT,
     CompletedObject,
     PartToSign,
     PresignedPost,
@@ -36,6 +46,7 @@ from upload_plane.storage import (
 
 T = TypeVar("T")
 GATE_TIMEOUT = 60.0
+MIN_PART = 5 * 1024 * 1024  # S3's smallest part but the last (EntityTooSmall)
 
 
 @dataclass
@@ -95,15 +106,22 @@ class CountingStorage(StorageWrapper):
 @dataclass
 class _Multipart:
     key: str
+    content_type: str
+    crc64nvme: bool  # created with a full-object CRC64NVME: parts carry theirs, complete checks it
     parts: dict[int, bytes] = field(default_factory=dict)
 
 
 class MemoryStorage:
-    """An in-memory store. Tests put part bytes with ``put_part`` (there is no HTTP data path)."""
+    """An in-memory store that does what MinIO does, held to it by the contract suite
+    (``tests/unit/test_storage_contract.py``, run against both). Tests put part bytes with
+    ``put_part`` (there is no HTTP data path); a part of a CRC64NVME upload gets the checksum of its
+    bytes, as MinIO checks the one a client signs."""
 
     def __init__(self) -> None:
         self.uploads: dict[str, _Multipart] = {}
         self.objects: dict[str, bytes] = {}
+        self._heads: dict[str, StoredObject] = {}
+        self._parts: dict[str, list[str | None]] = {}  # an object's parts: the CRC64NVME computed, if any
         self.down = False
         self._lock = threading.Lock()
         self._next = 0
@@ -124,7 +142,7 @@ class MemoryStorage:
         with self._lock:
             self._next += 1
             upload_id = f"mem-{self._next}"
-            self.uploads[upload_id] = _Multipart(key)
+            self.uploads[upload_id] = _Multipart(key, content_type, crc64nvme)
         return upload_id
 
     def _upload(self, key: str, upload_id: str) -> _Multipart:
@@ -137,27 +155,56 @@ class MemoryStorage:
         self._check()
         with self._lock:
             upload = self._upload(key, upload_id)
-            return [StoredPart(n, len(b), _etag(b)) for n, b in sorted(upload.parts.items())]
+            return [
+                StoredPart(n, len(b), _etag(b), _crc(b) if upload.crc64nvme else None)
+                for n, b in sorted(upload.parts.items())
+            ]
 
     async def complete_multipart(
         self, key: str, upload_id: str, parts: Sequence[StoredPart], crc64nvme: str | None = None
     ) -> CompletedObject:
-        """Like moto: checks ETags, ignores checksums (and says nothing about them)."""
+        """MinIO's checks, in its order: some parts, in ascending order, each held with the listed
+        ETag (and, for a CRC64NVME upload, the listed checksum: none is listed without a whole-file
+        value), all but the last at least 5 MiB; then the whole file's CRC64NVME (a plain upload has
+        none to check a declared one against)."""
         self._check()
         with self._lock:
             upload = self._upload(key, upload_id)
+            if not parts:
+                raise StorageRejected("Object storage refused the request (InvalidRequest)")
+            numbers = [p.part_number for p in parts]
+            if numbers != sorted(set(numbers)):
+                raise PartsChanged("the store refused to assemble the parts (InvalidPartOrder)")
             for part in parts:
-                if part.part_number not in upload.parts or _etag(upload.parts[part.part_number]) != part.etag:
+                held = upload.parts.get(part.part_number)
+                listed_crc = part.checksum_crc64nvme if crc64nvme else None
+                if (
+                    held is None
+                    or _etag(held) != part.etag
+                    or (upload.crc64nvme and listed_crc != _crc(held))
+                ):
                     raise PartsChanged("the store refused to assemble the parts (InvalidPart)")
-            data = b"".join(upload.parts[p.part_number] for p in parts)
+            chunks = [upload.parts[n] for n in numbers]
+            if any(len(chunk) < MIN_PART for chunk in chunks[:-1]):
+                raise PartsChanged("the store refused to assemble the parts (EntityTooSmall)")
+            data = b"".join(chunks)
+            checked = _crc(data) if upload.crc64nvme else None
+            if crc64nvme is not None and crc64nvme != checked:
+                raise ChecksumMismatch("the data is not what was declared (XAmzContentChecksumMismatch)")
+            etag = _multipart_etag(chunks)
+            checksum_type = FULL_OBJECT if checked else None
             self.objects[key] = data
+            self._heads[key] = StoredObject(len(data), etag, upload.content_type, checked, checksum_type)
+            self._parts[key] = [_crc(chunk) if upload.crc64nvme else None for chunk in chunks]
             del self.uploads[upload_id]
-        return CompletedObject(_etag(data))
+        return CompletedObject(etag, checked, checksum_type)
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
-        self._check()  # like MinIO: success whether or not the upload existed
+        self._check()  # like MinIO: success whether or not the upload existed (on that key)
         with self._lock:
-            self.uploads.pop(upload_id, None)
+            upload = self.uploads.get(upload_id)
+            if upload is not None and upload.key == key:
+                del self.uploads[upload_id]
 
     async def list_multipart_uploads(self, key: str) -> list[str]:
         self._check()
@@ -167,17 +214,26 @@ class MemoryStorage:
     async def head_object(self, key: str) -> StoredObject | None:
         self._check()
         with self._lock:
-            data = self.objects.get(key)
-        return None if data is None else StoredObject(len(data), _etag(data), "application/octet-stream")
+            return self._heads.get(key) if key in self.objects else None
 
     async def part_checksum(self, key: str, part_number: int) -> str | None:
+        """A part of an object assembled from a CRC64NVME upload has the checksum MinIO computed;
+        other objects none; a part number the object does not have is refused (416)."""
         self._check()
-        return None  # like moto: it computes no checksums
+        with self._lock:
+            parts = self._parts.get(key) if key in self.objects else None
+        if parts is None:
+            return None
+        if not 1 <= part_number <= len(parts):
+            raise StorageRejected("Object storage refused the request (InvalidPartNumber)")
+        return parts[part_number - 1]
 
     async def delete_object(self, key: str) -> None:
         self._check()
         with self._lock:
             self.objects.pop(key, None)
+            self._heads.pop(key, None)
+            self._parts.pop(key, None)
 
     def presign_parts(
         self,
@@ -206,3 +262,13 @@ class MemoryStorage:
 
 def _etag(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _multipart_etag(chunks: Sequence[bytes]) -> str:
+    """S3's ETag of an assembled object: the MD5 of its parts' MD5s, a dash, their count."""
+    digests = b"".join(hashlib.md5(c, usedforsecurity=False).digest() for c in chunks)
+    return f"{_etag(digests)}-{len(chunks)}"
+
+
+def _crc(data: bytes) -> str:
+    return crc_b64(crc64nvme(data))
