@@ -341,7 +341,10 @@ class Database:
             if conn.broken or conn.left_open():
                 # Dead, cancelled mid-answer, or a transaction left open: nobody gets it again.
                 await greenlet_spawn(fairy.invalidate)
-            fairy.close()
+            if _closes_on_return(pool):
+                await greenlet_spawn(fairy.close)  # an overflow connection: the pool closes it
+            else:
+                fairy.close()
 
     async def ping(self) -> None:
         try:
@@ -363,6 +366,13 @@ class Database:
 
 
 PING = Statement(sa.select(sa.literal(1)))
+
+
+def _closes_on_return(pool: Any) -> bool:
+    """Whether the pool will close (not keep) the next connection given back: it holds as many
+    idle ones as it keeps (an overflow connection), which takes I/O, so SQLAlchemy's greenlet."""
+    size = getattr(pool, "size", None)
+    return size is None or pool.checkedin() >= size()
 
 
 def is_sqlite(url: str) -> bool:

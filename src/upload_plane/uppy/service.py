@@ -53,7 +53,7 @@ from ..uploads.abort import abort_upload
 from ..uploads.complete import complete_upload
 from ..uploads.context import Uploads
 from ..uploads.forms import settle_form_upload, start_form_upload
-from ..uploads.kinds import FORM_POST
+from ..uploads.kinds import kind_of
 from ..uploads.queries import UPLOAD_OF_KEY, UploadRecord
 from ..uploads.read import get_upload
 from ..uploads.rules import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, plan_parts
@@ -274,7 +274,7 @@ class UppyService:
         async with self.ctx.db.connect() as conn:
             upload = await conn.one(UPLOAD_OF_KEY, key=key)
             link_id = await links.link_of_upload(conn, upload.id) if upload is not None else None
-        if upload is None or upload.kind != FORM_POST.name:
+        if upload is None or not kind_of(upload).pending_until_object:  # only a form upload settles
             raise NotFound("No such upload")
         if scope.link is not None:
             if link_id != scope.link.id:
