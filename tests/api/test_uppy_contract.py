@@ -22,16 +22,18 @@ from sqlmodel import select
 
 from tests.api.helpers import (
     MIB,
-    admin,
     assert_problem,
     backend_db,
     expire_link,
+    new_account,
     new_log,
     new_user,
     reap_a_dead_claim,
     record_server_errors,
+    sign_in,
+    store,
 )
-from tests.conftest import Backend
+from tests.conftest import ADMIN_PASSWORD, Backend
 from upload_plane.models import Upload
 
 
@@ -207,13 +209,19 @@ def test_uppy_route_security(backend: Backend, http: httpx.Client) -> None:
             anon.delete(f"{other_base}/s3/multipart/{uid}", params={"key": key}),
         ):
             assert_problem(resp, 404, "NOT_FOUND")
-        # ... or by a signed-in user who is not the link
-        with admin(backend) as adm:
-            cookie = adm.cookies.get("upload_plane_session")
-        page = anonymous(backend)
-        if cookie:
-            page.cookies.set("upload_plane_session", cookie)
-        assert page.get(f"/s3/multipart/{uid}/1", params={"key": key}).status_code in (401, 404)
+        # ... or by a signed-in user who is not the link (the admin included): another scope's
+        # capability is not found
+        for username, password in (new_account(backend), ("admin", ADMIN_PASSWORD)):
+            cookie = sign_in(backend, username, password).cookies["upload_plane_session"]
+            with anonymous(backend) as page:
+                page.cookies.set("upload_plane_session", cookie)
+                me = page.get("/api/v1/me")  # the cookie signs the page in: not an anonymous request
+                assert me.status_code == 200 and me.json()["username"] == username, me.text
+                for resp in (
+                    page.get(f"/s3/multipart/{uid}/1", params={"key": key}),
+                    page.get(f"/s3/multipart/{uid}", params={"key": key}),
+                ):
+                    assert_problem(resp, 404, "NOT_FOUND")
         # a part number outside the plan (12 MiB in 5 MiB parts: 3)
         for n in (0, 4, 10001):
             assert_problem(
@@ -253,7 +261,6 @@ def test_uppy_route_security(backend: Backend, http: httpx.Client) -> None:
         resp = anon.post(f"{base}/s3/multipart", json={"filename": "e", "metadata": {"size": 1}})
         assert_problem(resp, 410, "UPLOAD_LINK_REVOKED")
         assert_problem(anon.get(base), 410, "UPLOAD_LINK_REVOKED")
-        page.close()
 
 
 def test_expired_link_is_refused(backend: Backend) -> None:
@@ -342,8 +349,15 @@ def test_a_link_upload_the_reaper_ends_gives_its_share_back(backend: Backend, de
         ).json()
         upload_id = asyncio.run(upload_id_of_key(backend, created["key"]))
         report = asyncio.run(reap_a_dead_claim(backend, upload_id, dead))
-        ended = (report.forgotten, report.swept) if dead == "creating" else (report.expired, 1)
-        assert ended == (1, 1) and report.errors == 0, report
+        # A dead start is forgotten (its rows removed) and its key swept of the multipart upload it
+        # made; an expiring upload is ended (expired), its multipart upload aborted by its id.
+        if dead == "creating":
+            assert (report.forgotten, report.swept, report.total(), report.errors) == (1, 1, 2, 0), report
+        else:
+            assert (report.expired, report.total(), report.errors) == (1, 1, 0), report
+        assert asyncio.run(open_multipart_uploads(backend, created["key"])) == []
+        row_status = asyncio.run(status_of_key(backend, created["key"]))
+        assert row_status == (None if dead == "creating" else "expired"), row_status
         listed = manager.get(f"/logs/{log['id']}/upload-links").json()["items"][0]
         assert (listed["files_used"], listed["bytes_used"]) == (0, 0)
         again = anon.post(f"{endpoint(link)}/s3/multipart", json={"filename": "b", "metadata": {"size": 1}})
@@ -353,6 +367,17 @@ def test_a_link_upload_the_reaper_ends_gives_its_share_back(backend: Backend, de
 async def upload_id_of_key(backend: Backend, key: str) -> str:
     async with backend_db(backend) as session:
         return (await session.exec(select(Upload.id).where(Upload.key == key))).one()
+
+
+async def status_of_key(backend: Backend, key: str) -> str | None:
+    """The status of the upload row on ``key``, ``None`` if there is none."""
+    async with backend_db(backend) as session:
+        return (await session.exec(select(Upload.status).where(Upload.key == key))).first()
+
+
+async def open_multipart_uploads(backend: Backend, key: str) -> list[str]:
+    async with store(backend) as checker:
+        return await checker.list_multipart_uploads(key)
 
 
 def test_links_are_for_managers(backend: Backend) -> None:
