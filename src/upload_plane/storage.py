@@ -90,6 +90,7 @@ class StoredObject:
     content_type: str
     checksum_crc64nvme: str | None = None
     checksum_type: str | None = None
+    checksum_sha256: str | None = None  # base64, as the store reports one it checked on a PUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +109,34 @@ class PartToSign:
     size: int
     checksum_sha256: str | None = None
     checksum_crc64nvme: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectToSign:
+    """A whole object a client PUTs in one request (a small file), to its final key."""
+
+    key: str
+    size: int
+    content_type: str
+    checksum_sha256: str | None = None  # base64
+    checksum_crc64nvme: str | None = None  # base64
+
+    def headers(self) -> dict[str, str]:
+        """What the URL signs and the client must send: the exact length and type, ``If-None-Match:
+        *`` (the store refuses to write over any object, so the URL can never replace a file), and
+        one checksum the store checks the bytes against: the SHA-256 when declared (it pins the
+        bytes; a CRC can be forged), else the CRC64NVME. S3 takes one ``x-amz-checksum-*`` per
+        request (MinIO refuses two: ``InvalidArgument``)."""
+        headers = {
+            "Content-Length": str(self.size),
+            "Content-Type": self.content_type,
+            "If-None-Match": "*",
+        }
+        if self.checksum_sha256:
+            headers["x-amz-checksum-sha256"] = self.checksum_sha256
+        elif self.checksum_crc64nvme:
+            headers["x-amz-checksum-crc64nvme"] = self.checksum_crc64nvme
+        return headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +207,13 @@ class Storage(Protocol):
         client must send; local, no I/O."""
         ...
 
+    def presign_puts(
+        self, objects: Sequence[ObjectToSign], expires_in: int, now: datetime | None = None
+    ) -> list[SignedUrl]:
+        """A conditional PUT URL per object, signing ``ObjectToSign.headers``, with the headers the
+        client must send; local, no I/O."""
+        ...
+
     def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str: ...
 
     def presign_post(self, key: str, content_type: str, size: int, expires_in: int) -> PresignedPost:
@@ -207,7 +243,7 @@ class StorageWrapper:
         return await call()
 
     def presigned(self, kind: str, count: int) -> None:
-        """``count`` URLs of ``kind`` (``part``, ``download``, ``form``) were signed (locally)."""
+        """``count`` URLs of ``kind`` (``part``, ``put``, ``download``, ``form``) were signed (locally)."""
 
     async def ping(self) -> None:
         await self.around("ping", self.inner.ping)
@@ -252,6 +288,13 @@ class StorageWrapper:
     ) -> list[SignedUrl]:
         signed = self.inner.presign_parts(key, upload_id, parts, expires_in, now)
         self.presigned("part", len(signed))
+        return signed
+
+    def presign_puts(
+        self, objects: Sequence[ObjectToSign], expires_in: int, now: datetime | None = None
+    ) -> list[SignedUrl]:
+        signed = self.inner.presign_puts(objects, expires_in, now)
+        self.presigned("put", len(signed))
         return signed
 
     def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str:
@@ -407,6 +450,7 @@ class S3Storage:
             content_type=headers.get("Content-Type", ""),
             checksum_crc64nvme=headers.get("x-amz-checksum-crc64nvme"),
             checksum_type=headers.get("x-amz-checksum-type"),
+            checksum_sha256=headers.get("x-amz-checksum-sha256"),
         )
 
     async def part_checksum(self, key: str, part_number: int) -> str | None:
@@ -502,6 +546,15 @@ class S3Storage:
                 headers[header] = checksum
             signed.append(SignedUrl(url, headers))
         return signed
+
+    def presign_puts(
+        self, objects: Sequence[ObjectToSign], expires_in: int, now: datetime | None = None
+    ) -> list[SignedUrl]:
+        headers = [o.headers() for o in objects]
+        urls = self.presigner.presign_puts(
+            [(o.key, h) for o, h in zip(objects, headers, strict=True)], expires_in, now
+        )
+        return [SignedUrl(url, h) for url, h in zip(urls, headers, strict=True)]
 
     def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str:
         return self.presigner.presign(
