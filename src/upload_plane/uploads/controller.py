@@ -267,7 +267,7 @@ class LinkBatchController(Controller):
     async def start_batch(
         self,
         data: JSONBody[BatchStart],
-        link: Any,  # a LinkGrant (typed Any: Litestar would validate it as a model per request)
+        link: NamedDependency[Any],  # a LinkGrant (as Any: Litestar would validate a model per request)
         uploads: NamedDependency[Uploads],
         idempotency_key: IdempotencyKey = None,
     ) -> BatchStarted:
@@ -284,7 +284,7 @@ class LinkBatchController(Controller):
         responses=problems(404, 410, 503, public=True),
     )
     async def complete_batch(
-        self, data: JSONBody[BatchComplete], link: Any, uploads: NamedDependency[Uploads]
+        self, data: JSONBody[BatchComplete], link: NamedDependency[Any], uploads: NamedDependency[Uploads]
     ) -> BatchCompleted:
         return batch_completed(await complete_batch(uploads, link.principal, to_complete(data), link=link))
 
