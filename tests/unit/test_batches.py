@@ -79,7 +79,7 @@ async def test_small_files_go_as_one_put_each_in_a_few_statements_whatever_their
     world: World,
 ) -> None:
     per_batch = {}
-    for n in (2, 200):
+    for n in (2, 100):
         wanted = [small(i) for i in range(n)]
         with statements(world) as seen:
             started = await start_batch(world.ctx, world.user, world.log_id, [w for w, _ in wanted])
@@ -93,15 +93,16 @@ async def test_small_files_go_as_one_put_each_in_a_few_statements_whatever_their
         assert [c.error for c in done] == [None] * n
         assert {c.file.status for c in done if c.file} == {"available"}
         assert {c.file.verified_by for c in done if c.file} == {"store"}  # the store checked the SHA-256
-    # The same statements for 200 files as for 2: multi-row INSERTs, one UPDATE for every claim and
-    # ending, the files' rows in one call to the driver.
-    assert per_batch[2] == per_batch[200], per_batch
-    assert per_batch[-2] == per_batch[-200], per_batch
+    # The same statements for 100 files as for 2: multi-row INSERTs, one UPDATE for every claim, for
+    # every ending, for every 100 files (finish.FILE_CHUNK).
+    assert per_batch[2] == per_batch[100], per_batch
+    assert per_batch[-2] == per_batch[-100], per_batch
     assert per_batch[2]["INSERT"] == 4  # rate counter, files, uploads, events
+    assert (per_batch[-2]["UPDATE"], per_batch[-2]["INSERT"]) == (3, 1)  # claim, uploads, files; events
     assert world.storage.count("create_multipart") == 0  # no multipart upload at all
-    assert world.storage.count("head_object") == 202  # one HEAD per file, nothing else
-    assert await count(world, AuditEvent, AuditEvent.action == "upload.started") == 202
-    assert await count(world, AuditEvent, AuditEvent.action == "upload.completed") == 202
+    assert world.storage.count("head_object") == 102  # one HEAD per file, nothing else
+    assert await count(world, AuditEvent, AuditEvent.action == "upload.started") == 102
+    assert await count(world, AuditEvent, AuditEvent.action == "upload.completed") == 102
 
 
 async def test_a_refused_file_is_refused_alone_and_leaves_nothing(world: World) -> None:
@@ -247,3 +248,18 @@ async def test_the_reaper_ends_put_uploads_like_any_other(world: World) -> None:
     assert (report.completed, report.expired) == (1, 1)
     assert [(await world.rows(a.upload.id))[0].status for a in started] == ["completed", "expired"]  # type: ignore[union-attr]
     assert world.storage.count("abort_multipart") == 0  # nothing was open in the store
+
+
+async def test_each_file_of_a_large_batch_records_its_own_values(world: World) -> None:
+    """250 files: three statements of files (100, 100 and 50 padded with its last file), each row
+    with its own ETag and checksums."""
+    started, datas = await start_small(world, 250)
+    put_all(world, started, datas)
+    done = await complete_batch(world.ctx, world.user, [ToComplete(a.upload.id) for a in started])
+    assert [c.error for c in done] == [None] * 250
+    async with world.db.sessions() as session:
+        files = {f.id: f for f in (await session.exec(select(File))).all()}
+    for answer, data in zip(started, datas, strict=True):
+        file = files[answer.upload.file_id]
+        expected = (hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest(), "available", "store")
+        assert (file.etag, file.sha256, file.status, file.verified_by) == expected

@@ -109,18 +109,35 @@ END_UPLOADS = Statement(
     )
     .values(status=sa.bindparam("to"), claim_token=None, claimed_at=None, updated_at=_NOW)
 )
-END_FILE = Statement(
-    sa.update(F)
-    .where(F.c.id == sa.bindparam("file_id"), F.c.status == FileStatus.UPLOADING.value)
-    .values(
-        status=sa.bindparam("to"),
-        updated_at=sa.bindparam("now", type_=F.c.updated_at.type),
-        etag=sa.bindparam("etag", type_=F.c.etag.type),
-        verified_by=sa.bindparam("verified_by", type_=F.c.verified_by.type),
-        sha256=sa.bindparam("sha256", type_=F.c.sha256.type),
-        crc64nvme=sa.bindparam("crc64nvme", type_=F.c.crc64nvme.type),
+#: Files moved along per statement: each row its own values and compare-and-set (``uploading``).
+FILE_CHUNK = 100
+_FILE_VALUES = ("etag", "verified_by", "sha256", "crc64nvme")
+
+
+def _end_files(rows: int) -> sa.Update:
+    """``rows`` files moved to ``to`` at ``now``, each with its own values (``file_id_<i>``,
+    ``etag_<i>``, ... ``CASE files.id WHEN ... END``): one statement, each row still only if it is
+    ``uploading``."""
+    ids = [sa.bindparam(f"file_id_{i}", type_=F.c.id.type) for i in range(rows)]
+
+    def each(name: str) -> sa.Case[Any]:
+        column = F.c[name]
+        return sa.case(
+            {ids[i]: sa.bindparam(f"{name}_{i}", type_=column.type) for i in range(rows)}, value=F.c.id
+        )
+
+    return (
+        sa.update(F)
+        .where(F.c.id.in_(ids), F.c.status == FileStatus.UPLOADING.value)
+        .values(
+            status=sa.bindparam("to"),
+            updated_at=sa.bindparam("now", type_=F.c.updated_at.type),
+            **{name: each(name) for name in _FILE_VALUES},
+        )
     )
-)
+
+
+END_FILES = {1: Statement(_end_files(1)), FILE_CHUNK: Statement(_end_files(FILE_CHUNK))}
 REMOVE_HELD = Statement(sa.delete(U).where(_held()))
 
 
@@ -167,7 +184,7 @@ async def _finish(
         kept = [one for one in ended if one.upload.id in mine]
         if not kept:
             return mine
-        changed = await conn.run_many(END_FILE, [_file_end(one, now) for one in kept])
+        changed = await _end_files_of(conn, kept, now)
         if changed != len(kept):  # the rows disagree: roll the uploads' change back too
             raise TransitionError(
                 f"{len(kept) - changed} of {len(kept)} files were not {FileStatus.UPLOADING}"
@@ -202,12 +219,27 @@ async def _end_uploads(conn: Connection, ended: Sequence[Ended], now: datetime, 
     return mine
 
 
-def _file_end(one: Ended, now: datetime) -> dict[str, Any]:
-    upload, ending = one.upload, one.ending
-    return dict(
-        file_id=upload.file_id, to=FILE_STATUS_FOR[ending.status].value, now=now, etag=ending.etag,
-        verified_by=ending.verified_by, sha256=upload.sha256, crc64nvme=upload.crc64nvme,
-    )  # fmt: skip
+async def _end_files_of(conn: Connection, kept: Sequence[Ended], now: datetime) -> int:
+    """Step 2 for every upload: its file moved along, ``FILE_CHUNK`` files a statement (a chunk
+    short of it repeats its last file: the same row, matched once); the files matched."""
+    changed = 0
+    by_status: dict[FileStatus, list[Ended]] = defaultdict(list)
+    for one in kept:
+        by_status[FILE_STATUS_FOR[one.ending.status]].append(one)
+    for to, ended in by_status.items():
+        for start in range(0, len(ended), FILE_CHUNK):
+            chunk = ended[start : start + FILE_CHUNK]
+            size = 1 if len(chunk) == 1 else FILE_CHUNK
+            params: dict[str, Any] = {"to": to.value, "now": now}
+            for i in range(size):
+                one = chunk[min(i, len(chunk) - 1)]
+                values = (one.ending.etag, one.ending.verified_by, one.upload.sha256, one.upload.crc64nvme)
+                params[f"file_id_{i}"] = one.upload.file_id
+                params.update(
+                    {f"{name}_{i}": value for name, value in zip(_FILE_VALUES, values, strict=True)}
+                )
+            changed += await conn.run(END_FILES[size], **params)
+    return changed
 
 
 async def _event(conn: Connection, one: Ended, who: Principal | None) -> dict[str, Any]:
