@@ -263,3 +263,17 @@ async def test_each_file_of_a_large_batch_records_its_own_values(world: World) -
         file = files[answer.upload.file_id]
         expected = (hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest(), "available", "store")
         assert (file.etag, file.sha256, file.status, file.verified_by) == expected
+
+
+def test_the_batch_inserts_go_to_mariadb_as_one_statement_each() -> None:
+    """asyncmy sends an ``executemany`` as one multi-row INSERT only when the statement has the
+    shape it recognises; another shape would silently become one round trip per row."""
+    from asyncmy.cursors import RE_INSERT_VALUES
+    from sqlalchemy.dialects.mysql import asyncmy
+
+    from upload_plane.audit.service import INSERT_EVENT
+    from upload_plane.uploads.queries import INSERT_FILE, INSERT_UPLOAD
+
+    dialect = asyncmy.dialect()
+    for statement in (INSERT_FILE, INSERT_UPLOAD, INSERT_EVENT):
+        assert RE_INSERT_VALUES.match(statement.compiled(dialect).sql), statement.compiled(dialect).sql

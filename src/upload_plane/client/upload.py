@@ -1,5 +1,8 @@
 """The upload engine: files and directories, parts in parallel, checksums while reading, resume.
 
+Files of at most ``batches.SMALL_FILE_MAX`` bytes go in batches, one PUT each (``batches.py``); the
+others each in a multipart upload, as follows.
+
 For each file: start an upload (``checksum_algorithm: CRC64NVME``) or resume the one in its state
 file; read the file once, in order, part by part (in a worker thread, into one of ``parallel`` reused
 buffers), feeding SHA-256 and the whole-file CRC64NVME; PUT each part straight to the store with
