@@ -48,6 +48,8 @@ BATCH_JSON_BYTES = 800_000  # what a batch's entries may take in its request (th
 BATCHES_IN_FLIGHT = 4
 KEEP_BYTES = 32 * 1024 * 1024  # a batch keeps files read for their checksums up to this, to PUT them
 ROUNDS = 6  # tries of a batch: a round sends what is left again (a held-back start, an expired URL)
+#: Per-file answers of a batch complete that another round may turn into a file.
+_AGAIN = frozenset({"STORAGE_UNAVAILABLE", "DATABASE_UNAVAILABLE", "UPLOAD_COMPLETING", "RATE_LIMITED"})
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class _Batch:
     resumed: bool
     mine: set[int]  # the entries this run acts on
     changed: set[int] = field(default_factory=set)  # entries whose file changed since: abandoned
+    transient: bool = False  # a complete answered a failure worth another round
     began: float = field(default_factory=time.perf_counter)
 
 
@@ -206,7 +209,7 @@ class SmallFiles:
         ask_first = set(pending) if batch.resumed else set()  # their PUT may have landed before
         sent: set[int] = set()
         try:
-            for _ in range(ROUNDS):
+            for round_ in range(ROUNDS):
                 answer = await self.api.start_batch(self.log_id, batch.state.files, batch.state.key)
                 await self._abandon(answer.items, batch.changed)
                 batch.changed = set()
@@ -250,7 +253,10 @@ class SmallFiles:
                     self.progress.notice(
                         f"{len(pending)} file(s) held back by the start rate; waiting {wait:.0f} s"
                     )
-                    await asyncio.sleep(wait)
+                elif batch.transient:
+                    wait = self.api.retry.delay(round_)
+                    batch.transient = False
+                await asyncio.sleep(wait)
         finally:
             if not pending:
                 self.finished.append(batch.state)
@@ -296,6 +302,8 @@ class SmallFiles:
                 missing.append(i)
             elif done.status == "missing":
                 pass  # sent, yet not there: the next round sends it again
+            elif done.error is not None and done.error.code in _AGAIN:
+                batch.transient = True  # the store away, another request completing it: next round
             else:
                 assert done.error is not None
                 self._record(batch, i, None, done.id, sent, done.error.error())
