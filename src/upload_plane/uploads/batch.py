@@ -301,8 +301,9 @@ def _with_put_urls(ctx: Uploads, answers: list[StartAnswer]) -> list[StartAnswer
 
 def _put_ttl(ctx: Uploads, upload: UploadRecord, now: datetime) -> int:
     """How long a fresh PUT URL of ``upload`` may live: ``PART_URL_TTL``, ending ``PUT_GRACE``
-    before the upload does; 0 if it can no longer be signed."""
-    left = int((upload.expires_at - PUT_GRACE - now).total_seconds())
+    (at most half of ``UPLOAD_TTL``) before the upload does; 0 if it can no longer be signed."""
+    grace = min(PUT_GRACE, timedelta(seconds=ctx.settings.upload_ttl) / 2)
+    left = int((upload.expires_at - grace - now).total_seconds())
     return max(0, min(ctx.settings.part_url_ttl, left))
 
 
