@@ -191,7 +191,7 @@ class MemoryStorage:
             checked = _crc(data) if upload.crc64nvme else None
             if crc64nvme is not None and crc64nvme != checked:
                 raise ChecksumMismatch("the data is not what was declared (XAmzContentChecksumMismatch)")
-            etag = _multipart_etag(chunks)
+            etag = multipart_etag(chunks)
             checksum_type = FULL_OBJECT if checked else None
             self.objects[key] = data
             self._heads[key] = StoredObject(len(data), etag, upload.content_type, checked, checksum_type)
@@ -264,7 +264,7 @@ def _etag(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def _multipart_etag(chunks: Sequence[bytes]) -> str:
+def multipart_etag(chunks: Sequence[bytes]) -> str:
     """S3's ETag of an assembled object: the MD5 of its parts' MD5s, a dash, their count."""
     digests = b"".join(hashlib.md5(c, usedforsecurity=False).digest() for c in chunks)
     return f"{_etag(digests)}-{len(chunks)}"
