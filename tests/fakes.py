@@ -32,6 +32,7 @@ from upload_plane.errors import (
     StorageUnavailable,
     StoredUploadGone,
 )
+from upload_plane.settings import ObjectLock
 from upload_plane.storage import (
     FULL_OBJECT,
     CompletedObject,
@@ -228,12 +229,47 @@ class MemoryStorage:
             raise StorageRejected("Object storage refused the request (InvalidPartNumber)")
         return parts[part_number - 1]
 
-    async def delete_object(self, key: str) -> None:
+    async def delete_object(
+        self, key: str, version_id: str | None = None, *, bypass_governance: bool = False
+    ) -> None:
+        """An unversioned bucket, as the contract's: a version id names the only version there is."""
         self._check()
         with self._lock:
             self.objects.pop(key, None)
             self._heads.pop(key, None)
             self._parts.pop(key, None)
+
+    async def copy_object(self, source_key: str, key: str) -> CompletedObject:
+        self._check()
+        with self._lock:
+            data = self.objects.get(source_key)
+            if data is None:
+                raise StoredUploadGone("Object storage does not have it (NoSuchKey)")
+            source = self._heads[source_key]
+            self.objects[key] = data
+            self._heads[key] = StoredObject(len(data), _etag(data), source.content_type)
+            self._parts.pop(key, None)
+        return CompletedObject(_etag(data))
+
+    async def protect(self, key: str, version_id: str, lock: ObjectLock, now: datetime) -> None:
+        self._check()  # like MinIO on a bucket made without Object Lock
+        raise StorageRejected(
+            "Object storage refused the request (InvalidRequest)", store_code="InvalidRequest"
+        )
+
+    async def unprotect(self, key: str, version_id: str) -> None:
+        await self.protect(key, version_id, ObjectLock("legal-hold"), datetime.now())
+
+    async def purge(self, key: str) -> int:
+        self._check()
+        with self._lock:
+            there = key in self.objects
+        await self.delete_object(key)
+        return int(there)
+
+    async def object_lock_enabled(self) -> bool:
+        self._check()
+        return False
 
     def presign_parts(
         self,
@@ -247,7 +283,9 @@ class MemoryStorage:
             SignedUrl(f"memory://{upload_id}/{p.part_number}", {"Content-Length": str(p.size)}) for p in parts
         ]
 
-    def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str:
+    def presign_get(
+        self, key: str, content_disposition: str, expires_in: int, version_id: str | None = None
+    ) -> str:
         return f"memory://{key}"
 
     def presign_post(self, key: str, content_type: str, size: int, expires_in: int) -> PresignedPost:

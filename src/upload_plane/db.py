@@ -111,6 +111,14 @@ def mysql_collation(dialect: sa.Dialect) -> str:
     return "utf8mb4_nopad_bin" if getattr(dialect, "is_mariadb", False) else "utf8mb4_0900_bin"
 
 
+def pinned_table_options(dialect: sa.Dialect) -> dict[str, Any]:
+    """What a migration gives every table it makes: utf8mb4 with the pinned collation on MySQL and
+    MariaDB, whatever the database's default (nothing elsewhere)."""
+    if dialect.name != "mysql":
+        return {}
+    return {"mysql_charset": "utf8mb4", "mysql_collate": mysql_collation(dialect)}
+
+
 PINNED_COLLATIONS = frozenset({"utf8mb4_nopad_bin", "utf8mb4_0900_bin"})
 
 

@@ -20,6 +20,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -28,6 +29,7 @@ from tests.conftest import real_settings
 from tests.fakes import MemoryStorage, multipart_etag
 from upload_plane.client.checksums import crc64nvme, crc_b64
 from upload_plane.errors import ChecksumMismatch, PartsChanged, StorageRejected, StoredUploadGone
+from upload_plane.settings import ObjectLock
 from upload_plane.storage import FULL_OBJECT, PartToSign, S3Storage, Storage, StoredPart
 
 pytestmark = pytest.mark.anyio
@@ -270,3 +272,34 @@ async def test_a_crc64nvme_upload_is_checked_by_the_store(store: Store) -> None:
     )
     assert await s.part_checksum(key, 1) == crc_b64(crc64nvme(one))
     assert await s.part_checksum(key, 2) == crc_b64(crc64nvme(two))
+
+
+async def test_a_copy_stays_in_the_store_and_a_purge_empties_a_key(store: Store) -> None:
+    """What a form upload's settle and the reaper's purges rely on (``uploads/kinds.py``)."""
+    s, source, target = store.storage, new_key(), new_key()
+    with pytest.raises(StoredUploadGone):  # nothing landed yet
+        await s.copy_object(source, target)
+    upload_id = await s.create_multipart(source, CONTENT_TYPE)
+    data = os.urandom(1000)
+    await store.put_part(source, upload_id, 1, data)
+    await s.complete_multipart(source, upload_id, await s.list_parts(source, upload_id))
+    copied = await s.copy_object(source, target)
+    head = await s.head_object(target)
+    assert head is not None and (head.size, head.etag, head.content_type) == (
+        len(data),
+        md5(data),
+        CONTENT_TYPE,
+    )
+    assert copied.etag == md5(data)  # a copy is one part: its ETag is the bytes' MD5
+    assert (copied.version_id, head.version_id) == (None, None)  # a bucket that keeps no versions
+    assert await s.purge(source) == 1
+    assert await s.head_object(source) is None
+    assert await s.purge(source) == 0  # an empty key: nothing to do, no error
+    assert await s.head_object(target) is not None  # the copy is its own object
+
+
+async def test_a_bucket_made_without_object_lock_says_so_and_refuses_holds(store: Store) -> None:
+    s, key = store.storage, new_key()
+    assert await s.object_lock_enabled() is False
+    with pytest.raises(StorageRejected):  # MinIO: InvalidRequest, the bucket has no lock configuration
+        await s.protect(key, "v1", ObjectLock("legal-hold"), datetime.now(UTC))

@@ -23,6 +23,8 @@ class FileOut(msgspec.Struct):
     created_by: str
     created_at: datetime
     updated_at: datetime
+    # the store's version of the recorded bytes (a versioned bucket): every download is of it
+    version_id: str | None = None
     # in lists: the uploader's username, and the upload link the file came through (if any)
     uploaded_by: str | None = None
     upload_link_id: str | None = None

@@ -133,6 +133,7 @@ async def _complete_claimed(
         id=upload.file_id, log_id=upload.log_id, case_id=upload.case_id, filename=upload.filename,
         content_type=upload.content_type, size=upload.size, key=upload.key, sha256=upload.sha256,
         crc64nvme=upload.crc64nvme, verified_by=ending.verified_by, etag=ending.etag,
+        version_id=ending.version_id,
         status=FileStatus.AVAILABLE, created_by=upload.created_by, created_at=upload.created_at,
         updated_at=now,
     )  # fmt: skip

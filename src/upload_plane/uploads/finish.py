@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,13 +28,15 @@ import sqlalchemy as sa
 from ..audit.service import insert_event
 from ..auth.principal import Principal
 from ..db import Connection
-from ..errors import DomainError
+from ..errors import DomainError, StorageRejected
+from ..ids import new_id
 from ..links import service as links
 from ..models import utcnow
 from ..statements import Statement
 from ..storage import CompletedObject, Storage, StoredObject
 from .context import Uploads
-from .queries import DELETE_FILE, F, U, UploadRecord
+from .kinds import kind_of
+from .queries import ADD_PURGE, DELETE_FILE, F, U, UploadRecord
 from .state import (
     FILE_STATUS_FOR,
     REMOVED_FROM,
@@ -54,6 +57,7 @@ class Ending:
     status: UploadStatus  # completed, aborted or expired
     etag: str | None = None
     verified_by: str | None = None  # "store": the store checked the declared CRC64NVME
+    version_id: str | None = None  # the store's version of the recorded bytes
     reason: str | None = None  # why it did not complete (the audit event says it)
 
 
@@ -93,7 +97,10 @@ async def judge(
         return Ending(UploadStatus.ABORTED, reason=reason)
     verified = await checked_by_store(storage, upload, completed, stored)
     etag = stored.etag or (completed.etag if completed else "")
-    return Ending(UploadStatus.COMPLETED, etag=etag, verified_by="store" if verified else None)
+    version = stored.version_id or (completed.version_id if completed else None)
+    return Ending(
+        UploadStatus.COMPLETED, etag=etag, verified_by="store" if verified else None, version_id=version
+    )
 
 
 def _held() -> sa.ColumnElement[bool]:
@@ -117,6 +124,7 @@ END_FILE = Statement(
         status=sa.bindparam("to"),
         updated_at=sa.bindparam("now", type_=F.c.updated_at.type),
         etag=sa.bindparam("etag", type_=F.c.etag.type),
+        version_id=sa.bindparam("version_id", type_=F.c.version_id.type),
         verified_by=sa.bindparam("verified_by", type_=F.c.verified_by.type),
         sha256=sa.bindparam("sha256", type_=F.c.sha256.type),
         crc64nvme=sa.bindparam("crc64nvme", type_=F.c.crc64nvme.type),
@@ -142,7 +150,8 @@ async def finish(
         file_status = FILE_STATUS_FOR[ending.status]
         changed = await conn.run(
             END_FILE, file_id=upload.file_id, to=file_status.value, now=now, etag=ending.etag,
-            verified_by=ending.verified_by, sha256=upload.sha256, crc64nvme=upload.crc64nvme,
+            version_id=ending.version_id, verified_by=ending.verified_by, sha256=upload.sha256,
+            crc64nvme=upload.crc64nvme,
         )  # fmt: skip
         if changed != 1:  # the rows disagree: roll the upload's change back too
             raise TransitionError(f"file {upload.file_id} was not {FileStatus.UPLOADING}")
@@ -158,7 +167,16 @@ async def finish(
         )
         if ending.status != UploadStatus.COMPLETED:
             await links.release(conn, upload.id, now)
+        await purge_later(conn, kind_of(upload).leftovers(upload))
     return True
+
+
+async def purge_later(conn: Connection, keys: list[tuple[str, datetime]]) -> None:
+    """Have the reaper empty these keys once no URL handed out can write them (``store_purges``)."""
+    for key, not_before in keys:
+        await conn.run(
+            ADD_PURGE, id=new_id(), key=key, not_before=not_before, reason="leftover", created_at=utcnow()
+        )
 
 
 async def record(
@@ -166,7 +184,15 @@ async def record(
 ) -> bool:
     """``finish`` on a connection of its own, then: wake this process's waiters, and delete an
     object that was judged not to be the declared file (it belongs to no file). ``False`` if the
-    claim was lost."""
+    claim was lost. With Object Lock on, a completed file's version is locked first (so no file is
+    ever available unlocked; locking again is harmless)."""
+    lock = ctx.settings.lock
+    if lock.on and ending.status == UploadStatus.COMPLETED:
+        if not ending.version_id:
+            raise StorageRejected(
+                "the store keeps no versions: Object Lock needs a bucket made with it (init-storage)"
+            )
+        await ctx.storage.protect(upload.key, ending.version_id, lock, utcnow())
     async with ctx.db.connect() as conn:
         done = await finish(conn, held, upload, ending, who)
     ctx.waiters.ended(upload.id)
@@ -206,6 +232,23 @@ async def remove(
             conn, who, "file.deleted", "file", upload.file_id, case_id=upload.case_id, **details
         )
     return True
+
+
+async def unstore(ctx: Uploads, upload: UploadRecord, version_id: str | None) -> str | None:
+    """Remove an upload's bytes from the store for a delete: what the client sent so far, and the
+    file's recorded version (lifting its legal hold, or bypassing its governance retention, first:
+    an admin's delete is the one way evidence leaves). What the lock made the delete do, if
+    anything (the audit event says it). Compliance retention refuses (``FileRetained``)."""
+    storage, lock = ctx.storage, ctx.settings.lock
+    await kind_of(upload).abandon(storage, upload)
+    done = None
+    if version_id and lock.mode == "legal-hold":
+        await storage.unprotect(upload.key, version_id)
+        done = "legal hold lifted"
+    elif version_id and lock.mode == "governance":
+        done = "governance retention bypassed"
+    await storage.delete_object(upload.key, version_id, bypass_governance=lock.mode == "governance")
+    return done
 
 
 async def _remove_held(conn: Connection, held: Claim, upload: UploadRecord) -> bool:

@@ -3,7 +3,11 @@
 - ``multipart``: a multipart upload; the client PUTs parts with URLs signed one by one, the server
   checks every planned part (ListParts) and assembles them (CompleteMultipartUpload).
 - ``post``: one presigned form POST of the whole file (Uppy's small files, ``/s3/params``); the
-  object appears when the browser's POST lands, and the server never hears whether it did.
+  server never hears whether it landed. A POST policy cannot be made conditional (the store accepts
+  it again until it expires, whatever is at its key), so the form writes to an *incoming* key of
+  its own, and the server copies the object to the file's key inside the store when it settles:
+  no POST, replayed or not, can ever write a file's key. The incoming key is emptied by the reaper
+  once the policy has expired.
 
 Everything else (claims, checks, the completion step) is the same for every kind.
 """
@@ -11,6 +15,7 @@ Everything else (claims, checks, the completion step) is the same for every kind
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from ..errors import PartEtagMismatch, PartSizeMismatch, PartsMissing, StoredUploadGone, UploadExpired
@@ -52,6 +57,11 @@ class Kind(Protocol):
 
     async def part_state(self, storage: Storage, upload: UploadRecord) -> PartState:
         """What the store holds of an open upload, for a client that resumes."""
+        ...
+
+    def leftovers(self, upload: UploadRecord) -> list[tuple[str, datetime]]:
+        """Keys other than the file's that a URL handed out for this upload can still write after
+        it ended, and until when (the reaper empties them then)."""
         ...
 
 
@@ -119,22 +129,47 @@ class Multipart:
         missing = [n for n in range(1, plan.part_count + 1) if n not in held]
         return PartState(uploaded=good, missing=missing, bytes_uploaded=sum(p.size for p in good))
 
+    def leftovers(self, upload: UploadRecord) -> list[tuple[str, datetime]]:
+        return []  # part URLs die with the multipart upload
+
 
 class FormPost:
     name = "post"
     signs_parts = False
     pending_until_object = True
 
+    INCOMING = "incoming/"
+
+    def incoming_key(self, upload: UploadRecord) -> str:
+        """Where the form's POST writes (the policy's key)."""
+        return f"{self.INCOMING}{upload.id}"
+
+    def upload_id_of(self, key: str) -> str | None:
+        """The upload an incoming key belongs to (what a page reports after the POST)."""
+        rest = key.removeprefix(self.INCOMING)
+        return rest if rest != key and rest and "/" not in rest else None
+
     async def assemble(
         self, storage: Storage, upload: UploadRecord, client_parts: list[tuple[int, str]] | None
-    ) -> None:
-        return None  # the browser's POST writes the object itself
+    ) -> CompletedObject | None:
+        """Copy what the POST wrote to the file's key (inside the store), then drop it; ``None``
+        when nothing has landed yet."""
+        incoming = self.incoming_key(upload)
+        try:
+            copied = await storage.copy_object(incoming, upload.key)
+        except StoredUploadGone:
+            return None
+        await storage.delete_object(incoming)
+        return copied
 
     async def abandon(self, storage: Storage, upload: UploadRecord) -> None:
-        return None  # nothing is open in the store; an object that lands later is judged like any
+        await storage.delete_object(self.incoming_key(upload))
 
     async def part_state(self, storage: Storage, upload: UploadRecord) -> PartState:
         return PartState(uploaded=[], missing=[1], bytes_uploaded=0)  # the object is there or not
+
+    def leftovers(self, upload: UploadRecord) -> list[tuple[str, datetime]]:
+        return [(self.incoming_key(upload), upload.expires_at)]  # the policy is dead by then
 
 
 MULTIPART, FORM_POST = Multipart(), FormPost()
