@@ -9,17 +9,17 @@ import msgspec
 
 class FileOut(msgspec.Struct):
     id: str
-    log_id: str
-    case_id: str
+    status: str
     filename: str
     content_type: str
     size: int
-    key: str
     sha256: str | None
     crc64nvme: str | None
     verified_by: str | None
     etag: str | None
-    status: str
+    key: str
+    log_id: str
+    case_id: str
     created_by: str
     created_at: datetime
     updated_at: datetime
