@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -37,18 +38,24 @@ class ObjectLock:
 
     @classmethod
     def parse(cls, text: str) -> ObjectLock:
-        mode, _, days = text.strip().lower().partition(":")
-        if mode in ("off", "legal-hold") and not days:
-            return cls(mode)
-        if mode in ("governance", "compliance") and days.isdigit() and 1 <= int(days) <= 36500:
-            return cls(mode, int(days))
-        raise SettingsError(
-            "UPLOAD_PLANE_OBJECT_LOCK must be off, legal-hold, governance:DAYS or compliance:DAYS"
-        )
+        return _parse_lock(text)
 
     @property
     def on(self) -> bool:
         return self.mode != "off"
+
+
+@lru_cache(maxsize=16)
+def _parse_lock(text: str) -> ObjectLock:
+    """``ObjectLock.parse``, once per value (it is asked at every completion)."""
+    mode, _, days = text.strip().lower().partition(":")
+    if mode in ("off", "legal-hold") and not days:
+        return ObjectLock(mode)
+    if mode in ("governance", "compliance") and days.isdigit() and 1 <= int(days) <= 36500:
+        return ObjectLock(mode, int(days))
+    raise SettingsError(
+        "UPLOAD_PLANE_OBJECT_LOCK must be off, legal-hold, governance:DAYS or compliance:DAYS"
+    )
 
 
 @dataclass(frozen=True, slots=True)
