@@ -33,6 +33,7 @@ from upload_plane.errors import (
     StorageUnavailable,
     StoredUploadGone,
 )
+from upload_plane.settings import ObjectLock
 from upload_plane.storage import (
     FULL_OBJECT,
     CompletedObject,
@@ -226,7 +227,7 @@ class MemoryStorage:
             checked = _crc(data) if upload.crc64nvme else None
             if crc64nvme is not None and crc64nvme != checked:
                 raise ChecksumMismatch("the data is not what was declared (XAmzContentChecksumMismatch)")
-            etag = _multipart_etag(chunks)
+            etag = multipart_etag(chunks)
             checksum_type = FULL_OBJECT if checked else None
             self.objects[key] = data
             self._heads[key] = StoredObject(len(data), etag, upload.content_type, checked, checksum_type)
@@ -263,12 +264,47 @@ class MemoryStorage:
             raise StorageRejected("Object storage refused the request (InvalidPartNumber)")
         return parts[part_number - 1]
 
-    async def delete_object(self, key: str) -> None:
+    async def delete_object(
+        self, key: str, version_id: str | None = None, *, bypass_governance: bool = False
+    ) -> None:
+        """An unversioned bucket, as the contract's: a version id names the only version there is."""
         self._check()
         with self._lock:
             self.objects.pop(key, None)
             self._heads.pop(key, None)
             self._parts.pop(key, None)
+
+    async def copy_object(self, source_key: str, key: str) -> CompletedObject:
+        self._check()
+        with self._lock:
+            data = self.objects.get(source_key)
+            if data is None:
+                raise StoredUploadGone("Object storage does not have it (NoSuchKey)")
+            source = self._heads[source_key]
+            self.objects[key] = data
+            self._heads[key] = StoredObject(len(data), _etag(data), source.content_type)
+            self._parts.pop(key, None)
+        return CompletedObject(_etag(data))
+
+    async def protect(self, key: str, version_id: str, lock: ObjectLock, now: datetime) -> None:
+        self._check()  # like MinIO on a bucket made without Object Lock
+        raise StorageRejected(
+            "Object storage refused the request (InvalidRequest)", store_code="InvalidRequest"
+        )
+
+    async def unprotect(self, key: str, version_id: str) -> None:
+        await self.protect(key, version_id, ObjectLock("legal-hold"), datetime.now())
+
+    async def purge(self, key: str) -> int:
+        self._check()
+        with self._lock:
+            there = key in self.objects
+        await self.delete_object(key)
+        return int(there)
+
+    async def object_lock_enabled(self) -> bool:
+        self._check()
+        return False
 
     def presign_parts(
         self,
@@ -294,7 +330,9 @@ class MemoryStorage:
             signed.append(SignedUrl(url, o.headers()))
         return signed
 
-    def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str:
+    def presign_get(
+        self, key: str, content_disposition: str, expires_in: int, version_id: str | None = None
+    ) -> str:
         return f"memory://{key}"
 
     def presign_post(self, key: str, content_type: str, size: int, expires_in: int) -> PresignedPost:
@@ -311,7 +349,7 @@ def _etag(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def _multipart_etag(chunks: Sequence[bytes]) -> str:
+def multipart_etag(chunks: Sequence[bytes]) -> str:
     """S3's ETag of an assembled object: the MD5 of its parts' MD5s, a dash, their count."""
     digests = b"".join(hashlib.md5(c, usedforsecurity=False).digest() for c in chunks)
     return f"{_etag(digests)}-{len(chunks)}"

@@ -127,6 +127,8 @@ async def ready(request: Request[Any, Any, Any], state: State) -> Response[Any]:
             checks[name] = exc.detail
     if checks["database"] == "ok":
         checks["schema"] = await _schema_check(state)
+    if checks["storage"] == "ok" and state.settings.lock.on:
+        checks["object_lock"] = await _lock_check(state)
     if all(v == "ok" for v in checks.values()):
         return Response({"status": "ready", "checks": checks})
     body = {
@@ -152,6 +154,23 @@ async def _schema_check(state: State) -> str:
     if problems:
         return f"tables are not utf8mb4 (run upload-plane migrate): {'; '.join(problems[:5])}"
     state.schema_ok = True
+    return "ok"
+
+
+async def _lock_check(state: State) -> str:
+    """``ok`` once the bucket was found lock-enabled (then not asked again), else what is wrong."""
+    if state.get("lock_ok"):
+        return "ok"
+    try:
+        enabled = await state.storage.object_lock_enabled()
+    except DomainError as exc:
+        return exc.detail
+    if not enabled:
+        return (
+            f"UPLOAD_PLANE_OBJECT_LOCK is {state.settings.object_lock} but the bucket has no Object Lock "
+            "(it can only be chosen when a bucket is made: upload-plane init-storage on a new bucket)"
+        )
+    state.lock_ok = True
     return "ok"
 
 

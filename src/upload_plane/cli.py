@@ -124,8 +124,9 @@ def cmd_init_storage(args: argparse.Namespace) -> int:
     from .storage import S3Storage
 
     settings = Settings.from_env()
-    asyncio.run(S3Storage(settings).ensure_bucket(settings.cors_origins))
-    print(f"bucket {settings.s3_bucket!r} ready at {settings.s3_endpoint_url}")
+    asyncio.run(S3Storage(settings).ensure_bucket(settings.cors_origins, settings.lock))
+    lock = f" with Object Lock ({settings.object_lock})" if settings.lock.on else ""
+    print(f"bucket {settings.s3_bucket!r} ready at {settings.s3_endpoint_url}{lock}")
     return 0
 
 

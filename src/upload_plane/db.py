@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util.concurrency import in_greenlet
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .errors import (
@@ -109,6 +111,14 @@ def mysql_collation(dialect: sa.Dialect) -> str:
     padding, so ``'admin '`` is not ``'admin'`` and a path id matches only itself. MariaDB and MySQL
     name it differently."""
     return "utf8mb4_nopad_bin" if getattr(dialect, "is_mariadb", False) else "utf8mb4_0900_bin"
+
+
+def pinned_table_options(dialect: sa.Dialect) -> dict[str, Any]:
+    """What a migration gives every table it makes: utf8mb4 with the pinned collation on MySQL and
+    MariaDB, whatever the database's default (nothing elsewhere)."""
+    if dialect.name != "mysql":
+        return {}
+    return {"mysql_charset": "utf8mb4", "mysql_collate": mysql_collation(dialect)}
 
 
 PINNED_COLLATIONS = frozenset({"utf8mb4_nopad_bin", "utf8mb4_0900_bin"})
@@ -349,12 +359,20 @@ class Database:
         recycled or waited for does the checkout need SQLAlchemy's greenlet (it says so with
         ``MissingGreenlet`` before doing any I/O)."""
         pool: Any = self.engine.sync_engine.pool
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
         try:
-            if not pool.checkedin():  # none free: one must be made or waited for
-                raise MissingGreenlet()
-            fairy = pool.connect()
-        except MissingGreenlet:
-            fairy = await self.engine.raw_connection()
+            try:
+                if not pool.checkedin():  # none free: one must be made or waited for
+                    raise MissingGreenlet()
+                fairy = pool.connect()
+                if _broken(fairy.driver_connection):  # its server went away while it was pooled
+                    await greenlet_spawn(fairy.invalidate)
+                    fairy.close()
+                    raise MissingGreenlet()
+            except MissingGreenlet:
+                fairy = await self.engine.raw_connection()  # the pool replaces dead ones itself
+        except dbapi_error as exc:  # the server refused a new connection: classified as any error
+            raise _wrapped(exc, "CONNECT", dbapi_error) from exc
         conn = (_MySQL if self.engine.dialect.name == "mysql" else _SQLite)(
             fairy, self.engine.dialect, self.observe
         )
@@ -441,12 +459,19 @@ def create_database(settings: Settings) -> Database:
             connect_args={"autocommit": True},
         )
     engine = create_async_engine(engine_url(url), **kwargs)
+    # The hot path's checkout tries the pool without leaving the event loop first; when the pooled
+    # connection it gets must be made anew, SQLAlchemy refuses (MissingGreenlet) after the driver
+    # made its connect coroutine, which is then dropped unawaited: expected, so not worth a warning.
+    warnings.filterwarnings(
+        "ignore", "coroutine '_connect' was never awaited", RuntimeWarning, r"sqlalchemy\.util\.concurrency"
+    )
     sync = engine.sync_engine
     if is_sqlite(url):
         event.listen(sync, "connect", _sqlite_pragmas)
     else:
         event.listen(sync, "connect", _mysql_session_setup)
         event.listen(sync, "begin", _mysql_begin)
+        event.listen(sync.pool, "checkout", _refuse_broken)
     event.listen(sync.pool, "reset", _rollback_if_open)
     sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
     return Database(engine=engine, sessions=sessions)
@@ -465,6 +490,20 @@ def _mysql_session_setup(dbapi_conn: Any, _record: Any) -> None:
     for statement in MYSQL_SESSION_SETUP:
         cursor.execute(statement)
     cursor.close()
+
+
+def _broken(raw: Any) -> bool:
+    """A connection whose server went away while it sat in the pool (a restart: its socket saw the
+    end). asyncmy knows from its own socket state: no round trip, unlike a pre-ping."""
+    return bool(getattr(raw, "_stream_broken", False))
+
+
+def _refuse_broken(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    """Checkout: a broken connection is not handed out; the pool drops it and makes a new one.
+    Outside SQLAlchemy's greenlet (``Database.connect``'s fast path, which checks for itself) a new
+    one could not be made here."""
+    if in_greenlet() and _broken(getattr(dbapi_conn, "driver_connection", None)):
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 def _mysql_begin(conn: sa.Connection) -> None:

@@ -60,7 +60,7 @@ def prepare(settings: Settings, admin_password: str | None) -> str | None:
 
 
 async def _bootstrap(settings: Settings, admin_password: str | None) -> str | None:
-    await S3Storage(settings).ensure_bucket(settings.cors_origins)
+    await S3Storage(settings).ensure_bucket(settings.cors_origins, settings.lock)
     db = create_database(settings)
     generated = None
     try:

@@ -120,6 +120,13 @@ class ObjectMismatch(DomainError):
     code, title = "OBJECT_MISMATCH", "The stored object does not match the upload"
 
 
+class FileRetained(DomainError):
+    """The store keeps the file's bytes under a retention that nobody may cut short (compliance
+    mode) or a lock this request may not lift: it cannot be deleted before ``retained_until``."""
+
+    code, title = "FILE_RETAINED", "The file is under retention and cannot be deleted yet"
+
+
 class FileNotAvailable(DomainError):
     code, title = "FILE_NOT_AVAILABLE", "The file has no finished object to download"
 

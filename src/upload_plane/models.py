@@ -99,6 +99,9 @@ class File(SQLModel, table=True):
     # "store": the store checked a declared whole-file checksum (crc64nvme, or a single PUT's sha256)
     verified_by: str | None = Field(default=None, max_length=16)
     etag: str | None = Field(default=None, max_length=128)
+    # The store's version of the recorded bytes (a versioned bucket): downloads name it, so they
+    # return exactly these bytes whatever is written to the key later.
+    version_id: str | None = Field(default=None, max_length=255)
     status: str = Field(default="uploading", max_length=16, index=True)
     created_by: str = _fk("users.id", index=False)
     created_at: datetime = _ts()
@@ -247,6 +250,19 @@ class UploadLink(SQLModel, table=True):
     max_bytes: int | None = Field(default=None, sa_type=sa.BigInteger, nullable=True)
     files_used: int = Field(default=0)
     bytes_used: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+class StorePurge(SQLModel, table=True):
+    """A key the reaper empties (every version of it) once ``not_before`` has passed: when no URL the
+    service handed out can write it any more. A form upload's incoming key after its settle, a
+    deleted file's key while a URL that could write it is still valid."""
+
+    __tablename__ = "store_purges"
+    id: str = _id()
+    key: str = Field(max_length=700)
+    not_before: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
+    reason: str = Field(max_length=32)
+    created_at: datetime = _ts()
 
 
 class UploadLinkUpload(SQLModel, table=True):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import msgspec
 from litestar.openapi.spec import Operation, RequestBody
 
 
@@ -18,3 +20,8 @@ class OptionalBody(Operation):
     def __post_init__(self) -> None:
         if isinstance(self.request_body, RequestBody):
             self.request_body.required = False
+
+
+def sent_fields(data: msgspec.Struct) -> dict[str, Any]:
+    """The fields a PATCH body set (``UNSET`` marks those the client left out)."""
+    return {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}

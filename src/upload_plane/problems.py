@@ -41,6 +41,7 @@ STATUS: dict[type[e.DomainError], int] = {
     e.ChecksumMismatch: 409,
     e.ObjectMismatch: 409,
     e.FileNotAvailable: 409,
+    e.FileRetained: 409,
     e.UploadExpired: 410,
     e.UploadLinkExpired: 410,
     e.UploadLinkRevoked: 410,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -15,6 +16,46 @@ DEV_JWT_SECRET = "dev-only-insecure-secret-change-me-0123456789"
 
 class SettingsError(ValueError):
     """The environment does not describe a configuration that may start."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectLock:
+    """What the store promises about a completed file's bytes (``UPLOAD_PLANE_OBJECT_LOCK``):
+
+    - ``off``: nothing beyond what the service itself guarantees (no URL it hands out can write a
+      completed file's key; downloads name the recorded version where the bucket keeps versions);
+    - ``legal-hold``: every completed file's version is under a legal hold: nobody can delete or
+      change it until the hold is lifted (an admin's delete lifts it, audited);
+    - ``governance:N``: retained N days in governance mode: only credentials allowed to bypass
+      governance can delete it before then (an admin's delete does, audited);
+    - ``compliance:N``: retained N days in compliance mode: nobody, the store's root included, can
+      delete it before then (an admin's delete is refused).
+
+    Any mode but ``off`` needs a bucket created with Object Lock (``upload-plane init-storage``)."""
+
+    mode: str = "off"  # off | legal-hold | governance | compliance
+    days: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> ObjectLock:
+        return _parse_lock(text)
+
+    @property
+    def on(self) -> bool:
+        return self.mode != "off"
+
+
+@lru_cache(maxsize=16)
+def _parse_lock(text: str) -> ObjectLock:
+    """``ObjectLock.parse``, once per value (it is asked at every completion)."""
+    mode, _, days = text.strip().lower().partition(":")
+    if mode in ("off", "legal-hold") and not days:
+        return ObjectLock(mode)
+    if mode in ("governance", "compliance") and days.isdigit() and 1 <= int(days) <= 36500:
+        return ObjectLock(mode, int(days))
+    raise SettingsError(
+        "UPLOAD_PLANE_OBJECT_LOCK must be off, legal-hold, governance:DAYS or compliance:DAYS"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +100,15 @@ class Settings:
     db_pool_size: int = 10
     db_pool_timeout: int = 10
     metrics_token: str = field(default="", repr=False)  # when set, GET /metrics needs it as a bearer
+    object_lock: str = "off"  # see ObjectLock
 
     @property
     def presign_endpoint_url(self) -> str:
         return self.s3_public_endpoint_url or self.s3_endpoint_url
+
+    @property
+    def lock(self) -> ObjectLock:
+        return ObjectLock.parse(self.object_lock)
 
     @property
     def secure_cookies(self) -> bool:
@@ -83,6 +129,7 @@ class Settings:
             raise SettingsError("UPLOAD_PLANE_PART_SIZE must be within 5 MiB..5 GiB")
         if not 1 <= self.part_url_ttl <= 7 * 24 * 3600:
             raise SettingsError("UPLOAD_PLANE_PART_URL_TTL must be within 1 s..7 days")
+        self.lock  # noqa: B018 - parsed to refuse a wrong value at start
         warnings = []
         if self.upload_ttl > self.store_upload_retention:
             warnings.append(

@@ -38,11 +38,14 @@ S3/MinIO notes:
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
 
 import anyio.to_thread
 import boto3
@@ -52,19 +55,24 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .errors import (
     ChecksumMismatch,
     DomainError,
+    FileRetained,
     PartsChanged,
     StorageRejected,
     StorageUnavailable,
     StoredUploadGone,
 )
 from .s3http import NS, S3Http, StoreError, text
-from .settings import Settings
+from .settings import ObjectLock, Settings, SettingsError
 from .signing import Presigner
 
 log = logging.getLogger("upload_plane.storage")
 T = TypeVar("T")
 
 _UPLOAD_GONE = frozenset({"NoSuchUpload"})
+_VERSION_GONE = frozenset({"NoSuchVersion", "NoSuchKey", "404"})
+#: A delete the store refuses because of a legal hold or retention (MinIO: InvalidRequest "Object is
+#: WORM protected"; AWS S3: AccessDenied).
+_RETAINED = frozenset({"InvalidRequest", "AccessDenied"})
 _OBJECT_GONE = frozenset({"NoSuchKey", "404", "NotFound"})
 _PARTS_CHANGED = frozenset({"InvalidPart", "InvalidPartOrder", "EntityTooSmall"})
 _CHECKSUM_MISMATCH = frozenset({"XAmzContentChecksumMismatch", "BadDigest"})
@@ -91,6 +99,7 @@ class StoredObject:
     checksum_crc64nvme: str | None = None
     checksum_type: str | None = None
     checksum_sha256: str | None = None  # base64, as the store reports one it checked on a PUT
+    version_id: str | None = None  # in a versioned (or lock-enabled) bucket
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +110,7 @@ class CompletedObject:
     etag: str
     checksum_crc64nvme: str | None = None
     checksum_type: str | None = None
+    version_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +130,7 @@ class ObjectToSign:
     content_type: str
     checksum_sha256: str | None = None  # base64
     checksum_crc64nvme: str | None = None  # base64
+    lock: tuple[tuple[str, str], ...] = ()  # Object Lock headers the PUT places (``lock_headers``)
 
     def headers(self) -> dict[str, str]:
         """What the URL signs and the client must send: the exact length and type, ``If-None-Match:
@@ -136,7 +147,19 @@ class ObjectToSign:
             headers["x-amz-checksum-sha256"] = self.checksum_sha256
         elif self.checksum_crc64nvme:
             headers["x-amz-checksum-crc64nvme"] = self.checksum_crc64nvme
+        headers.update(self.lock)
         return headers
+
+
+def lock_headers(lock: ObjectLock, now: datetime) -> tuple[tuple[str, str], ...]:
+    """The headers that make a PUT place ``lock`` on the version it writes (signed into the URL, the
+    lock costs no call of its own): a legal hold, or a retention counted from ``now``."""
+    if not lock.on:
+        return ()
+    if lock.mode == "legal-hold":
+        return (("x-amz-object-lock-legal-hold", "ON"),)
+    until = (now + timedelta(days=lock.days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (("x-amz-object-lock-mode", lock.mode.upper()), ("x-amz-object-lock-retain-until-date", until))
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,8 +214,32 @@ class Storage(Protocol):
         reports none (a store that checks nothing, or no such object)."""
         ...
 
-    async def delete_object(self, key: str) -> None:
-        """Delete the object; deleting one that does not exist succeeds."""
+    async def delete_object(
+        self, key: str, version_id: str | None = None, *, bypass_governance: bool = False
+    ) -> None:
+        """Delete the object (one version of it, when ``version_id`` is given); deleting one that
+        does not exist succeeds. ``ObjectRetained`` if a legal hold or retention keeps it."""
+        ...
+
+    async def copy_object(self, source_key: str, key: str) -> CompletedObject:
+        """Copy an object inside the bucket (its bytes never leave the store): ETag and version of
+        the copy. ``StoredUploadGone`` if there is no object at ``source_key``."""
+        ...
+
+    async def protect(self, key: str, version_id: str, lock: ObjectLock, now: datetime) -> None:
+        """Place ``lock``'s legal hold, or its retention counted from ``now``, on one version."""
+        ...
+
+    async def unprotect(self, key: str, version_id: str) -> None:
+        """Lift the legal hold of one version (retention cannot be lifted)."""
+        ...
+
+    async def purge(self, key: str) -> int:
+        """Delete every version and delete marker of exactly ``key``; how many there were."""
+        ...
+
+    async def object_lock_enabled(self) -> bool:
+        """Whether the bucket was created with Object Lock."""
         ...
 
     def presign_parts(
@@ -214,7 +261,11 @@ class Storage(Protocol):
         client must send; local, no I/O."""
         ...
 
-    def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str: ...
+    def presign_get(
+        self, key: str, content_disposition: str, expires_in: int, version_id: str | None = None
+    ) -> str:
+        """A download URL; of the recorded version when ``version_id`` is given."""
+        ...
 
     def presign_post(self, key: str, content_type: str, size: int, expires_in: int) -> PresignedPost:
         """A form upload of exactly ``size`` bytes to ``key``; local, no I/O."""
@@ -275,8 +326,28 @@ class StorageWrapper:
     async def part_checksum(self, key: str, part_number: int) -> str | None:
         return await self.around("part_checksum", lambda: self.inner.part_checksum(key, part_number))
 
-    async def delete_object(self, key: str) -> None:
-        await self.around("delete_object", lambda: self.inner.delete_object(key))
+    async def delete_object(
+        self, key: str, version_id: str | None = None, *, bypass_governance: bool = False
+    ) -> None:
+        await self.around(
+            "delete_object",
+            lambda: self.inner.delete_object(key, version_id, bypass_governance=bypass_governance),
+        )
+
+    async def copy_object(self, source_key: str, key: str) -> CompletedObject:
+        return await self.around("copy_object", lambda: self.inner.copy_object(source_key, key))
+
+    async def protect(self, key: str, version_id: str, lock: ObjectLock, now: datetime) -> None:
+        await self.around("protect", lambda: self.inner.protect(key, version_id, lock, now))
+
+    async def unprotect(self, key: str, version_id: str) -> None:
+        await self.around("unprotect", lambda: self.inner.unprotect(key, version_id))
+
+    async def purge(self, key: str) -> int:
+        return await self.around("purge", lambda: self.inner.purge(key))
+
+    async def object_lock_enabled(self) -> bool:
+        return await self.around("object_lock_enabled", self.inner.object_lock_enabled)
 
     def presign_parts(
         self,
@@ -297,8 +368,10 @@ class StorageWrapper:
         self.presigned("put", len(signed))
         return signed
 
-    def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str:
-        url = self.inner.presign_get(key, content_disposition, expires_in)
+    def presign_get(
+        self, key: str, content_disposition: str, expires_in: int, version_id: str | None = None
+    ) -> str:
+        url = self.inner.presign_get(key, content_disposition, expires_in, version_id)
         self.presigned("download", 1)
         return url
 
@@ -399,6 +472,7 @@ class S3Storage:
             normalize_etag(text(root, "ETag") or ""),
             text(root, "ChecksumCRC64NVME") or resp.headers.get("x-amz-checksum-crc64nvme"),
             text(root, "ChecksumType") or resp.headers.get("x-amz-checksum-type"),
+            resp.headers.get("x-amz-version-id"),  # a header only: not in the XML
         )
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
@@ -409,11 +483,98 @@ class S3Storage:
             if not isinstance(error, StoredUploadGone):
                 raise error from exc
 
-    async def delete_object(self, key: str) -> None:
+    async def delete_object(
+        self, key: str, version_id: str | None = None, *, bypass_governance: bool = False
+    ) -> None:
+        params = (("versionId", version_id),) if version_id else ()
+        headers = {"x-amz-bypass-governance-retention": "true"} if bypass_governance else None
         try:
-            await self.http.delete(key)
+            await self.http.request("DELETE", key, params=params, headers=headers)
+        except StoreError as exc:
+            if version_id and exc.code in _RETAINED:
+                raise FileRetained(f"the store keeps this version under a lock ({exc.code})") from exc
+            error = translate_store_error(exc.code, exc.status, _VERSION_GONE)
+            if not isinstance(error, StoredUploadGone):
+                raise error from exc
+
+    async def copy_object(self, source_key: str, key: str) -> CompletedObject:
+        source = f"/{self.bucket}/{quote(source_key, safe='/~')}"
+        try:
+            resp = await self.http.request("PUT", key, headers={"x-amz-copy-source": source})
+        except StoreError as exc:
+            raise translate_store_error(exc.code, exc.status, _OBJECT_GONE) from exc
+        root = resp.xml()
+        if root.tag.endswith("Error"):  # a copy may fail after its 200 (like a complete)
+            code = text(root, "Code") or "InternalError"
+            raise translate_store_error(code, 500, _OBJECT_GONE)
+        return CompletedObject(
+            normalize_etag(text(root, "ETag") or ""), version_id=resp.headers.get("x-amz-version-id")
+        )
+
+    async def protect(self, key: str, version_id: str, lock: ObjectLock, now: datetime) -> None:
+        if lock.mode == "legal-hold":
+            subresource, body = "legal-hold", "<LegalHold><Status>ON</Status></LegalHold>"
+        else:
+            until = (now + timedelta(days=lock.days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            subresource = "retention"
+            body = (
+                f"<Retention><Mode>{lock.mode.upper()}</Mode>"
+                f"<RetainUntilDate>{until}</RetainUntilDate></Retention>"
+            )
+        await self._put_lock(key, version_id, subresource, body)
+
+    async def unprotect(self, key: str, version_id: str) -> None:
+        await self._put_lock(key, version_id, "legal-hold", "<LegalHold><Status>OFF</Status></LegalHold>")
+
+    async def _put_lock(self, key: str, version_id: str, subresource: str, body: str) -> None:
+        """The lock calls need a Content-MD5 (or checksum) of their body (S3 and MinIO refuse them
+        without: MissingContentMD5)."""
+        data = body.encode()
+        md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+        try:
+            await self.http.request(
+                "PUT",
+                key,
+                params=((subresource, None), ("versionId", version_id)),
+                headers={"Content-MD5": md5, "Content-Type": "application/xml"},
+                body=data,
+            )
         except StoreError as exc:
             raise translate_store_error(exc.code, exc.status) from exc
+
+    async def purge(self, key: str) -> int:
+        versions: list[str] = []
+        key_marker, version_marker = "", ""
+        while True:
+            params: list[tuple[str, str | None]] = [("prefix", key), ("versions", None)]
+            if key_marker:
+                params += [("key-marker", key_marker), ("version-id-marker", version_marker)]
+            try:
+                page = (await self.http.request("GET", None, params=params)).xml()
+            except StoreError as exc:
+                raise translate_store_error(exc.code, exc.status) from exc
+            for kind in ("Version", "DeleteMarker"):
+                versions += [
+                    text(v, "VersionId") or "null" for v in page.iter(f"{NS}{kind}") if text(v, "Key") == key
+                ]
+            key_marker = text(page, "NextKeyMarker") or ""
+            version_marker = text(page, "NextVersionIdMarker") or ""
+            if (text(page, "IsTruncated") or "false").lower() != "true" or not key_marker:
+                break
+        for version in versions:
+            await self.delete_object(key, None if version == "null" else version, bypass_governance=True)
+        if not versions:
+            await self.delete_object(key)  # a store that lists no versions (unversioned)
+        return len(versions)
+
+    async def object_lock_enabled(self) -> bool:
+        try:
+            root = (await self.http.request("GET", None, params=(("object-lock", None),))).xml()
+        except StoreError as exc:
+            if exc.code in ("ObjectLockConfigurationNotFoundError", "NoSuchObjectLockConfiguration", "404"):
+                return False
+            raise translate_store_error(exc.code, exc.status) from exc
+        return (text(root, "ObjectLockEnabled") or "") == "Enabled"
 
     async def list_multipart_uploads(self, key: str) -> list[str]:
         found: list[str] = []
@@ -451,6 +612,7 @@ class S3Storage:
             checksum_crc64nvme=headers.get("x-amz-checksum-crc64nvme"),
             checksum_type=headers.get("x-amz-checksum-type"),
             checksum_sha256=headers.get("x-amz-checksum-sha256"),
+            version_id=headers.get("x-amz-version-id"),
         )
 
     async def part_checksum(self, key: str, part_number: int) -> str | None:
@@ -503,12 +665,20 @@ class S3Storage:
 
         return await anyio.to_thread.run_sync(call)
 
-    async def ensure_bucket(self, cors_origins: Sequence[str]) -> None:
-        """Create the bucket if missing and set the CORS rules browsers need to PUT parts."""
+    async def ensure_bucket(self, cors_origins: Sequence[str], lock: ObjectLock | None = None) -> None:
+        """Create the bucket if missing (with Object Lock when ``lock`` is on: it can only be chosen
+        when the bucket is made) and set the CORS rules browsers need to PUT parts."""
         try:
             await self._run("head_bucket", gone=frozenset({"404", "NoSuchBucket", "NotFound"}))
         except StoredUploadGone:
-            await self._run("create_bucket")
+            extra: dict[str, Any] = {"ObjectLockEnabledForBucket": True} if lock and lock.on else {}
+            await self._run("create_bucket", **extra)
+        if lock is not None and lock.on and not await self.object_lock_enabled():
+            raise SettingsError(
+                f"UPLOAD_PLANE_OBJECT_LOCK is {lock.mode}, but bucket {self.bucket!r} was made without "
+                "Object Lock, which cannot be added later: use a new bucket (init-storage creates it "
+                "with Object Lock) and copy the objects over"
+            )
         rules = {
             "CORSRules": [
                 {
@@ -556,13 +726,13 @@ class S3Storage:
         )
         return [SignedUrl(url, h) for url, h in zip(urls, headers, strict=True)]
 
-    def presign_get(self, key: str, content_disposition: str, expires_in: int) -> str:
-        return self.presigner.presign(
-            "GET",
-            key,
-            params=(("response-content-disposition", content_disposition),),
-            expires_in=expires_in,
-        )
+    def presign_get(
+        self, key: str, content_disposition: str, expires_in: int, version_id: str | None = None
+    ) -> str:
+        params = [("response-content-disposition", content_disposition)]
+        if version_id:
+            params.append(("versionId", version_id))  # botocore's order: GetObject's members'
+        return self.presigner.presign("GET", key, params=params, expires_in=expires_in)
 
     def presign_post(self, key: str, content_type: str, size: int, expires_in: int) -> PresignedPost:
         url, fields = self.presigner.presign_post(

@@ -35,6 +35,7 @@ from tests.api.helpers import (
 )
 from tests.conftest import ADMIN_PASSWORD, Backend
 from upload_plane.models import Upload
+from upload_plane.uploads.kinds import FORM_POST
 
 
 def anonymous(backend: Backend) -> httpx.Client:
@@ -85,7 +86,7 @@ def uppy_multipart(
 
 def uppy_post(http: httpx.Client, anon: httpx.Client, base: str, data: bytes, name: str = "small.bin") -> str:
     """What ``AwsS3`` does for a small file: ``/s3/params``, then the form POST to the store; and
-    what our pages do on ``upload-success``: settle. Returns the key."""
+    what our pages do on ``upload-success``: settle (with the form's key). Returns the file's id."""
     params = anon.get(
         f"{base}/s3/params",
         params={"filename": name, "type": "application/octet-stream", "metadata[size]": str(len(data))},
@@ -98,7 +99,7 @@ def uppy_post(http: httpx.Client, anon: httpx.Client, base: str, data: bytes, na
     settled = anon.post(f"{base}/s3/settle", params={"key": form["fields"]["key"]})
     assert settled.status_code == 200, settled.text
     assert settled.json()["status"] == "completed"
-    return str(form["fields"]["key"])
+    return str(settled.json()["file_id"])
 
 
 def files_of(api: httpx.Client, log_id: str) -> dict[str, dict[str, Any]]:
@@ -119,9 +120,10 @@ def test_a_link_uploads_through_both_uppy_paths_and_the_audit_names_it(
         assert info.status_code == 200 and info.json()["log_name"] == "bodycam", info.text
         big, small = os.urandom(12 * MIB + 5), os.urandom(MIB)
         multipart = uppy_multipart(http, anon, endpoint(link), big)
-        key = uppy_post(http, anon, endpoint(link), small)
+        small_id = uppy_post(http, anon, endpoint(link), small)
         assert multipart["complete"]["key"] == multipart["key"]
         files = files_of(manager, log["id"])
+        [key] = [k for k, f in files.items() if f["id"] == small_id]
         assert files[multipart["key"]]["status"] == "available" and files[multipart["key"]]["size"] == len(
             big
         )
@@ -365,6 +367,10 @@ def test_a_link_upload_the_reaper_ends_gives_its_share_back(backend: Backend, de
 
 
 async def upload_id_of_key(backend: Backend, key: str) -> str:
+    """The upload a key belongs to: the file's key, or a form upload's own (incoming) key."""
+    incoming = FORM_POST.upload_id_of(key)
+    if incoming is not None:
+        return incoming
     async with backend_db(backend) as session:
         return (await session.exec(select(Upload.id).where(Upload.key == key))).one()
 

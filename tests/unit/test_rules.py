@@ -114,3 +114,12 @@ def test_part_bytes_rejects_numbers_outside_the_plan() -> None:
     for bad in (0, 4, -1):
         with pytest.raises(ValueError, match="outside"):
             plan.part_bytes(bad)
+
+
+def test_a_form_uploads_own_key_names_its_upload_and_nothing_else() -> None:
+    from upload_plane.uploads.kinds import FORM_POST
+
+    assert FORM_POST.upload_id_of("incoming/0a1b") == "0a1b"
+    assert FORM_POST.upload_id_of("cases/c/logs/l/f/photo.jpg") is None
+    assert FORM_POST.upload_id_of("incoming/a/../b") is None
+    assert FORM_POST.upload_id_of("incoming/") is None

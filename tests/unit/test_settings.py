@@ -69,3 +69,15 @@ def test_settings_never_show_secrets_in_their_repr() -> None:
     for secret in ("db-password-123", "jwt-secret-", "s3-secret-456"):
         assert secret not in shown
     assert "s3_bucket='evidence'" in shown  # the rest is still there to read
+
+
+def test_object_lock_modes_are_parsed_and_wrong_ones_refused_at_start() -> None:
+    from upload_plane.settings import ObjectLock
+
+    assert Settings().lock == ObjectLock("off") and not Settings().lock.on
+    assert Settings(object_lock="legal-hold").lock == ObjectLock("legal-hold")
+    assert Settings(object_lock="Governance:30").lock == ObjectLock("governance", 30)
+    assert Settings(object_lock="compliance:3650").lock.on
+    for wrong in ("on", "legal-hold:3", "governance", "compliance:0", "governance:x"):
+        with pytest.raises(SettingsError, match="OBJECT_LOCK"):
+            Settings(object_lock=wrong).check()

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import anyio
 import pytest
-from sqlmodel import update
+from sqlmodel import select, update
 
 from tests.unit.conftest import DATA, World
 from upload_plane.errors import (
@@ -19,7 +19,7 @@ from upload_plane.errors import (
     StorageUnavailable,
     UploadNotUploading,
 )
-from upload_plane.models import Upload, utcnow
+from upload_plane.models import AuditEvent, Upload, utcnow
 from upload_plane.uploads import state
 from upload_plane.uploads.finish import Ending, finish
 from upload_plane.uploads.queries import FileRecord
@@ -68,7 +68,7 @@ async def test_abort_waits_for_a_running_complete_and_then_loses(world: World) -
         await aborting
     assert lost.value.extra["upload_status"] == "completed"
     assert world.storage.count("abort_multipart") == 0
-    assert world.store.objects  # the object stands
+    assert world.store.objects == {upload.key: DATA}  # the object stands
 
 
 async def test_complete_waits_for_a_running_abort_and_then_loses(world: World) -> None:
@@ -101,7 +101,11 @@ async def test_abort_after_a_complete_whose_answer_was_lost_leaves_the_file_avai
     row, file = await world.rows(upload.id)
     assert row is not None and file is not None
     assert (row.status, file.status) == ("completed", "available")
-    assert file.etag
+    stored = await world.store.head_object(upload.key)
+    assert stored is not None and file.etag == stored.etag  # the object the store assembled
+    # The abort reached the store (which no longer knew the upload) and removed nothing.
+    assert world.storage.count("abort_multipart") == 1
+    assert world.storage.count("delete_object") == 0 and world.store.objects == {upload.key: DATA}
 
 
 async def test_a_taken_over_completer_that_wakes_up_late_changes_nothing(world: World) -> None:
@@ -138,6 +142,7 @@ async def test_parts_changing_during_complete_is_a_retryable_conflict(world: Wor
     file = await world.call(lambda u, _: u.complete(world.user, upload.id))
     assert file.status == "available"
     assert world.store.objects[upload.key] == DATA[::-1]
+    assert world.storage.count("complete_multipart") == 2  # the refused one, and the retry
 
 
 async def test_delete_waits_for_complete_then_removes_rows_and_object(world: World) -> None:
@@ -153,6 +158,7 @@ async def test_delete_waits_for_complete_then_removes_rows_and_object(world: Wor
     await deleting
     assert await world.rows(upload.id) == (None, None)
     assert not world.store.objects and not world.store.uploads
+    assert (world.storage.count("complete_multipart"), world.storage.count("delete_object")) == (1, 1)
 
 
 async def test_an_outage_during_abort_hands_the_upload_back(world: World) -> None:
@@ -175,6 +181,7 @@ async def test_a_finish_with_another_claims_token_changes_nothing(world: World) 
     async with world.db.connect() as conn:
         held = await state.claim(conn, upload.id, [UploadStatus.UPLOADING], UploadStatus.COMPLETING, utcnow())
     assert held is not None
+    before = await world.rows(upload.id), await audit_events(world)
     forged = state.Claim(upload.id, UploadStatus.COMPLETING, state.new_claim_token())
     async with world.db.connect() as conn:
         done = await finish(conn, forged, upload, Ending(UploadStatus.COMPLETED, etag="e"), world.user)
@@ -182,11 +189,31 @@ async def test_a_finish_with_another_claims_token_changes_nothing(world: World) 
     row, file = await world.rows(upload.id)
     assert row is not None and file is not None
     assert (row.status, row.claim_token, file.status) == ("completing", held.token, FileStatus.UPLOADING)
+    # Nothing else was written either: no column of the rows, no audit event.
+    assert (await world.rows(upload.id), await audit_events(world)) == before
+    async with world.db.connect() as conn:  # the real claim still finishes it
+        assert await finish(conn, held, upload, Ending(UploadStatus.COMPLETED, etag="e"), world.user)
+    row, file = await world.rows(upload.id)
+    assert row is not None and file is not None
+    assert (row.status, row.claim_token, file.status, file.etag) == ("completed", None, "available", "e")
+    assert len(await audit_events(world)) == len(before[1]) + 1
+
+
+async def audit_events(world: World) -> list[dict[str, Any]]:
+    async with world.db.sessions() as session:
+        return [e.model_dump() for e in (await session.exec(select(AuditEvent))).all()]
 
 
 def test_the_transition_table_is_closed_and_held_states_can_be_taken_over() -> None:
-    for source, targets in state.UPLOAD_TRANSITIONS.items():
-        assert targets <= set(UploadStatus), source
+    table = state.UPLOAD_TRANSITIONS
+    # Closed: every state has its row (so every target has one too), every state is reachable from
+    # a start, and from every state an upload can end (a final state, or its rows removed).
+    assert set(table) == set(UploadStatus), set(UploadStatus) - set(table)
+    assert reachable(table, {UploadStatus.CREATING}) == set(UploadStatus)
+    for source in UploadStatus:
+        ends = reachable(table, {source}) & (state.FINAL | state.REMOVED_FROM)
+        assert ends, f"an upload {source} can never end"
+    assert set(state.FILE_STATUS_FOR) == state.FINAL
     for held in state.HELD:
         assert held in state.UPLOAD_TRANSITIONS[held], f"{held} cannot be taken over"
     for final in state.FINAL:
@@ -211,3 +238,15 @@ def test_the_package_docstring_draws_the_transition_table() -> None:
         for s, targets in state.UPLOAD_TRANSITIONS.items()
     }
     assert drawn == code
+
+
+def reachable(
+    table: dict[UploadStatus, frozenset[UploadStatus]], start: set[UploadStatus]
+) -> set[UploadStatus]:
+    """Every state the table leads to from ``start`` (``start`` included)."""
+    seen, todo = set(start), list(start)
+    while todo:
+        for target in table[todo.pop()] - seen:
+            seen.add(target)
+            todo.append(target)
+    return seen

@@ -22,14 +22,16 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 
 from tests.conftest import real_settings
-from tests.fakes import MemoryStorage
+from tests.fakes import MemoryStorage, multipart_etag
 from upload_plane.client.checksums import crc64nvme, crc_b64
 from upload_plane.errors import ChecksumMismatch, PartsChanged, StorageRejected, StoredUploadGone
+from upload_plane.settings import ObjectLock
 from upload_plane.storage import (
     FULL_OBJECT,
     ObjectToSign,
@@ -109,12 +111,6 @@ def md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def multipart_etag(*parts: bytes) -> str:
-    """S3's ETag of an assembled multipart object: the MD5 of the parts' MD5s, dash, their count."""
-    digests = b"".join(hashlib.md5(p, usedforsecurity=False).digest() for p in parts)
-    return f"{md5(digests)}-{len(parts)}"
-
-
 async def test_an_upload_from_create_to_object(store: Store) -> None:
     s, key = store.storage, new_key()
     one, two = os.urandom(MIN_PART), os.urandom(1000)
@@ -129,7 +125,7 @@ async def test_an_upload_from_create_to_object(store: Store) -> None:
     assert listed == [StoredPart(1, len(one), md5(one)), StoredPart(2, len(two), md5(two))]
     assert await s.head_object(key) is None  # nothing to see before complete
     done = await s.complete_multipart(key, upload_id, listed)
-    assert (done.etag, done.checksum_crc64nvme) == (multipart_etag(one, two), None)
+    assert (done.etag, done.checksum_crc64nvme) == (multipart_etag([one, two]), None)
     head = await s.head_object(key)
     assert head is not None
     assert (head.size, head.etag, head.content_type) == (len(one) + len(two), done.etag, CONTENT_TYPE)
@@ -156,7 +152,7 @@ async def test_a_part_sent_again_replaces_the_first(store: Store) -> None:
     assert await s.list_parts(key, upload_id) == [StoredPart(1, len(again), md5(again))]
     await s.complete_multipart(key, upload_id, await s.list_parts(key, upload_id))
     head = await s.head_object(key)
-    assert head is not None and (head.size, head.etag) == (len(again), multipart_etag(again))
+    assert head is not None and (head.size, head.etag) == (len(again), multipart_etag([again]))
 
 
 async def test_complete_refuses_parts_the_store_does_not_hold_as_listed(store: Store) -> None:
@@ -337,3 +333,34 @@ async def test_a_single_put_writes_its_key_once_with_the_signed_length_and_check
     for replay in (data, other):  # the URL replayed, with the same bytes or others: refused
         assert await store.put_object(key, signed, replay, signed.headers) == 412
     assert await s.head_object(key) == head
+
+
+async def test_a_copy_stays_in_the_store_and_a_purge_empties_a_key(store: Store) -> None:
+    """What a form upload's settle and the reaper's purges rely on (``uploads/kinds.py``)."""
+    s, source, target = store.storage, new_key(), new_key()
+    with pytest.raises(StoredUploadGone):  # nothing landed yet
+        await s.copy_object(source, target)
+    upload_id = await s.create_multipart(source, CONTENT_TYPE)
+    data = os.urandom(1000)
+    await store.put_part(source, upload_id, 1, data)
+    await s.complete_multipart(source, upload_id, await s.list_parts(source, upload_id))
+    copied = await s.copy_object(source, target)
+    head = await s.head_object(target)
+    assert head is not None and (head.size, head.etag, head.content_type) == (
+        len(data),
+        md5(data),
+        CONTENT_TYPE,
+    )
+    assert copied.etag == md5(data)  # a copy is one part: its ETag is the bytes' MD5
+    assert (copied.version_id, head.version_id) == (None, None)  # a bucket that keeps no versions
+    assert await s.purge(source) == 1
+    assert await s.head_object(source) is None
+    assert await s.purge(source) == 0  # an empty key: nothing to do, no error
+    assert await s.head_object(target) is not None  # the copy is its own object
+
+
+async def test_a_bucket_made_without_object_lock_says_so_and_refuses_holds(store: Store) -> None:
+    s, key = store.storage, new_key()
+    assert await s.object_lock_enabled() is False
+    with pytest.raises(StorageRejected):  # MinIO: InvalidRequest, the bucket has no lock configuration
+        await s.protect(key, "v1", ObjectLock("legal-hold"), datetime.now(UTC))

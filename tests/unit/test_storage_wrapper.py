@@ -33,19 +33,19 @@ class Inner:
     """A store that records each call it gets, by name and arguments, and answers a marker."""
 
     def __init__(self) -> None:
-        self.got: list[tuple[str, tuple[Any, ...]]] = []
+        self.got: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if inspect.iscoroutinefunction(getattr(Storage, name)):
 
-            async def async_call(*args: Any) -> Any:
-                self.got.append((name, args))
+            async def async_call(*args: Any, **kwargs: Any) -> Any:
+                self.got.append((name, args, kwargs))
                 return (name, "answer")
 
             return async_call
 
-        def sync_call(*args: Any) -> Any:
-            self.got.append((name, args))
+        def sync_call(*args: Any, **kwargs: Any) -> Any:
+            self.got.append((name, args, kwargs))
             return [(name, "answer")]  # presign_parts answers a list; the others anything
 
         return sync_call
@@ -80,11 +80,12 @@ async def test_each_call_reaches_the_inner_store_unchanged_through_the_hook(name
     inner = Inner()
     wrapper = Recording(inner)
     signature = inspect.signature(getattr(Storage, name))
-    params = list(signature.parameters)[1:]  # without self
-    args = tuple(f"{name}:{p}" for p in params)
+    params = list(signature.parameters.values())[1:]  # without self
+    args = tuple(f"{name}:{p.name}" for p in params if p.kind != p.KEYWORD_ONLY)
+    kwargs = {p.name: f"{name}:{p.name}" for p in params if p.kind == p.KEYWORD_ONLY}
     method = getattr(wrapper, name)
-    answer = await method(*args) if inspect.iscoroutinefunction(method) else method(*args)
-    assert inner.got == [(name, args)]
+    answer = await method(*args, **kwargs) if inspect.iscoroutinefunction(method) else method(*args, **kwargs)
+    assert inner.got == [(name, args, kwargs)]
     if signature.return_annotation == "None":
         assert answer is None
     else:  # the inner store's answer, passed on

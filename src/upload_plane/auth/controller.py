@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from ..cases.controller import PageLimit
 from ..models import PersonalAccessToken, User
-from ..openapi import OptionalBody
+from ..openapi import OptionalBody, sent_fields
 from ..pagination import PageRequest
 from ..problems import problems
 from .guards import admin_only
@@ -202,9 +202,8 @@ class UserAdminController(Controller):
         request: AuthedRequest,
         auth: NamedDependency[AuthService],
     ) -> UserOut:
-        changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
         user = await auth.get_user(user_id)
-        return user_out(await auth.update_user(request.user, user, changes))
+        return user_out(await auth.update_user(request.user, user, sent_fields(data)))
 
     @put(
         "/{user_id:str}/password",

@@ -12,6 +12,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from ..auth.middleware import AuthedRequest
 from ..models import AuditEvent, Case, CaseMember, Log, User
+from ..openapi import sent_fields
 from ..pagination import PageRequest
 from ..problems import problems
 from .schemas import (
@@ -94,8 +95,7 @@ class CaseController(Controller):
         request: AuthedRequest,
         cases: NamedDependency[CaseService],
     ) -> CaseOut:
-        changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
-        return case_out(await cases.update_case(request.user, case_id, changes))
+        return case_out(await cases.update_case(request.user, case_id, sent_fields(data)))
 
     @post("/{case_id:str}/logs", summary="Create a log in a case (managers)", responses=problems(403, 409))
     async def create_log(
@@ -140,11 +140,7 @@ class CaseController(Controller):
     ) -> MemberOut:
         return member_out(*await cases.set_member(request.user, case_id, username, data.role))
 
-    @delete(
-        "/{case_id:str}/members/{username:str}",
-        summary="Remove a member (managers)",
-        responses=problems(403, 409),
-    )
+    @delete("/{case_id:str}/members/{username:str}", summary="Remove a member", responses=problems(403, 409))
     async def remove_member(
         self,
         case_id: FromPath[str],

@@ -9,20 +9,22 @@ import msgspec
 
 class FileOut(msgspec.Struct):
     id: str
-    log_id: str
-    case_id: str
+    status: str
     filename: str
     content_type: str
     size: int
-    key: str
     sha256: str | None
     crc64nvme: str | None
     verified_by: str | None
     etag: str | None
-    status: str
+    key: str
+    log_id: str
+    case_id: str
     created_by: str
     created_at: datetime
     updated_at: datetime
+    # the store's version of the recorded bytes (a versioned bucket): every download is of it
+    version_id: str | None = None
     # in lists: the uploader's username, and the upload link the file came through (if any)
     uploaded_by: str | None = None
     upload_link_id: str | None = None

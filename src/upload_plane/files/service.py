@@ -19,14 +19,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..audit.service import insert_event
 from ..auth.principal import Principal
 from ..cases.access import CaseRole, log_in_case, require
-from ..errors import DomainError, FileNotAvailable, Forbidden, NotFound, ValidationFailed
+from ..errors import DomainError, FileNotAvailable, FileRetained, Forbidden, NotFound, ValidationFailed
 from ..models import utcnow
 from ..pagination import Page, PageRequest, page_of
 from ..uploads import state
 from ..uploads.claims import claim_when_free
 from ..uploads.context import Uploads
-from ..uploads.finish import remove
-from ..uploads.kinds import kind_of
+from ..uploads.finish import remove, unstore
 from ..uploads.queries import (
     DELETE_FILE,
     FILE_ORIGINS,
@@ -91,7 +90,7 @@ class FileService:
         if file.status != FileStatus.AVAILABLE:
             raise FileNotAvailable(f"the file is {file.status}", file_status=file.status)
         ttl = self.ctx.settings.download_url_ttl
-        url = self.ctx.storage.presign_get(file.key, content_disposition(file.filename), ttl)
+        url = self.ctx.storage.presign_get(file.key, content_disposition(file.filename), ttl, file.version_id)
         expires_at = utcnow() + timedelta(seconds=ttl)
         async with self.ctx.db.connect() as conn:
             await insert_event(
@@ -104,6 +103,13 @@ class FileService:
         file = await self.get(who, file_id)
         if not who.is_admin:
             raise Forbidden("only administrators may delete evidence")
+        lock = self.ctx.settings.lock
+        if lock.mode == "compliance" and file.version_id:
+            raise FileRetained(
+                f"the store retains this file in compliance mode ({lock.days} days from its upload); "
+                "nobody can delete it before then",
+                lock=lock.mode,
+            )
         details: dict[str, Any] = {
             "filename": file.filename,
             "size": file.size,
@@ -128,11 +134,12 @@ class FileService:
         if held is None:  # nothing is settled for a delete, so this cannot happen
             raise NotFound("No such file")
         try:
-            await kind_of(upload).abandon(ctx.storage, upload)
-            await ctx.storage.delete_object(upload.key)
+            lifted = await unstore(ctx, upload, file.version_id)
         except DomainError:
             await self._abandon(held)
             raise
+        if lifted:
+            details["object_lock"] = lifted
         async with ctx.db.connect() as conn:
             if not await remove(conn, held, upload, who, **details):
                 raise NotFound("No such file")  # another delete took over and finished

@@ -292,7 +292,8 @@ def _with_put_urls(ctx: Uploads, answers: list[StartAnswer]) -> list[StartAnswer
         by_ttl.setdefault(ttl, []).append((n, a))
     out = list(answers)
     for ttl, group in by_ttl.items():
-        urls = ctx.storage.presign_puts([object_to_sign(a.upload) for _, a in group], ttl, now)
+        objects = [object_to_sign(a.upload, ctx.settings.lock, now) for _, a in group]
+        urls = ctx.storage.presign_puts(objects, ttl, now)
         expires_at = now + timedelta(seconds=ttl)
         for (n, a), url in zip(group, urls, strict=True):
             out[n] = Started(a.upload, put=url, expires_at=expires_at)

@@ -37,14 +37,15 @@ import sqlalchemy as sa
 from ..audit.service import INSERT_EVENT, event_values, insert_event
 from ..auth.principal import Principal
 from ..db import Connection
-from ..errors import DomainError
+from ..errors import DomainError, StorageRejected
+from ..ids import new_id
 from ..links import service as links
 from ..models import utcnow
 from ..statements import Statement
 from ..storage import CompletedObject, Storage, StoredObject
 from .context import Uploads
 from .kinds import kind_of, sha256_b64
-from .queries import DELETE_FILE, F, FileRecord, U, UploadRecord
+from .queries import ADD_PURGE, DELETE_FILE, F, FileRecord, U, UploadRecord
 from .state import (
     FILE_STATUS_FOR,
     REMOVED_FROM,
@@ -65,6 +66,7 @@ class Ending:
     status: UploadStatus  # completed, aborted or expired
     etag: str | None = None
     verified_by: str | None = None  # "store": the store checked the declared CRC64NVME
+    version_id: str | None = None  # the store's version of the recorded bytes
     reason: str | None = None  # why it did not complete (the audit event says it)
 
 
@@ -88,7 +90,10 @@ async def judge(
         return Ending(UploadStatus.ABORTED, reason=reason)
     verified = await kind_of(upload).checked_by_store(storage, upload, completed, stored)
     etag = stored.etag or (completed.etag if completed else "")
-    return Ending(UploadStatus.COMPLETED, etag=etag, verified_by="store" if verified else None)
+    version = stored.version_id or (completed.version_id if completed else None)
+    return Ending(
+        UploadStatus.COMPLETED, etag=etag, verified_by="store" if verified else None, version_id=version
+    )
 
 
 def _held() -> sa.ColumnElement[bool]:
@@ -111,7 +116,7 @@ END_UPLOADS = Statement(
 )
 #: Files moved along per statement: each row its own values and compare-and-set (``uploading``).
 FILE_CHUNK = 100
-_FILE_VALUES = ("etag", "verified_by", "sha256", "crc64nvme")
+_FILE_VALUES = ("etag", "version_id", "verified_by", "sha256", "crc64nvme")
 
 
 def _end_files(rows: int) -> sa.Update:
@@ -193,6 +198,7 @@ async def _finish(
         for one in kept:
             if one.ending.status != UploadStatus.COMPLETED:
                 await links.release(conn, one.upload.id, now)
+        await purge_later(conn, [key for one in kept for key in kind_of(one.upload).leftovers(one.upload)])
     return mine
 
 
@@ -233,7 +239,8 @@ async def _end_files_of(conn: Connection, kept: Sequence[Ended], now: datetime) 
             params: dict[str, Any] = {"to": to.value, "now": now}
             for i in range(size):
                 one = chunk[min(i, len(chunk) - 1)]
-                values = (one.ending.etag, one.ending.verified_by, one.upload.sha256, one.upload.crc64nvme)
+                ending, upload = one.ending, one.upload
+                values = (ending.etag, ending.version_id, ending.verified_by, upload.sha256, upload.crc64nvme)
                 params[f"file_id_{i}"] = one.upload.file_id
                 params.update(
                     {f"{name}_{i}": value for name, value in zip(_FILE_VALUES, values, strict=True)}
@@ -262,9 +269,21 @@ def file_after(upload: UploadRecord, ending: Ending, now: datetime) -> FileRecor
         id=upload.file_id, log_id=upload.log_id, case_id=upload.case_id, filename=upload.filename,
         content_type=upload.content_type, size=upload.size, key=upload.key, sha256=upload.sha256,
         crc64nvme=upload.crc64nvme, verified_by=ending.verified_by, etag=ending.etag,
-        status=FILE_STATUS_FOR[ending.status], created_by=upload.created_by,
+        version_id=ending.version_id, status=FILE_STATUS_FOR[ending.status], created_by=upload.created_by,
         created_at=upload.created_at, updated_at=now,
     )  # fmt: skip
+
+
+async def purge_later(conn: Connection, keys: list[tuple[str, datetime]]) -> None:
+    """Have the reaper empty these keys once no URL handed out can write them (``store_purges``)."""
+    now = utcnow()
+    await conn.run_many(
+        ADD_PURGE,
+        [
+            dict(id=new_id(), key=key, not_before=not_before, reason="leftover", created_at=now)
+            for key, not_before in keys
+        ],
+    )
 
 
 async def record(
@@ -277,7 +296,24 @@ async def record(
 async def record_many(ctx: Uploads, ended: Sequence[Ended], who: Principal | None) -> set[str]:
     """``finish_many`` on a connection of its own, then: wake this process's waiters, and delete
     the objects that were judged not to be the declared file (they belong to no file). The ids of
-    the uploads recorded."""
+    the uploads recorded. With Object Lock on, each completed file's version is locked first (so no
+    file is ever available unlocked; locking again is harmless), unless its kind's store request
+    placed the lock itself (a single PUT signs it)."""
+    lock, now = ctx.settings.lock, utcnow()
+    to_lock = [
+        one
+        for one in ended
+        if lock.on and one.ending.status == UploadStatus.COMPLETED and not kind_of(one.upload).locks_on_write
+    ]
+    if lock.on and any(
+        one.ending.status == UploadStatus.COMPLETED and not one.ending.version_id for one in ended
+    ):
+        raise StorageRejected(
+            "the store keeps no versions: Object Lock needs a bucket made with it (init-storage)"
+        )
+    await asyncio.gather(
+        *(ctx.storage.protect(one.upload.key, one.ending.version_id or "", lock, now) for one in to_lock)
+    )
     async with ctx.db.connect() as conn:
         done = await finish_many(conn, ended, who)
     for one in ended:
@@ -324,6 +360,23 @@ async def remove(
             conn, who, "file.deleted", "file", upload.file_id, case_id=upload.case_id, **details
         )
     return True
+
+
+async def unstore(ctx: Uploads, upload: UploadRecord, version_id: str | None) -> str | None:
+    """Remove an upload's bytes from the store for a delete: what the client sent so far, and the
+    file's recorded version (lifting its legal hold, or bypassing its governance retention, first:
+    an admin's delete is the one way evidence leaves). What the lock made the delete do, if
+    anything (the audit event says it). Compliance retention refuses (``FileRetained``)."""
+    storage, lock = ctx.storage, ctx.settings.lock
+    await kind_of(upload).abandon(storage, upload)
+    done = None
+    if version_id and lock.mode == "legal-hold":
+        await storage.unprotect(upload.key, version_id)
+        done = "legal hold lifted"
+    elif version_id and lock.mode == "governance":
+        done = "governance retention bypassed"
+    await storage.delete_object(upload.key, version_id, bypass_governance=lock.mode == "governance")
+    return done
 
 
 async def _remove_held(conn: Connection, held: Claim, upload: UploadRecord) -> bool:

@@ -1,11 +1,12 @@
 """Form uploads (kind ``post``): one presigned POST of a whole small file, as Uppy's ``/s3/params``
 does, instead of a multipart upload.
 
-The browser sends the bytes straight to the store; the API never hears whether it succeeded. So the
-upload is recorded ``uploading`` with no multipart upload and *settled* later, by the one complete
-every upload has (``complete.py``): an object of the planned size completes it (file ``available``,
-its ETag); an object that is not the declared file aborts it and is deleted; no object yet leaves it
-pending until it expires. Whoever comes first settles it — the page reporting Uppy's
+The browser sends the bytes straight to the store (to an incoming key: ``kinds.FormPost``); the API
+never hears whether it succeeded. So the upload is recorded ``uploading`` with no multipart upload
+and *settled* later, by the one complete every upload has (``complete.py``): the object is copied to
+the file's key and judged there — the planned size completes it (file ``available``, its ETag); an
+object that is not the declared file aborts it and is deleted; no object yet leaves it pending
+until it expires. Whoever comes first settles it — the page reporting Uppy's
 ``upload-success``, a client calling complete, or the reaper once it expired.
 
 - The POST policy pins the key, the content type and the exact size (``content-length-range``), and
@@ -47,7 +48,8 @@ async def start_form_upload(
         ctx, who, log_id, wanted, kind=FORM_POST.name,
         expires_in=timedelta(seconds=ttl) + POST_GRACE, on_start=on_start,
     )  # fmt: skip
-    return upload, ctx.storage.presign_post(upload.key, upload.content_type, upload.size, ttl)
+    incoming = FORM_POST.incoming_key(upload)
+    return upload, ctx.storage.presign_post(incoming, upload.content_type, upload.size, ttl)
 
 
 async def settle_form_upload(ctx: Uploads, who: Principal, upload: UploadRecord) -> UploadStatus:

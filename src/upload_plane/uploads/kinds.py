@@ -3,7 +3,11 @@
 - ``multipart``: a multipart upload; the client PUTs parts with URLs signed one by one, the server
   checks every planned part (ListParts) and assembles them (CompleteMultipartUpload).
 - ``post``: one presigned form POST of the whole file (Uppy's small files, ``/s3/params``); the
-  object appears when the browser's POST lands, and the server never hears whether it did.
+  server never hears whether it landed. A POST policy cannot be made conditional (the store accepts
+  it again until it expires, whatever is at its key), so the form writes to an *incoming* key of
+  its own, and the server copies the object to the file's key inside the store when it settles:
+  no POST, replayed or not, can ever write a file's key. The incoming key is emptied by the reaper
+  once the policy has expired.
 - ``put``: one presigned PUT of the whole file to its final key (a file of at most one part, started
   in a batch): the URL signs the exact length, the type, one checksum the store checks the bytes
   against and ``If-None-Match: *``, so it can never write over an object (a replay after the file is
@@ -17,9 +21,12 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from ..errors import PartEtagMismatch, PartSizeMismatch, PartsMissing, StoredUploadGone, UploadExpired
+from ..models import utcnow
+from ..settings import ObjectLock
 from ..storage import (
     CRC64NVME,
     CompletedObject,
@@ -27,6 +34,7 @@ from ..storage import (
     Storage,
     StoredObject,
     StoredPart,
+    lock_headers,
     normalize_etag,
 )
 from .queries import UploadRecord
@@ -55,6 +63,9 @@ class Kind(Protocol):
     #: The client sends the whole file with one PUT URL it gets when the upload starts (and again
     #: when it asks for the upload again): ``object_to_sign``.
     one_put: bool
+    #: With Object Lock on, the client's own request places the lock on what it writes (the
+    #: completion step need not lock the version).
+    locks_on_write: bool
 
     async def assemble(
         self, storage: Storage, upload: UploadRecord, client_parts: list[tuple[int, str]] | None
@@ -69,6 +80,11 @@ class Kind(Protocol):
 
     async def part_state(self, storage: Storage, upload: UploadRecord) -> PartState:
         """What the store holds of an open upload, for a client that resumes."""
+        ...
+
+    def leftovers(self, upload: UploadRecord) -> list[tuple[str, datetime]]:
+        """Keys other than the file's that a URL handed out for this upload can still write after
+        it ended, and until when (the reaper empties them then)."""
         ...
 
     async def checked_by_store(
@@ -104,6 +120,7 @@ class Multipart:
     signs_parts = True
     pending_until_object = False
     one_put = False
+    locks_on_write = False
     checked_by_store = staticmethod(whole_crc_checked)
 
     async def assemble(
@@ -165,30 +182,50 @@ class Multipart:
         missing = [n for n in range(1, plan.part_count + 1) if n not in held]
         return PartState(uploaded=good, missing=missing, bytes_uploaded=sum(p.size for p in good))
 
+    def leftovers(self, upload: UploadRecord) -> list[tuple[str, datetime]]:
+        return []  # part URLs die with the multipart upload
 
-class WholeObject:
-    """What the kinds whose client writes the whole object itself share: nothing to assemble, nothing
-    open in the store, and the object is there or not."""
 
+class FormPost:
+    name = "post"
     signs_parts = False
     pending_until_object = True
+    one_put = False
+    locks_on_write = False
+    checked_by_store = staticmethod(whole_crc_checked)
+
+    INCOMING = "incoming/"
+
+    def incoming_key(self, upload: UploadRecord) -> str:
+        """Where the form's POST writes (the policy's key)."""
+        return f"{self.INCOMING}{upload.id}"
+
+    def upload_id_of(self, key: str) -> str | None:
+        """The upload an incoming key belongs to (what a page reports after the POST)."""
+        rest = key.removeprefix(self.INCOMING)
+        return rest if rest != key and rest and "/" not in rest else None
 
     async def assemble(
         self, storage: Storage, upload: UploadRecord, client_parts: list[tuple[int, str]] | None
-    ) -> None:
-        return None  # the client's POST or PUT writes the object itself
+    ) -> CompletedObject | None:
+        """Copy what the POST wrote to the file's key (inside the store), then drop it; ``None``
+        when nothing has landed yet."""
+        incoming = self.incoming_key(upload)
+        try:
+            copied = await storage.copy_object(incoming, upload.key)
+        except StoredUploadGone:
+            return None
+        await storage.delete_object(incoming)
+        return copied
 
     async def abandon(self, storage: Storage, upload: UploadRecord) -> None:
-        return None  # nothing is open in the store; an object that lands later is judged like any
+        await storage.delete_object(self.incoming_key(upload))
 
     async def part_state(self, storage: Storage, upload: UploadRecord) -> PartState:
         return PartState(uploaded=[], missing=[1], bytes_uploaded=0)  # the object is there or not
 
-
-class FormPost(WholeObject):
-    name = "post"
-    one_put = False
-    checked_by_store = staticmethod(whole_crc_checked)
+    def leftovers(self, upload: UploadRecord) -> list[tuple[str, datetime]]:
+        return [(self.incoming_key(upload), upload.expires_at)]  # the policy is dead by then
 
 
 def sha256_b64(hex_digest: str) -> str:
@@ -196,9 +233,26 @@ def sha256_b64(hex_digest: str) -> str:
     return base64.b64encode(bytes.fromhex(hex_digest)).decode()
 
 
-class SinglePut(WholeObject):
+class SinglePut:
     name = "put"
+    signs_parts = False
+    pending_until_object = True
     one_put = True
+    locks_on_write = True
+
+    async def assemble(
+        self, storage: Storage, upload: UploadRecord, client_parts: list[tuple[int, str]] | None
+    ) -> None:
+        return None  # the client's PUT writes the file's key itself
+
+    async def abandon(self, storage: Storage, upload: UploadRecord) -> None:
+        return None  # nothing is open in the store; an object that lands later is judged like any
+
+    async def part_state(self, storage: Storage, upload: UploadRecord) -> PartState:
+        return PartState(uploaded=[], missing=[1], bytes_uploaded=0)  # the object is there or not
+
+    def leftovers(self, upload: UploadRecord) -> list[tuple[str, datetime]]:
+        return []  # the URL writes only the file's key, and only while no object is there
 
     async def checked_by_store(
         self, storage: Storage, upload: UploadRecord, completed: CompletedObject | None, stored: StoredObject
@@ -212,12 +266,16 @@ class SinglePut(WholeObject):
         return crc is not None and stored.checksum_crc64nvme == crc
 
 
-def object_to_sign(upload: UploadRecord) -> ObjectToSign:
-    """What the one PUT of a ``put`` upload signs: its size, type and declared checksum."""
+def object_to_sign(
+    upload: UploadRecord, lock: ObjectLock | None = None, now: datetime | None = None
+) -> ObjectToSign:
+    """What the one PUT of a ``put`` upload signs: its size, type and declared checksum, and with
+    Object Lock on, the lock (a retention counted from ``now``)."""
     return ObjectToSign(
         upload.key, upload.size, upload.content_type,
         checksum_sha256=sha256_b64(upload.sha256) if upload.sha256 else None,
         checksum_crc64nvme=upload.crc64nvme,
+        lock=lock_headers(lock, now or utcnow()) if lock is not None else (),
     )  # fmt: skip
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..models import CaseMember, File, Upload, UploadLinkUpload, User
+from ..models import CaseMember, File, StorePurge, Upload, UploadLinkUpload, User
 from ..statements import Query, Record, Statement, insert_of, param, record
 
 U: sa.Table = Upload.__table__  # type: ignore[attr-defined]
@@ -66,6 +66,7 @@ class FileRecord(Record):
     crc64nvme: str | None
     verified_by: str | None
     etag: str | None
+    version_id: str | None
     status: str
     created_by: str
     created_at: datetime
@@ -119,6 +120,7 @@ UPLOADS_WITH_ROLE_AND_LINK: Query[tuple[UploadRecord, str | None, str | None]] =
 """Uploads with the caller's role in their case and the link they came through (a batch complete)."""
 
 INSERT_UPLOAD = Statement(insert_of(Upload))
+ADD_PURGE = Statement(insert_of(StorePurge))
 INSERT_FILE = Statement(insert_of(File))
 DELETE_FILE = Statement(sa.delete(F).where(F.c.id == sa.bindparam("file_id")))
 

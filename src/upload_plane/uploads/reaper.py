@@ -9,6 +9,8 @@
   complete); ``aborting``/``expiring`` are finished; a ``deleting`` delete is finished.
 - **Sweeps**: keys marked ``needs_sweep`` (a start taken over after a crash) may hold stray multipart
   uploads no row records; they are listed by exact key (what MinIO supports) and aborted.
+- **Purges** (``store_purges``): keys a handed-out URL could still write when their upload ended (a
+  form upload's incoming key) are emptied, every version, once no such URL is valid any more.
 
 Every end is recorded by the completion step (``finish.py``), as for a request. Several reapers
 (replicas, cron overlaps) never work on the same row: each batch is selected with ``FOR UPDATE SKIP
@@ -20,22 +22,21 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import DomainError
-from ..models import utcnow
+from ..models import StorePurge, utcnow
 from ..statements import Query, Statement
 from . import state
 from .abort import end_in_store
 from .claims import hand_back
 from .context import Uploads
-from .finish import Ending, forget, judge, record, remove
-from .kinds import kind_of
-from .queries import U, UploadRecord
+from .finish import Ending, forget, judge, record, remove, unstore
+from .queries import FILE_BY_ID, U, UploadRecord
 from .state import Claim, UploadStatus
 
 log = logging.getLogger("upload_plane.reaper")
@@ -51,6 +52,7 @@ class ReapReport:
     deleted: int = 0  # a dead delete finished
     forgotten: int = 0  # a start that died before the store answered, undone
     swept: int = 0  # stray multipart uploads aborted
+    purged: int = 0  # keys emptied once no URL could write them any more
     errors: int = 0  # rows left for the next run (the store or database failed)
 
     def total(self) -> int:
@@ -111,6 +113,22 @@ TO_SWEEP = Query(
     UploadRecord.of,
 )
 SWEPT = Statement(sa.update(U).where(U.c.id == sa.bindparam("upload_id")).values(needs_sweep=sa.false()))
+PURGES: sa.Table = StorePurge.__table__  # type: ignore[attr-defined]
+PURGE_LEASE = timedelta(minutes=10)
+DUE_PURGES: Query[tuple[str, str]] = Query(
+    sa.select(PURGES.c.id, PURGES.c.key)
+    .where(PURGES.c.not_before < sa.bindparam("now", type_=PURGES.c.not_before.type))
+    .order_by(PURGES.c.not_before)
+    .limit(sa.bindparam("size"))
+    .with_for_update(skip_locked=True),
+    lambda row: (row["id"], row["key"]),
+)
+LEASE_PURGES = Statement(
+    sa.update(PURGES)
+    .where(PURGES.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .values(not_before=sa.bindparam("until", type_=PURGES.c.not_before.type))
+)
+PURGED = Statement(sa.delete(PURGES).where(PURGES.c.id == sa.bindparam("purge_id")))
 
 
 class Reaper:
@@ -131,6 +149,7 @@ class Reaper:
             ):
                 await self._settle(row, held, report)
         await self._sweep(size, report)
+        await self._purge(size, report)
         return report
 
     async def _batch(
@@ -202,10 +221,12 @@ class Reaper:
             report.count(ending.status)
 
     async def _delete(self, row: UploadRecord, held: Claim, report: ReapReport) -> None:
-        await kind_of(row).abandon(self.ctx.storage, row)
-        await self.ctx.storage.delete_object(row.key)
         async with self.ctx.db.connect() as conn:
-            if await remove(conn, held, row, None, key=row.key):
+            file = await conn.one(FILE_BY_ID, file_id=row.file_id)
+        lifted = await unstore(self.ctx, row, file.version_id if file else None)
+        details = {"key": row.key, **({"object_lock": lifted} if lifted else {})}
+        async with self.ctx.db.connect() as conn:
+            if await remove(conn, held, row, None, **details):
                 report.deleted += 1
 
     async def _sweep(self, size: int, report: ReapReport) -> None:
@@ -222,6 +243,29 @@ class Reaper:
                     await conn.run(SWEPT, upload_id=row.id)
             except (DomainError, SQLAlchemyError) as exc:
                 log.warning("reaper: sweep of %s left for the next run: %s", row.key, exc)
+                report.errors += 1
+
+    async def _purge(self, size: int, report: ReapReport) -> None:
+        """Empty the keys whose time has come; each is leased for ``PURGE_LEASE`` first, so another
+        reaper skips it and a reaper that dies leaves it to the next run."""
+        now = utcnow()
+        try:
+            async with self.ctx.db.connect() as conn, conn.transaction():
+                due = await conn.all(DUE_PURGES, now=now, size=size)
+                if due:
+                    await conn.run(LEASE_PURGES, ids=[d[0] for d in due], until=now + PURGE_LEASE)
+        except SQLAlchemyError as exc:
+            log.warning("reaper: the purges are left for the next run: %s", exc)
+            report.errors += 1
+            return
+        for purge_id, key in due:
+            try:
+                await self.ctx.storage.purge(key)
+                async with self.ctx.db.connect() as conn:
+                    await conn.run(PURGED, purge_id=purge_id)
+                report.purged += 1
+            except (DomainError, SQLAlchemyError) as exc:
+                log.warning("reaper: the purge of %s is left for the next run: %s", key, exc)
                 report.errors += 1
 
 

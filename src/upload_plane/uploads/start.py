@@ -128,7 +128,8 @@ def new_rows(
     file = FileRecord(
         id=file_id, log_id=log_id, case_id=case_id, filename=wanted.filename, content_type=content_type,
         size=wanted.size, key=key, sha256=wanted.sha256, crc64nvme=wanted.crc64nvme, verified_by=None,
-        etag=None, status=FileStatus.UPLOADING, created_by=who.id, created_at=now, updated_at=now,
+        etag=None, version_id=None, status=FileStatus.UPLOADING, created_by=who.id, created_at=now,
+        updated_at=now,
     )  # fmt: skip
     upload = UploadRecord(
         id=new_id(), file_id=file_id, log_id=log_id, case_id=case_id, kind=kind, s3_upload_id=None,

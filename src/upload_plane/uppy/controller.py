@@ -200,6 +200,10 @@ _FAST_HEADERS = [
 ]
 
 
+#: What ending an upload (complete, abort) may answer besides its success.
+ENDINGS = problems(403, 409, 410, 502)
+
+
 class UppyController(Controller):
     path = "/s3"
     tags = ["uppy"]
@@ -285,7 +289,7 @@ class UppyController(Controller):
         "/multipart/{upload_id:str}/complete",
         summary="Uppy: complete (every planned part is checked in the store)",
         status_code=200,
-        responses=problems(403, 409, 410, 502),
+        responses=ENDINGS,
     )
     async def complete(
         self,
@@ -298,12 +302,7 @@ class UppyController(Controller):
         parts = [(p.part_number, p.e_tag) for p in data.parts]
         return Completed(await uppy.complete(caller, upload_id, key, parts), key)
 
-    @delete(
-        "/multipart/{upload_id:str}",
-        summary="Uppy: abort the upload",
-        status_code=200,
-        responses=problems(403, 409, 410, 502),
-    )
+    @delete("/multipart/{upload_id:str}", summary="Uppy: abort", status_code=200, responses=ENDINGS)
     async def abort(
         self,
         upload_id: FromPath[str],

@@ -53,8 +53,8 @@ from ..uploads.abort import abort_upload
 from ..uploads.complete import complete_upload
 from ..uploads.context import Uploads
 from ..uploads.forms import settle_form_upload, start_form_upload
-from ..uploads.kinds import kind_of
-from ..uploads.queries import UPLOAD_OF_KEY, UploadRecord
+from ..uploads.kinds import FORM_POST, kind_of
+from ..uploads.queries import UPLOAD_BY_ID, UPLOAD_OF_KEY, UploadRecord
 from ..uploads.read import get_upload
 from ..uploads.rules import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, plan_parts
 from ..uploads.sign import part_state
@@ -271,8 +271,12 @@ class UppyService:
 
     async def settle(self, scope: Scope, key: str) -> Settled:
         """The page saw Uppy's ``upload-success`` for a form upload: promote it if its object is there."""
+        incoming = FORM_POST.upload_id_of(key)  # what the page saw: the form's own key
         async with self.ctx.db.connect() as conn:
-            upload = await conn.one(UPLOAD_OF_KEY, key=key)
+            if incoming is not None:
+                upload = await conn.one(UPLOAD_BY_ID, upload_id=incoming)
+            else:
+                upload = await conn.one(UPLOAD_OF_KEY, key=key)
             link_id = await links.link_of_upload(conn, upload.id) if upload is not None else None
         if upload is None or not kind_of(upload).pending_until_object:  # only a form upload settles
             raise NotFound("No such upload")
