@@ -39,6 +39,20 @@ class Forbidden(DomainError):
     code, title = "FORBIDDEN", "Not allowed"
 
 
+class CredentialNotAllowed(DomainError):
+    """The request's kind of credential may not do this (a personal access token creating tokens:
+    a leaked token must not be able to outlive its own revocation)."""
+
+    code, title = "CREDENTIAL_NOT_ALLOWED", "This kind of credential may not do this"
+
+
+class UnsupportedMediaType(DomainError):
+    """The request body is not of the one media type the route reads (sign-in takes JSON only, so a
+    cross-site HTML form cannot sign a browser in)."""
+
+    code, title = "UNSUPPORTED_MEDIA_TYPE", "Unsupported media type"
+
+
 class CrossSiteRequest(DomainError):
     """A state-changing request authenticated only by the session cookie, sent from another site."""
 

@@ -4,6 +4,11 @@ id of the request it belongs to; and the access line written for every request.
 The request id is the client's ``X-Request-ID`` when it is a plain token (letters, digits, ``-_.``, at
 most 64), else a new one; it is returned in the ``X-Request-ID`` response header. Access lines never
 hold a query string or a credential: paths carrying an upload-link token are shortened.
+
+And every line, whatever wrote it (an error's message, a traceback, a library), is redacted as it is
+formatted (``redact``): upload-link, personal-access and refresh tokens keep their first
+characters, JWTs, Uppy capabilities, bearer values, session cookies and presigned URL signatures
+are cut, so no whole credential reaches a log even through a path nobody thought of.
 """
 
 from __future__ import annotations
@@ -39,6 +44,32 @@ def loggable_path(path: str) -> str:
     return _TOKEN_PATHS.sub(lambda m: f"{m.group(1)}{m.group(2)[:8]}…", path)
 
 
+_SECRETS = re.compile(
+    r"(?P<path>/links/|/u/)(?P<capability>[^/\s\"'?#]{9,})"
+    r"|(?P<prefix>\b(?:uplnk|uppat|uprt)_)(?P<opaque>[\w-]{8,})"
+    r"|(?P<jwt>\beyJ[\w-]{6,}\.[\w-]{6,}\.[\w-]*)"
+    r"|(?P<uppy>\bc1\.[\w-]{16,}\.[\w-]{16,})"
+    r"|(?P<named>(?i:x-amz-signature=|bearer\s+|upload_plane_session=))(?P<value>[^\s&;,\"']+)"
+)
+
+
+def _redacted(match: re.Match[str]) -> str:
+    if match["path"]:
+        return f"{match['path']}{match['capability'][:8]}…"
+    if match["prefix"]:
+        return f"{match['prefix']}{match['opaque'][:4]}…"
+    if match["jwt"]:
+        return "eyJ…"
+    if match["uppy"]:
+        return "c1.…"
+    return f"{match['named']}…"
+
+
+def redact(line: str) -> str:
+    """``line`` with every credential shape this service knows cut short (see the module's text)."""
+    return _SECRETS.sub(_redacted, line)
+
+
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "msg", "request_id", ...fields}``; ``extra={"fields": {...}}`` adds
     fields; exceptions come as ``exc``."""
@@ -58,7 +89,7 @@ class JsonFormatter(logging.Formatter):
             payload.update(fields)
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str, ensure_ascii=False)
+        return redact(json.dumps(payload, default=str, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):
@@ -71,7 +102,7 @@ class TextFormatter(logging.Formatter):
         if isinstance(fields, dict):
             line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
         request_id = REQUEST_ID.get()
-        return f"{line} [{request_id}]" if request_id else line
+        return redact(f"{line} [{request_id}]" if request_id else line)
 
 
 def configure(fmt: str = "json", level: int = logging.INFO) -> None:

@@ -1,5 +1,8 @@
 """What every HTTP request leaves behind: its request id (``X-Request-ID``, in every log line it
 causes), one access-log line, and its latency in ``upload_plane_http_request_duration_seconds``.
+And what every response carries: the security headers and the Content-Security-Policy
+(``headers.py``), added here so that no answer (an error, a middleware's refusal, a fast path)
+can go without them.
 
 It wraps the whole application, so 404s, refusals made by middleware and error responses are counted
 too; the ``route`` label is the matched route's template (``/api/v1/uploads/{upload_id}/complete``),
@@ -23,8 +26,9 @@ _QUIET = frozenset({"/health", "/ready", "/metrics"})
 
 
 class RequestObserver:
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, headers: list[tuple[bytes, bytes]]) -> None:
         self.metrics = metrics
+        self.headers = headers
 
     async def __call__(self, scope: Any, receive: Any, send: Any, call: AsgiCall) -> None:
         started = time.perf_counter()
@@ -42,6 +46,8 @@ class RequestObserver:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                headers += [h for h in self.headers if h[0] not in present]
                 headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": headers}
             await send(message)
