@@ -25,7 +25,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from . import failpoints
+from . import failpoints, oversize
 from .auth.controller import AccountController, LoginController, UserAdminController
 from .auth.middleware import AuthMiddleware
 from .auth.passwords import PasswordHashing
@@ -42,7 +42,7 @@ from .metrics import MeteredStorage, Metrics, meter_engine
 from .observe import RequestObserver
 from .openapi import SwaggerPage
 from .paths import project_path
-from .problems import PROBLEM_JSON, ApiRequest, problem_response
+from .problems import PROBLEM_JSON, ApiRequest, problem_response, send_problem
 from .settings import Settings
 from .storage import S3Storage, Storage
 from .uploads.context import ClaimWaiters, Uploads
@@ -247,8 +247,8 @@ async def reap_every(state: State, settings: Settings) -> None:
 
 class UploadPlane(Litestar):
     """Litestar, with every HTTP request's client resolved (``forwarded.py``: a trusted proxy's
-    ``X-Forwarded-For``) and observed (``observe.py``: request id, access line, latency, security
-    headers) from outside all middleware."""
+    ``X-Forwarded-For``), observed (``observe.py``: request id, access line, latency, security
+    headers) and refused when oversized (``oversize.py``), from outside all middleware."""
 
     observer: RequestObserver
     proxies: TrustedProxies
@@ -257,7 +257,15 @@ class UploadPlane(Litestar):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        await self.observer(self.proxies.resolve(scope), receive, send, super().__call__)
+        await self.observer(self.proxies.resolve(scope), receive, send, self._unless_oversized)
+
+    async def _unless_oversized(self, scope: Any, receive: Any, send: Any) -> None:
+        """The application, for requests no larger than it needs (``oversize.py``)."""
+        refused = oversize.refusal(scope)
+        if refused is not None:
+            await send_problem(send, refused, scope["path"])
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings, *, storage: Storage | None = None) -> Litestar:

@@ -31,6 +31,12 @@ class RequestTooLarge(DomainError):
     code, title = "REQUEST_TOO_LARGE", "The request body is too large"
 
 
+class UriTooLong(DomainError):
+    """A path or query string longer than any this service serves (refused before it is parsed)."""
+
+    code, title = "URI_TOO_LONG", "The request target is too long"
+
+
 class Unauthenticated(DomainError):
     code, title = "UNAUTHENTICATED", "Authentication is required"
 

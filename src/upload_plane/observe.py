@@ -23,6 +23,7 @@ from .metrics import Metrics
 AsgiCall = Callable[[Any, Any, Any], Awaitable[None]]
 # Probes and scrapes arrive every few seconds; their access lines are DEBUG.
 _QUIET = frozenset({"/health", "/ready", "/metrics"})
+_LOGGED_PATH = 512  # characters of a path an access line keeps (a client chooses how long it is)
 
 
 class RequestObserver:
@@ -60,7 +61,7 @@ class RequestObserver:
             self.metrics.requests.labels(scope["method"], route, str(status)).observe(elapsed)
             level = logging.DEBUG if scope["path"] in _QUIET else logging.INFO
             if access_log.isEnabledFor(level):
-                path = loggable_path(scope["path"])
+                path = loggable_path(scope["path"][:_LOGGED_PATH])
                 fields = {
                     "method": scope["method"],
                     "path": path,

@@ -52,6 +52,7 @@ STATUS: dict[type[e.DomainError], int] = {
     e.IdempotencyKeyReused: 422,
     e.FileTooLarge: 413,
     e.RequestTooLarge: 413,
+    e.UriTooLong: 414,
     e.ContentTypeNotAllowed: 415,
     e.UnsupportedMediaType: 415,
     e.RateLimited: 429,
@@ -129,6 +130,25 @@ def problem_response(request: Request[Any, Any, Any], exc: Exception) -> Respons
         "An unexpected error occurred; it has been logged",
         path,
     )
+
+
+async def send_problem(send: Any, exc: e.DomainError, path: str) -> None:
+    """Answer ``exc`` as problem+json straight on an ASGI ``send``: for refusals made before the
+    framework sees the request (``oversize.py``). The same document as ``problem``."""
+    status = status_of(exc)
+    body = msgspec.json.encode(
+        {
+            "type": "about:blank",
+            "title": exc.title,
+            "status": status,
+            "code": exc.code,
+            "detail": exc.detail,
+            "instance": path[:256],
+        }
+    )
+    headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class ApiRequest(Request[Any, Any, Any]):

@@ -81,10 +81,10 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
     client = client_info(connection)
     header = connection.headers.get("authorization")
     if header is not None:
-        if len(header) > tokens.MAX_CREDENTIAL_LENGTH + 16:
-            raise Unauthenticated("The Authorization header is longer than any token this service issues")
         scheme, _, token = header.partition(" ")
         token = token.strip()
+        if len(token) > tokens.MAX_CREDENTIAL_LENGTH:  # longer headers never get here (oversize.py)
+            raise Unauthenticated("The token is longer than any this service issues")
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("Send Authorization: Bearer <token>")
         async with state.db.connect() as conn:
