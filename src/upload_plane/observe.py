@@ -70,5 +70,7 @@ class RequestObserver:
                     "ms": round(elapsed * 1000, 2),
                     "client": (scope.get("client") or ("", 0))[0],
                 }
-                access_log.log(level, "%s %s %s", scope["method"], path, status, extra={"fields": fields})
+                # Made of the redacted path and plain values only: no second redaction pass.
+                extra = {"fields": fields, "redacted": True}
+                access_log.log(level, "%s %s %s", scope["method"], path, status, extra=extra)
             REQUEST_ID.reset(token)
