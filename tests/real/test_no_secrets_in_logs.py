@@ -138,6 +138,9 @@ def test_every_error_path_of_the_link_routes_leaves_no_whole_token_in_any_log(
         def call(base: str, method: str, path: str, **kw: object) -> httpx.Response:
             resp = http.request(method, f"{base}{path}", **kw)  # type: ignore[arg-type]
             seen.append(resp.status_code)
+            # Every answer, 5xx included, carries the security headers and the CSP.
+            assert resp.headers["x-content-type-options"] == "nosniff", (path[:60], resp.status_code)
+            assert "frame-ancestors 'none'" in resp.headers["content-security-policy"], resp.status_code
             return resp
 
         lt = f"/links/{live['token']}"
