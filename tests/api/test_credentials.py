@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlmodel import col, select
+from sqlmodel import col, select, update
 
 from tests.api.helpers import (
     admin,
@@ -38,7 +38,7 @@ from tests.api.test_uppy_contract import anonymous, endpoint, new_link
 from tests.conftest import Backend
 from tests.test_cli import cli
 from upload_plane.headers import SECURITY_HEADERS
-from upload_plane.models import AuditEvent
+from upload_plane.models import AuditEvent, User
 
 
 @dataclass
@@ -134,6 +134,26 @@ def test_disable_then_enable_brings_no_credential_back(backend: Backend) -> None
     actions = events_of(backend, creds.user_id)
     assert actions.count("user.credentials_revoked") == 1  # the disable; the enable revokes nothing
     assert actions.count("user.updated") == 2
+
+
+async def _disable_behind_the_services_back(backend: Backend, user_id: str) -> None:
+    async with backend_db(backend) as session:
+        await session.exec(update(User).where(col(User.id) == user_id).values(disabled=True))
+        await session.commit()
+
+
+def test_enabling_a_user_disabled_without_ending_their_credentials_brings_none_back(
+    backend: Backend,
+) -> None:
+    """A user disabled by an older version (which left the credentials to the disabled flag)."""
+    creds = everything(backend)
+    asyncio.run(_disable_behind_the_services_back(backend, creds.user_id))
+    with admin(backend) as adm:
+        assert adm.patch(f"/users/{creds.user_id}", json={"disabled": False}).status_code == 200
+    assert_all_dead(backend, creds)
+    events = asyncio.run(_events(backend, creds.user_id))
+    (event,) = [e for e in events if e.action == "user.credentials_revoked"]
+    assert '"reason": "enabled"' in event.details and '"sessions": 1' in event.details
 
 
 def test_a_personal_access_token_cannot_create_tokens(backend: Backend) -> None:

@@ -342,9 +342,12 @@ class AuthService:
         if await self._revoke_session(row.id, utcnow()):
             self.audit.record(who, "session.revoked", "session", row.id, user_id=user_id, reason="admin")
 
-    async def end_credentials(self, who: Principal | None, user: User, reason: str) -> EndedCredentials:
+    async def end_credentials(
+        self, who: Principal | None, user: User, reason: str, *, quiet_if_none: bool = False
+    ) -> EndedCredentials:
         """Revoke every sign-in and personal access token of ``user`` in this transaction, with one
-        audit event saying how many and why (``password_set``, ``disabled``, ``admin``)."""
+        audit event saying how many and why (``password_set``, ``disabled``, ``enabled``,
+        ``admin``); with ``quiet_if_none``, no event when there was nothing to end."""
         now = utcnow()
         sessions = await self.session.exec(
             update(AuthSession)
@@ -357,6 +360,8 @@ class AuthService:
             .values(revoked_at=now)
         )
         ended = EndedCredentials(int(sessions.rowcount), int(pats.rowcount))
+        if quiet_if_none and not (ended.sessions or ended.tokens):
+            return ended
         self.audit.record(
             who, "user.credentials_revoked", "user", user.id, username=user.username, reason=reason,
             sessions=ended.sessions, tokens=ended.tokens,
@@ -421,13 +426,18 @@ class AuthService:
             )
             if not (await self.session.exec(others)).one():
                 raise Conflict("this is the last enabled administrator")
+        was_disabled = user.disabled
         for name, value in changes.items():
             setattr(user, name, value)
         self.session.add(user)
         self.audit.record(who, "user.updated", "user", user.id, username=user.username, changes=changes)
         await self.session.flush()  # the user row first: it is what sign-ins being made wait on
-        if changes.get("disabled"):
+        if changes.get("disabled") and not was_disabled:
             await self.end_credentials(who, user, "disabled")
+        elif was_disabled and changes.get("disabled") is False:
+            # Normally nothing is left (the disable ended it all), but a user disabled before
+            # disabling ended credentials must not get old ones back either.
+            await self.end_credentials(who, user, "enabled", quiet_if_none=True)
         return user
 
     async def list_users(self, page: PageRequest) -> Page[User]:
