@@ -25,7 +25,7 @@ from .middleware import (
     SESSION_COOKIE,
     AuthedRequest,
     client_info,
-    not_from_another_site,
+    from_this_site,
     optional_principal,
 )
 from .schemas import (
@@ -72,7 +72,7 @@ def json_from_this_site(connection: ASGIConnection[Any, Any, Any, Any], _: BaseR
     """Sign-in takes JSON only, and not from another site: a cross-site HTML form (whose body is
     ``text/plain``, urlencoded or multipart) cannot sign the browser in as someone else (login
     CSRF). Checked before the body is read, so a refused sign-in sets no cookie."""
-    if not not_from_another_site(connection):
+    if not from_this_site(connection, if_unsaid=True):
         raise CrossSiteRequest("sign-in is refused from another site")
     media_type = connection.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type != "application/json":

@@ -45,22 +45,17 @@ def client_info(connection: ASGIConnection[Any, Any, Any, Any]) -> ClientInfo:
     return ClientInfo(address=address, user_agent=connection.headers.get("user-agent"))
 
 
-def from_this_site(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
-    """The browser says the request comes from this site (or a configured origin)."""
+def from_this_site(connection: ASGIConnection[Any, Any, Any, Any], *, if_unsaid: bool = False) -> bool:
+    """The browser says the request comes from this site or a configured origin (``Origin``, or
+    ``Sec-Fetch-Site`` ``same-origin``/``none``). ``if_unsaid`` is the answer when the client sends
+    neither header: not a browser (a script, an app). Requests authenticated by the cookie (which
+    a browser adds by itself) need the browser's word; a login, which carries no such credential,
+    only must not come from another site."""
     origin = connection.headers.get("origin")
     if origin is not None:
         return _our_origin(connection, origin)
-    return connection.headers.get("sec-fetch-site") in ("same-origin", "none")
-
-
-def not_from_another_site(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
-    """Nothing says the request comes from another site: a browser's ``Origin`` or
-    ``Sec-Fetch-Site`` names this site, or the client sent neither (not a browser: a script, an
-    app). For requests that carry no credential a browser would add by itself (a login)."""
-    origin = connection.headers.get("origin")
-    if origin is not None:
-        return _our_origin(connection, origin)
-    return connection.headers.get("sec-fetch-site", "none") in ("same-origin", "none")
+    site = connection.headers.get("sec-fetch-site")
+    return if_unsaid if site is None else site in ("same-origin", "none")
 
 
 def _our_origin(connection: ASGIConnection[Any, Any, Any, Any], origin: str) -> bool:
