@@ -58,6 +58,7 @@ def api_process(settings: Settings, workdir: Path) -> Iterator[tuple[str, int]]:
     for name in Settings.__dataclass_fields__:
         value = getattr(settings, name)
         env[f"UPLOAD_PLANE_{name.upper()}"] = ",".join(value) if isinstance(value, tuple) else str(value)
+    env["UPLOAD_PLANE_METRICS_PUBLIC"] = "true"  # a private bench: /metrics needs no token
     port = free_port()
     cmd = [
         str(Path(sys.executable).parent / "upload-plane"),

@@ -77,6 +77,7 @@ def api_process(settings: Settings, workers: int, workdir: Path) -> Iterator[tup
         if value is None:
             continue
         env[f"UPLOAD_PLANE_{name.upper()}"] = ",".join(value) if isinstance(value, tuple) else str(value)
+    env["UPLOAD_PLANE_METRICS_PUBLIC"] = "true"  # a private bench: /metrics needs no token
     port = free_port()
     log = (workdir / "api.log").open("wb")
     cmd = [

@@ -57,6 +57,7 @@ def base_settings(**changes: object) -> Settings:
         jwt_secret=JWT_SECRET,
         s3_bucket="evidence-tests",
         login_attempts_per_address=1_000_000,
+        login_failures_per_account_address=10_000,
         login_failures_per_account=10_000,
     ).with_(**changes)
 

@@ -113,6 +113,20 @@ def test_migrate_users_create_and_init_storage(tmp_path: Path, s3: str) -> None:
         ({}, "UPLOAD_PLANE_JWT_SECRET must be set"),
         ({"UPLOAD_PLANE_JWT_SECRET": "x" * 40}, "UPLOAD_PLANE_S3_SECRET_ACCESS_KEY"),
         ({"UPLOAD_PLANE_JWT_SECRET": "short", "UPLOAD_PLANE_S3_SECRET_ACCESS_KEY": "k" * 20}, "at least 32"),
+        # /metrics is not served to anyone unless a token is set or that is asked for in so many words
+        (
+            {"UPLOAD_PLANE_JWT_SECRET": "x" * 40, "UPLOAD_PLANE_S3_SECRET_ACCESS_KEY": "k" * 20},
+            "UPLOAD_PLANE_METRICS_TOKEN must be set",
+        ),
+        (
+            {
+                "UPLOAD_PLANE_JWT_SECRET": "x" * 40,
+                "UPLOAD_PLANE_S3_SECRET_ACCESS_KEY": "k" * 20,
+                "UPLOAD_PLANE_METRICS_TOKEN": "m" * 20,
+                "UPLOAD_PLANE_TRUSTED_PROXIES": "10.0.0.0/8,not-an-address",
+            },
+            "UPLOAD_PLANE_TRUSTED_PROXIES",
+        ),
     ],
 )
 def test_serve_refuses_unsafe_settings(tmp_path: Path, env: dict[str, str], message: str) -> None:

@@ -13,12 +13,11 @@ from typing import Any
 
 from litestar import Litestar, Request, Response, Router, get
 from litestar.config.cors import CORSConfig
-from litestar.datastructures import ResponseHeader, State
+from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware, DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
@@ -26,7 +25,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from . import failpoints
+from . import failpoints, oversize
 from .auth.controller import AccountController, LoginController, UserAdminController
 from .auth.middleware import AuthMiddleware
 from .auth.passwords import PasswordHashing
@@ -36,12 +35,14 @@ from .db import Database, close_request_session, create_database, request_sessio
 from .errors import DomainError, RequestTooLarge, Unauthenticated
 from .files.controller import FileController
 from .files.service import FileService
-from .headers import SECURITY_HEADERS
+from .forwarded import TrustedProxies
+from .headers import response_headers
 from .links.controller import UploadLinkController, link_info
 from .metrics import MeteredStorage, Metrics, meter_engine
 from .observe import RequestObserver
+from .openapi import SwaggerPage
 from .paths import project_path
-from .problems import PROBLEM_JSON, ApiRequest, problem_response
+from .problems import PROBLEM_JSON, ApiRequest, problem_response, send_problem
 from .settings import Settings
 from .storage import S3Storage, Storage
 from .uploads.context import ClaimWaiters, Uploads
@@ -264,15 +265,26 @@ async def reap_every(state: State, settings: Settings) -> None:
 
 
 class UploadPlane(Litestar):
-    """Litestar, with every HTTP request observed (``observe.py``) from outside all middleware."""
+    """Litestar, with every HTTP request's client resolved (``forwarded.py``: a trusted proxy's
+    ``X-Forwarded-For``), observed (``observe.py``: request id, access line, latency, security
+    headers) and refused when oversized (``oversize.py``), from outside all middleware."""
 
     observer: RequestObserver
+    proxies: TrustedProxies
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        await self.observer(scope, receive, send, super().__call__)
+        await self.observer(self.proxies.resolve(scope), receive, send, self._unless_oversized)
+
+    async def _unless_oversized(self, scope: Any, receive: Any, send: Any) -> None:
+        """The application, for requests no larger than it needs (``oversize.py``)."""
+        refused = oversize.refusal(scope)
+        if refused is not None:
+            await send_problem(send, refused, scope["path"])
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings, *, storage: Storage | None = None) -> Litestar:
@@ -369,8 +381,6 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
         request_max_body_size=settings.max_request_body,
         middleware=[DeclaredBodyLimit(settings.max_request_body), RequestSessionCloser()],
         request_class=ApiRequest,
-        # Static headers on every response (an after_request hook would run in a worker thread).
-        response_headers=[ResponseHeader(name=n, value=v) for n, v in SECURITY_HEADERS.items()],
         openapi_config=OpenAPIConfig(
             title="upload-plane",
             version="1.0.0",
@@ -380,7 +390,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
             ),
             path="/schema",
             render_plugins=[
-                SwaggerRenderPlugin(
+                SwaggerPage(
                     js_url="/vendor/swagger-ui/swagger-ui-bundle.js",
                     css_url="/vendor/swagger-ui/swagger-ui.css",
                     standalone_preset_js_url="/vendor/swagger-ui/swagger-ui-standalone-preset.js",
@@ -406,5 +416,6 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
         debug=False,
         logging_config=None,  # logging is the process's (logs.configure), not reset by each app
     )
-    app.observer = RequestObserver(registry)
+    app.observer = RequestObserver(registry, response_headers(settings))
+    app.proxies = TrustedProxies(settings.trusted_proxies)
     return app

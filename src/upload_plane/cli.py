@@ -54,8 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        proxy_headers=True,
-        forwarded_allow_ips=args.forwarded_allow_ips,
+        proxy_headers=False,  # X-Forwarded-*: only from UPLOAD_PLANE_TRUSTED_PROXIES (forwarded.py)
         log_config=None,  # logs.configure: JSON lines; the access line is upload_plane.access's
         access_log=False,
     )
@@ -99,7 +98,14 @@ def cmd_dev(args: argparse.Namespace) -> int:
     )
     print(BANNER.format(host=args.host, port=args.port, password=shown), flush=True)
     try:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None, access_log=False)
+        uvicorn.run(
+            create_app(settings),
+            host=args.host,
+            port=args.port,
+            proxy_headers=False,  # X-Forwarded-*: only from UPLOAD_PLANE_TRUSTED_PROXIES
+            log_config=None,
+            access_log=False,
+        )
     finally:
         s3.stop()
     return 0
@@ -216,9 +222,21 @@ def cmd_users_set_password(args: argparse.Namespace) -> int:
 
     async def change(auth: AuthService) -> str:
         user = await auth.set_password(None, await _named(auth, args.username), password)
-        return f"password of {user.username!r} set"
+        return f"password of {user.username!r} set; every sign-in and token of theirs ended"
 
     return _with_accounts(change)
+
+
+def cmd_users_revoke(args: argparse.Namespace) -> int:
+    async def revoke(auth: AuthService) -> str:
+        user = await _named(auth, args.username)
+        ended = await auth.end_credentials(None, user, "admin")
+        return (
+            f"{user.username!r}: {ended.sessions} sign-in(s) and {ended.tokens} personal access "
+            "token(s) revoked"
+        )
+
+    return _with_accounts(revoke)
 
 
 def cmd_reap(args: argparse.Namespace) -> int:
@@ -268,11 +286,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server listens on all interfaces
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument(
-        "--forwarded-allow-ips",
-        default=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
-        help="proxies whose X-Forwarded-For/-Proto are trusted (the client address of audit and limits)",
-    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("dev", help="embedded default: SQLite + in-memory S3, for trying it out")
@@ -302,13 +315,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_users_create)
     p = users_sub.add_parser("list", help="list users")
     p.set_defaults(func=cmd_users_list)
-    for verb in ("disable", "enable"):
-        p = users_sub.add_parser(verb, help=f"{verb} a user (a disabled user loses access at once)")
-        p.add_argument("username")
-        p.set_defaults(func=cmd_users_disable)
-    p = users_sub.add_parser("set-password", help="set a user's password, read from a prompt or stdin")
+    p = users_sub.add_parser("disable", help="disable a user: every sign-in and token of theirs ends")
+    p.add_argument("username")
+    p.set_defaults(func=cmd_users_disable)
+    p = users_sub.add_parser("enable", help="enable a user again (no old sign-in or token comes back)")
+    p.add_argument("username")
+    p.set_defaults(func=cmd_users_disable)
+    p = users_sub.add_parser(
+        "set-password",
+        aliases=["passwd"],
+        help="set a user's password (from a prompt or stdin); every sign-in and token of theirs ends",
+    )
     p.add_argument("username")
     p.set_defaults(func=cmd_users_set_password)
+    p = users_sub.add_parser("revoke", help="end every sign-in and personal access token of a user")
+    p.add_argument("username")
+    p.set_defaults(func=cmd_users_revoke)
 
     register_client_commands(sub)
     return parser

@@ -31,12 +31,32 @@ class RequestTooLarge(DomainError):
     code, title = "REQUEST_TOO_LARGE", "The request body is too large"
 
 
+class UriTooLong(DomainError):
+    """A path or query string longer than any this service serves (refused before it is parsed)."""
+
+    code, title = "URI_TOO_LONG", "The request target is too long"
+
+
 class Unauthenticated(DomainError):
     code, title = "UNAUTHENTICATED", "Authentication is required"
 
 
 class Forbidden(DomainError):
     code, title = "FORBIDDEN", "Not allowed"
+
+
+class CredentialNotAllowed(DomainError):
+    """The request's kind of credential may not do this (a personal access token creating tokens:
+    a leaked token must not be able to outlive its own revocation)."""
+
+    code, title = "CREDENTIAL_NOT_ALLOWED", "This kind of credential may not do this"
+
+
+class UnsupportedMediaType(DomainError):
+    """The request body is not of the one media type the route reads (sign-in takes JSON only, so a
+    cross-site HTML form cannot sign a browser in)."""
+
+    code, title = "UNSUPPORTED_MEDIA_TYPE", "Unsupported media type"
 
 
 class CrossSiteRequest(DomainError):

@@ -1,4 +1,18 @@
-"""Headers on every response (static: a per-request hook would cost a worker thread each)."""
+"""Headers on every response, errors included (added once, by ``observe.RequestObserver``, to
+whatever answers: a handler, the error mapping, a middleware's refusal, the Uppy fast path).
+
+The Content-Security-Policy is one for every page the service serves (the web demo, the upload-link
+page, the API docs) and harmless on everything else: scripts and styles only from this origin (no
+inline script, no inline style, no ``eval``), WebAssembly allowed to compile (``hash-wasm``'s
+SHA-256 in the web demo's Web Worker), connections to this origin and to the store the browser
+sends parts to, no plugins, no framing, no ``<base>``, forms only to this origin.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from .settings import Settings
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -6,3 +20,29 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+
+
+def content_security_policy(settings: Settings) -> str:
+    store = urlsplit(settings.presign_endpoint_url)
+    connect = ["'self'"] + ([f"{store.scheme}://{store.netloc}"] if store.scheme and store.netloc else [])
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self' 'wasm-unsafe-eval'",
+            "style-src 'self'",
+            "img-src 'self' data: blob:",
+            "font-src 'self' data:",
+            f"connect-src {' '.join(connect)}",
+            "worker-src 'self'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+def response_headers(settings: Settings) -> list[tuple[bytes, bytes]]:
+    """Every header every response carries, as ASGI header pairs (built once per application)."""
+    headers = {**SECURITY_HEADERS, "Content-Security-Policy": content_security_policy(settings)}
+    return [(name.lower().encode(), value.encode()) for name, value in headers.items()]

@@ -3,7 +3,13 @@ id of the request it belongs to; and the access line written for every request.
 
 The request id is the client's ``X-Request-ID`` when it is a plain token (letters, digits, ``-_.``, at
 most 64), else a new one; it is returned in the ``X-Request-ID`` response header. Access lines never
-hold a query string or a credential: paths carrying an upload-link token are shortened.
+hold a query string or a credential: their path is redacted (``loggable_path``), and they say so
+(``redacted``), which spares them a second pass.
+
+Every other line, whatever wrote it (an error's message, a traceback, a library), is redacted as it
+is formatted (``redact``): upload-link, personal-access and refresh tokens keep their first
+characters, JWTs, Uppy capabilities, bearer values, session cookies and presigned URL signatures
+are cut, so no whole credential reaches a log even through a path nobody thought of.
 """
 
 from __future__ import annotations
@@ -18,8 +24,6 @@ from typing import Any
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("upload_plane_request_id", default=None)
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-# Paths whose next segment is a bearer capability (an upload link's token).
-_TOKEN_PATHS = re.compile(r"^(/links/|/u/)([^/]+)")
 
 access_log = logging.getLogger("upload_plane.access")
 
@@ -35,8 +39,41 @@ def request_id_from(header: bytes | None) -> str | None:
 
 
 def loggable_path(path: str) -> str:
-    """The path without a capability in it: ``/links/uplk_abc…/s3/...`` keeps 8 characters."""
-    return _TOKEN_PATHS.sub(lambda m: f"{m.group(1)}{m.group(2)[:8]}…", path)
+    """The path without a credential in it: ``/links/uplnk_ab…/s3/multipart/c1.…/1`` (a link token
+    keeps 8 characters, an Uppy capability its version)."""
+    return redact(path)
+
+
+# Each shape is looked for only where its literal mark is in the line (a substring test costs far
+# less than a regular expression that tries every shape at every position: the access line of
+# every request passes here).
+_A = re.ASCII
+_CAPABILITY_PATH = re.compile(r"(/links/|/u/)([^/\s\"'?#]{9,})")
+_OPAQUE = re.compile(r"(uplnk_|uppat_|uprt_)([\w-]{8,})", _A)
+_JWT = re.compile(r"eyJ[\w-]{6,}\.[\w-]{6,}\.[\w-]*", _A)
+_UPPY = re.compile(r"c1\.[\w-]{16,}\.[\w-]{16,}", _A)
+_NAMED = {  # lower-case mark -> the value after it
+    "x-amz-signature=": re.compile(r"(x-amz-signature=)[^\s&;,\"']+", _A | re.IGNORECASE),
+    "bearer": re.compile(r"(bearer\s+)[^\s&;,\"']+", _A | re.IGNORECASE),
+    "upload_plane_session=": re.compile(r"(upload_plane_session=)[^\s&;,\"']+", _A),
+}
+
+
+def redact(line: str) -> str:
+    """``line`` with every credential shape this service knows cut short (see the module's text)."""
+    if "/links/" in line or "/u/" in line:
+        line = _CAPABILITY_PATH.sub(lambda m: f"{m[1]}{m[2][:8]}…", line)
+    if "uplnk_" in line or "uppat_" in line or "uprt_" in line:
+        line = _OPAQUE.sub(lambda m: f"{m[1]}{m[2][:4]}…", line)
+    if "eyJ" in line:
+        line = _JWT.sub("eyJ…", line)
+    if "c1." in line:
+        line = _UPPY.sub("c1.…", line)
+    lower = line.lower()
+    for mark, value in _NAMED.items():
+        if mark in lower:
+            line = value.sub(r"\1…", line)
+    return line
 
 
 class JsonFormatter(logging.Formatter):
@@ -58,7 +95,8 @@ class JsonFormatter(logging.Formatter):
             payload.update(fields)
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str, ensure_ascii=False)
+        line = json.dumps(payload, default=str, ensure_ascii=False)
+        return line if getattr(record, "redacted", False) else redact(line)
 
 
 class TextFormatter(logging.Formatter):
@@ -71,7 +109,8 @@ class TextFormatter(logging.Formatter):
         if isinstance(fields, dict):
             line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
         request_id = REQUEST_ID.get()
-        return f"{line} [{request_id}]" if request_id else line
+        line = f"{line} [{request_id}]" if request_id else line
+        return line if getattr(record, "redacted", False) else redact(line)
 
 
 def configure(fmt: str = "json", level: int = logging.INFO) -> None:

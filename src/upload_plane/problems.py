@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import errors as e
 from .db import translate_db_error
+from .logs import loggable_path
 
 log = logging.getLogger("upload_plane.errors")
 
@@ -28,6 +29,7 @@ STATUS: dict[type[e.DomainError], int] = {
     e.ValidationFailed: 400,
     e.Unauthenticated: 401,
     e.Forbidden: 403,
+    e.CredentialNotAllowed: 403,
     e.CrossSiteRequest: 403,
     e.NotFound: 404,
     e.StoredUploadGone: 404,
@@ -51,7 +53,9 @@ STATUS: dict[type[e.DomainError], int] = {
     e.IdempotencyKeyReused: 422,
     e.FileTooLarge: 413,
     e.RequestTooLarge: 413,
+    e.UriTooLong: 414,
     e.ContentTypeNotAllowed: 415,
+    e.UnsupportedMediaType: 415,
     e.RateLimited: 429,
     e.DatabaseFailed: 500,
     e.StorageRejected: 502,
@@ -103,7 +107,7 @@ def problem_response(request: Request[Any, Any, Any], exc: Exception) -> Respons
     if isinstance(exc, e.DomainError):
         status = status_of(exc)
         if status >= 500 and not isinstance(exc, e.StorageUnavailable | e.DatabaseUnavailable):
-            log.error("%s on %s %s: %s", exc.code, request.method, path, exc.detail)
+            log.error("%s on %s %s: %s", exc.code, request.method, loggable_path(path), exc.detail)
         extra = dict(exc.extra)
         retry = extra.pop("retry_after", None)
         headers = {"Retry-After": str(retry)} if retry is not None else None
@@ -119,7 +123,7 @@ def problem_response(request: Request[Any, Any, Any], exc: Exception) -> Respons
         code, title = _HTTP_CODES.get(exc.status_code, ("HTTP_ERROR", "Request failed"))
         # Litestar's own headers stay: a 405 carries the Allow header RFC 9110 requires.
         return problem(exc.status_code, code, title, exc.detail, path, headers=exc.headers)
-    log.exception("unhandled error on %s %s", request.method, path, exc_info=exc)
+    log.exception("unhandled error on %s %s", request.method, loggable_path(path), exc_info=exc)
     return problem(
         500,
         "INTERNAL_ERROR",
@@ -127,6 +131,25 @@ def problem_response(request: Request[Any, Any, Any], exc: Exception) -> Respons
         "An unexpected error occurred; it has been logged",
         path,
     )
+
+
+async def send_problem(send: Any, exc: e.DomainError, path: str) -> None:
+    """Answer ``exc`` as problem+json straight on an ASGI ``send``: for refusals made before the
+    framework sees the request (``oversize.py``). The same document as ``problem``."""
+    status = status_of(exc)
+    body = msgspec.json.encode(
+        {
+            "type": "about:blank",
+            "title": exc.title,
+            "status": status,
+            "code": exc.code,
+            "detail": exc.detail,
+            "instance": path[:256],
+        }
+    )
+    headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class ApiRequest(Request[Any, Any, Any]):
@@ -179,10 +202,10 @@ _DESCRIPTIONS = {
         "Conflicts with the current state (e.g. UPLOAD_NOT_UPLOADING, UPLOAD_COMPLETING, PARTS_MISSING, "
         "PART_SIZE_MISMATCH, PARTS_CHANGED, CHECKSUM_MISMATCH)"
     ),
-    403: "Not allowed (FORBIDDEN, CROSS_SITE_REQUEST, KEY_MISMATCH)",
+    403: "Not allowed (FORBIDDEN, CROSS_SITE_REQUEST, KEY_MISMATCH, CREDENTIAL_NOT_ALLOWED)",
     410: "Gone (UPLOAD_EXPIRED, UPLOAD_LINK_EXPIRED, UPLOAD_LINK_REVOKED)",
     413: "Too large (FILE_TOO_LARGE, REQUEST_TOO_LARGE)",
-    415: "Content type not allowed (CONTENT_TYPE_NOT_ALLOWED)",
+    415: "Content type not allowed (CONTENT_TYPE_NOT_ALLOWED, UNSUPPORTED_MEDIA_TYPE)",
     422: "The Idempotency-Key was used for another request (IDEMPOTENCY_KEY_REUSED)",
     429: "Too many requests; retry after Retry-After seconds (RATE_LIMITED)",
     502: "Object storage refused the request (STORAGE_REJECTED)",

@@ -64,6 +64,7 @@ COUNT_UP = Statement(_count_up, insert_id_on=("mysql",))
 COUNT: Query[int] = Query(
     sa.select(_COUNTERS.c.count).where(_COUNTERS.c.key == _KEY), lambda row: int(row["count"])
 )
+FORGET = Statement(sa.delete(_COUNTERS).where(_COUNTERS.c.key == _KEY))
 PRUNE = Statement(
     sa.delete(_COUNTERS).where(
         _COUNTERS.c.expires_at < sa.bindparam("now", type_=_COUNTERS.c.expires_at.type)
@@ -104,6 +105,11 @@ class RateLimits:
             return 0
         count = await self.hit(limit, subject, now, n)
         return max(0, min(n, limit.max - (count - n)))
+
+    async def reset(self, limit: Limit, subject: str, now: datetime) -> None:
+        """Forget what ``subject`` has counted in the current window (a sign-in that succeeded)."""
+        index, _ = _window(limit, now)
+        await self.conn.run(FORGET, key=_key(limit, subject, index))
 
     @staticmethod
     def refusal(limit: Limit, now: datetime) -> RateLimited:

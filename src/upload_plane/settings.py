@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -16,6 +17,11 @@ DEV_JWT_SECRET = "dev-only-insecure-secret-change-me-0123456789"
 
 class SettingsError(ValueError):
     """The environment does not describe a configuration that may start."""
+
+
+def proxy_networks(proxies: tuple[str, ...]) -> tuple[IPv4Network | IPv6Network, ...]:
+    """``UPLOAD_PLANE_TRUSTED_PROXIES`` as networks (an address is a network of one)."""
+    return tuple(ip_network(p, strict=False) for p in proxies)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +82,14 @@ class Settings:
     personal_token_max_days: int = 366
     cookie_secure: bool | None = None  # default: on in production
     login_attempts_per_address: int = 100
-    login_failures_per_account: int = 10
+    # Failed sign-ins for one account from one client address (then that address waits), and for
+    # one account from everywhere (the ceiling that stops a spread-out guessing attack).
+    login_failures_per_account_address: int = 10
+    login_failures_per_account: int = 100
     login_window: int = 300
+    # Proxies (addresses or networks) whose X-Forwarded-For and X-Forwarded-Proto are believed;
+    # from anyone else those headers are ignored.
+    trusted_proxies: tuple[str, ...] = ()
     upload_start_rate: int = 1200  # per user per minute
     password_hash_concurrency: int = 2
     reaper_interval: int = 0  # seconds between in-process reaper runs; 0: off (run `upload-plane reap`)
@@ -101,6 +113,7 @@ class Settings:
     db_pool_timeout: int = 10
     metrics_token: str = field(default="", repr=False)  # when set, GET /metrics needs it as a bearer
     object_lock: str = "off"  # see ObjectLock
+    metrics_public: bool = False  # production: GET /metrics without a token only when this says so
 
     @property
     def presign_endpoint_url(self) -> str:
@@ -130,7 +143,21 @@ class Settings:
         if not 1 <= self.part_url_ttl <= 7 * 24 * 3600:
             raise SettingsError("UPLOAD_PLANE_PART_URL_TTL must be within 1 s..7 days")
         self.lock  # noqa: B018 - parsed to refuse a wrong value at start
+        if self.production and not self.metrics_token and not self.metrics_public:
+            raise SettingsError(
+                "UPLOAD_PLANE_METRICS_TOKEN must be set (GET /metrics then needs it as a bearer "
+                "token), or UPLOAD_PLANE_METRICS_PUBLIC=true to serve /metrics to anyone"
+            )
+        try:
+            proxy_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise SettingsError(f"UPLOAD_PLANE_TRUSTED_PROXIES: {exc}") from exc
         warnings = []
+        if not self.metrics_token:
+            warnings.append(
+                "GET /metrics is open to anyone: no UPLOAD_PLANE_METRICS_TOKEN is set"
+                + (" (UPLOAD_PLANE_METRICS_PUBLIC=true)" if self.metrics_public else "")
+            )
         if self.upload_ttl > self.store_upload_retention:
             warnings.append(
                 f"UPLOAD_PLANE_UPLOAD_TTL ({self.upload_ttl}s) exceeds how long the store keeps "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ from tests.api.helpers import (
 from tests.conftest import JWT_SECRET, Backend, embedded_backend, real_backend
 from upload_plane import errors
 from upload_plane.app import create_app
+from upload_plane.auth.middleware import CHANGES_STATE, SAFE_METHODS
 from upload_plane.auth.tokens import ACCESS, SESSION, issue_jwt
 from upload_plane.settings import Settings
 
@@ -50,6 +52,7 @@ class Route:
     path_params: tuple[str, ...]
     has_body: bool
     secured: bool
+    changes_state: bool  # a POST, PUT, PATCH, DELETE, or a GET that records something
 
     @property
     def name(self) -> str:
@@ -57,14 +60,24 @@ class Route:
 
 
 def inventory() -> list[Route]:
-    """Every operation of the OpenAPI document, read from the application (not served)."""
-    doc = create_app(Settings()).openapi_schema.to_schema()
+    """Every operation of the OpenAPI document, read from the application (not served); and which
+    GET routes record something (``opt`` ``changes_state``: the cookie alone needs this site)."""
+    app = create_app(Settings())
+    doc = app.openapi_schema.to_schema()
+    recording = {
+        (method, re.sub(r":\w+}", "}", route.path))
+        for route in app.routes
+        for handler in getattr(route, "route_handlers", [])
+        if handler.opt.get(CHANGES_STATE)
+        for method in handler.http_methods
+    }
     found = []
     for path, operations in doc["paths"].items():
         for method, op in operations.items():
             params = tuple(p["name"] for p in op.get("parameters", []) if p["in"] == "path")
             secured = bool(op.get("security", doc.get("security")))
-            found.append(Route(method.upper(), path, params, "requestBody" in op, secured))
+            changes = method.upper() not in SAFE_METHODS or (method.upper(), path) in recording
+            found.append(Route(method.upper(), path, params, "requestBody" in op, secured, changes))
     return sorted(found, key=lambda r: r.name)
 
 
@@ -205,6 +218,9 @@ def scene(backend: Backend) -> Scene:
         gone_name, gone_password = new_account(backend)
         gone = sign_in(backend, gone_name, gone_password).json()
         with admin(backend) as adm:
+            for ids in (victim_ids, own):  # a sign-in of each (the admin's routes name them)
+                sessions = adm.get(f"/users/{ids['user_id']}/sessions").json()["items"]
+                ids["session_id"] = sessions[0]["id"]
             gone_id = [
                 u
                 for u in adm.get("/users", params={"limit": 500}).json()["items"]
@@ -510,9 +526,10 @@ def test_forged_and_dead_credentials_are_401(scene: Scene, route: Route) -> None
 
 @pytest.mark.parametrize("route", SECURED, ids=lambda r: r.name)
 def test_the_session_cookie_alone_is_refused_cross_site(scene: Scene, route: Route) -> None:
-    """Safe methods may read with the cookie; anything else needs proof it comes from this site."""
+    """Reads may use the cookie alone; anything that changes or records something (a POST, or a GET
+    such as Uppy's /s3/params or a download) needs proof it comes from this site."""
     scene.exercised.add(f"cookies {route.name}")
-    if route.method in ("GET", "HEAD", "OPTIONS"):
+    if not route.changes_state:
         return
     with httpx.Client(
         base_url=f"{scene.backend.base_url}/api/v1",
@@ -577,6 +594,8 @@ def test_every_route_meets_the_corpora(scene: Scene) -> None:
     expected |= {f"credentials {r.name}" for r in SECURED} | {f"cookies {r.name}" for r in SECURED}
     expected |= {f"dead links {r.name}" for r in LINK_ROUTES}
     assert expected <= scene.exercised, sorted(expected - scene.exercised)
+    recording_gets = {r.name for r in SECURED if r.changes_state and r.method == "GET"}
+    assert recording_gets == {"GET /s3/params", "GET /api/v1/files/{file_id}/download"}, recording_gets
     # Upload-link routes carry their capability in the path (``/links/{token}``).
     unsecured = {r.name for r in ROUTES if not r.secured and not r.path.startswith("/links/{token}")}
     assert unsecured <= {

@@ -73,18 +73,45 @@ def web(request: pytest.FixtureRequest) -> Iterator[Backend]:
         yield backend
 
 
+#: Reports every Content-Security-Policy violation of the page to the test, across navigations.
+REPORT_CSP_VIOLATIONS = """
+self.addEventListener('securitypolicyviolation', (e) => {
+  const where = `${e.sourceFile}:${e.lineNumber}`
+  self.__cspViolation(`${e.violatedDirective} blocked ${e.blockedURI || 'inline'} in ${where}`)
+})
+"""
+
+
+def watch_csp(context: Any) -> list[str]:
+    """The Content-Security-Policy violations of every page of ``context``, as they happen."""
+    violations: list[str] = []
+    context.expose_function("__cspViolation", lambda text: violations.append(str(text)))
+    context.add_init_script(REPORT_CSP_VIOLATIONS)
+    return violations
+
+
 @pytest.fixture
 def page(chromium: Any) -> Iterator[Any]:
+    """A page whose uncaught errors and Content-Security-Policy violations fail the test: every
+    page the service serves must work under its CSP."""
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    violations = watch_csp(context)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("dialog", lambda dialog: dialog.accept())  # "leave the page?" on reload mid-upload
+    # Chromium also logs each violation on the console (a worker's too, as far as Playwright
+    # passes them on; a worker whose hashing were blocked would fail the upload tests anyway).
+    page.on(
+        "console",
+        lambda msg: violations.append(msg.text) if "Content Security Policy" in msg.text else None,
+    )
     try:
         yield page
     finally:
         context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
+    assert not violations, f"Content-Security-Policy violations: {violations}"
 
 
 def random_file(path: Path, size: int) -> Path:

@@ -116,12 +116,20 @@ def test_a_64_mib_upload_survives_a_reload_and_resumes_with_only_the_missing_par
     with httpx.Client(timeout=60, event_hooks={"response": [record_server_errors]}) as http:
         assert hashlib.sha256(http.get(link["url"]).content).hexdigest() == sha256
 
-    # The files table shows it verified, with its checksum and a download link.
-    listed = page.locator(f"tr[data-file='{file['id']}']")
+    # The files table shows it verified, with its checksum and a download link (once the page has
+    # listed the files again after the upload ended: the row was there while it was uploading).
+    listed = page.locator(f"tr[data-file='{file['id']}'][data-status='available']")
     listed.wait_for()
     assert listed.get_attribute("data-verified") == "store"
     assert sha256[:16] in listed.inner_text()
     assert listed.get_by_role("link", name="Download interview.mp4").count() == 1
+    # The page's download link, as a user clicks it: a same-origin request with the session cookie
+    # (cross-site ones are refused), audited, redirected to the store; the same bytes come back.
+    with page.expect_download(timeout=60_000) as download:
+        listed.get_by_role("link", name="Download interview.mp4").click()
+    saved = tmp_path / "downloaded.mp4"
+    download.value.save_as(saved)
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == sha256
 
 
 def test_many_files_pause_resume_and_cancel(web: Backend, page: Any, tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ class ApiProcess:
             "UPLOAD_PLANE_S3_ACCESS_KEY_ID": minio.access_key,
             "UPLOAD_PLANE_S3_SECRET_ACCESS_KEY": minio.secret_key,
             "UPLOAD_PLANE_JWT_SECRET": settings.jwt_secret,
+            "UPLOAD_PLANE_METRICS_PUBLIC": "true",  # tests read /metrics; serve refuses it open otherwise
             **{f"UPLOAD_PLANE_{k.upper()}": v for k, v in env.items()},
         }
         self.proc: subprocess.Popen[bytes] | None = None

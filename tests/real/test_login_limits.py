@@ -1,6 +1,9 @@
 """Login limits hold across replicas (two `upload-plane serve` processes on one MariaDB) and lift
-after their window; a burst of logins does not stall the event loop (password hashing runs in worker
-threads behind a limiter)."""
+after their window; failures from one client address stop that address for that account, not the
+account's owner elsewhere (clients bind 127.0.0.2, 127.0.0.3 ... : all loopback on Linux); a
+success clears the address's count; X-Forwarded-For is believed only from a configured proxy; a
+burst of logins does not stall the event loop (password hashing runs in worker threads behind a
+limiter)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.helpers import assert_problem, new_account
+from tests.api.helpers import assert_problem, new_account, sql_rows
 from tests.conftest import Backend
 from tests.real.processes import serve_process
 from tests.services import MinIO
@@ -36,6 +39,7 @@ def two_replicas(real: Backend, minio: MinIO, tmp_path: Path) -> Iterator[tuple[
     limits = {
         "login_window": str(WINDOW),
         "login_failures_per_account": str(FAILURES_PER_ACCOUNT),
+        "login_failures_per_account_address": "1000",  # this test is about the account's ceiling
         "login_attempts_per_address": str(ATTEMPTS_PER_ADDRESS),
     }
     with ExitStack() as stack:
@@ -44,10 +48,73 @@ def two_replicas(real: Backend, minio: MinIO, tmp_path: Path) -> Iterator[tuple[
         yield a, b
 
 
-def login(base: str, username: str, password: str) -> httpx.Response:
-    return httpx.post(
-        f"{base}/api/v1/auth/login", json={"username": username, "password": password}, timeout=30
+def login(
+    base: str, username: str, password: str, source: str = "127.0.0.1", **headers: str
+) -> httpx.Response:
+    """A login sent from the loopback address ``source`` (the client binds it)."""
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(transport=transport, timeout=30) as http:
+        body = {"username": username, "password": password}
+        return http.post(f"{base}/api/v1/auth/login", json=body, headers=headers)
+
+
+def test_failures_from_one_address_stop_that_address_not_the_owner(
+    real: Backend, minio: MinIO, tmp_path: Path
+) -> None:
+    """Acceptance (issue 16, 4), with the default limits: 15 failed logins for an account from
+    127.0.0.2 are refused there (429 after the 10th), the right password from 127.0.0.1 signs in;
+    and 127.0.0.2 cannot pose as another address with X-Forwarded-For (no proxy is trusted)."""
+    name, password = new_account(real)
+    with serve_process(real, minio, tmp_path / "limits.log") as base:
+        answers = [login(base, name, "wrong-password", "127.0.0.2").status_code for _ in range(15)]
+        assert answers == [401] * 10 + [429] * 5, answers
+        assert_problem(login(base, name, password, "127.0.0.2"), 429, "RATE_LIMITED")
+        posing = login(base, name, password, "127.0.0.2", **{"X-Forwarded-For": "203.0.113.9"})
+        assert_problem(posing, 429, "RATE_LIMITED")
+        assert posing.json()["limit"] == "login_account_address"
+        owner = login(base, name, password, "127.0.0.1")
+        assert owner.status_code == 200, owner.text
+        assert "upload_plane_session=" in owner.headers["set-cookie"]
+        assert login(base, name, "wrong-password", "127.0.0.3").status_code == 401  # a third address
+
+
+def test_a_success_clears_the_address_count_and_the_ceiling_holds_through_a_trusted_proxy(
+    real: Backend, minio: MinIO, tmp_path: Path
+) -> None:
+    """Behind a trusted proxy (127.0.0.4 here) the client is the one X-Forwarded-For names: the
+    audit trail records it and the limits count it. A success from an address clears that address's
+    count. Failures spread over many addresses still reach the account's ceiling, which then holds
+    for everyone."""
+    name, password = new_account(real)
+    limits = {
+        "login_failures_per_account_address": "3",
+        "login_failures_per_account": "12",
+        "trusted_proxies": "127.0.0.4",
+    }
+    proxy = "127.0.0.4"
+    with serve_process(real, minio, tmp_path / "proxy.log", **limits) as base:
+        for _ in range(3):  # two failures and a success, three times: never the third failure
+            for _ in range(2):
+                assert login(base, name, "wrong", "127.0.0.5").status_code == 401
+            assert login(base, name, password, "127.0.0.5").status_code == 200
+        answers = [login(base, name, "wrong", "127.0.0.5") for _ in range(4)]
+        assert [a.status_code for a in answers] == [401] * 3 + [429]
+        assert answers[-1].json()["limit"] == "login_account_address"
+        # Through the proxy: each failure from another client address, none reaching 3 of its own,
+        # and with the 9 from .5 the account's ceiling (12) is reached, for everyone.
+        for i in range(3):
+            resp = login(base, name, "wrong", proxy, **{"X-Forwarded-For": f"198.51.100.{i}, 127.0.0.4"})
+            assert resp.status_code == 401, resp.text
+        ceiling = login(base, name, password, "127.0.0.1")
+        assert_problem(ceiling, 429, "RATE_LIMITED")
+        assert ceiling.json()["limit"] == "login_account"
+    addresses = sql_rows(
+        real.settings,
+        "SELECT address FROM audit_events WHERE action = 'login.failed' AND actor = %s",
+        name,
     )
+    assert {"198.51.100.0", "198.51.100.1", "127.0.0.5"} <= {a for (a,) in addresses}, addresses
+    assert proxy not in {a for (a,) in addresses}
 
 
 def wait_for_a_fresh_window() -> None:

@@ -39,6 +39,7 @@ APP_TABLES = {
     "rate_counters",
     "upload_links",
     "upload_link_uploads",
+    "store_purges",
 }
 
 

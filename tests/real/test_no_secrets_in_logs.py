@@ -10,14 +10,16 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import pytest
 
-from tests.api.helpers import new_account
-from tests.conftest import Backend
+from tests.api.helpers import new_account, sql_rows
+from tests.conftest import Backend, real_backend
+from tests.faultproxy import Fault, fault_proxy
 from tests.real.processes import serve_process
 from tests.services import MinIO
 
@@ -93,3 +95,96 @@ def test_a_full_session_leaves_no_secret_in_the_logs(real: Backend, minio: MinIO
     assert not re.search(r"eyJ[\w-]{10,}\.[\w-]{10,}\.", text), "a JWT is in the logs"
     assert "uppat_" not in text and "uprt_" not in text
     assert "X-Amz-Signature=" not in text
+
+
+@pytest.fixture
+def own_database(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """A database of its own: the bug planted below leaves a start half-made, for no other test."""
+    with real_backend(request, "log_leaks") as backend:
+        yield backend
+
+
+@pytest.mark.expects_5xx
+def test_every_error_path_of_the_link_routes_leaves_no_whole_token_in_any_log(
+    own_database: Backend, minio: MinIO, tmp_path: Path
+) -> None:
+    """Acceptance (issue 16, 6): the link routes answer every error they have, with a link token in
+    the path, on two `serve` processes: one whose store refuses the first start (502, logged as an
+    error) and one where a bug strikes during a start (500, logged with its traceback). No log line
+    of either holds a whole link token or Uppy capability; the 5xx lines are there, shortened."""
+    name, password = new_account(own_database)
+    store = fault_proxy(minio.endpoint, Fault("CreateMultipartUpload", 403, "AccessDenied", times=1))
+    with (
+        store as proxy,
+        serve_process(own_database, minio, tmp_path / "a.log", s3_endpoint_url=proxy.url) as a,
+        serve_process(own_database, minio, tmp_path / "b.log", failpoints="after_start_row=raise") as b,
+        httpx.Client(timeout=60) as http,
+        httpx.Client(base_url=f"{a}/api/v1", timeout=60) as api,
+    ):
+        token = api.post("/auth/login", json={"username": name, "password": password}).json()
+        api.headers["Authorization"] = f"Bearer {token['access_token']}"
+        case = api.post("/cases", json={"title": "leaks"}).json()
+        log_id = api.post(f"/cases/{case['id']}/logs", json={"name": "l"}).json()["id"]
+
+        def link(**budget: int) -> dict[str, str]:
+            made = api.post(f"/logs/{log_id}/upload-links", json={"expires_in": 3600, **budget})
+            assert made.status_code == 201, made.text
+            return dict(made.json())
+
+        live, one_file, revoked, expired, buggy = link(), link(max_files=1), link(), link(), link()
+        start = {"filename": "e.bin", "metadata": {"size": 6 * 1024 * 1024}}
+        seen: list[int] = []
+
+        def call(base: str, method: str, path: str, **kw: object) -> httpx.Response:
+            resp = http.request(method, f"{base}{path}", **kw)  # type: ignore[arg-type]
+            seen.append(resp.status_code)
+            # Every answer, 5xx included, carries the security headers and the CSP.
+            assert resp.headers["x-content-type-options"] == "nosniff", (path[:60], resp.status_code)
+            assert "frame-ancestors 'none'" in resp.headers["content-security-policy"], resp.status_code
+            return resp
+
+        lt = f"/links/{live['token']}"
+        assert call(a, "POST", f"{lt}/s3/multipart", json=start).status_code == 502  # the store refuses
+        call(a, "GET", lt)
+        call(a, "GET", f"/u/{live['token']}")
+        call(a, "GET", f"/u/{live['token']}/no-such-page")
+        call(a, "TRACE", lt)
+        call(
+            a,
+            "POST",
+            f"{lt}/s3/multipart",
+            content=b"{not json",
+            headers={"Content-Type": "application/json"},
+        )
+        call(a, "GET", f"{lt}/s3/params", params={"filename": "a", "metadata[size]": str(2**50)})
+        started = call(a, "POST", f"{lt}/s3/multipart", json=start).json()
+        cap, key = quote(started["uploadId"], safe=""), started["key"]
+        call(a, "GET", f"{lt}/s3/multipart/{cap}/1", params={"key": key + "x"})
+        call(a, "GET", f"{lt}/s3/multipart/{cap}/99", params={"key": key})
+        call(a, "GET", f"{lt}/s3/multipart/c1.forged.x/1", params={"key": key})
+        call(a, "GET", f"{lt}/s3/multipart/c1.{'x' * 6000}/1", params={"key": key})
+        call(a, "POST", f"{lt}/s3/multipart/{cap}/complete", params={"key": key}, json={"parts": []})
+        call(a, "GET", f"{lt}/{'x' * 9000}")
+        ot = f"/links/{one_file['token']}"
+        call(a, "POST", f"{ot}/s3/multipart", json=start)
+        call(a, "POST", f"{ot}/s3/multipart", json=start)  # all of its files are taken
+        assert api.delete(f"/upload-links/{revoked['id']}").status_code == 200
+        call(a, "POST", f"/links/{revoked['token']}/s3/multipart", json=start)
+        sql_rows(
+            own_database.settings,
+            "UPDATE upload_links SET expires_at = UTC_TIMESTAMP() - INTERVAL 1 HOUR WHERE id = %s",
+            expired["id"],
+        )
+        call(a, "GET", f"/links/{expired['token']}")
+        assert call(b, "POST", f"/links/{buggy['token']}/s3/multipart", json=start).status_code == 500
+    assert {400, 401, 403, 404, 405, 409, 410, 413, 414, 500, 502} <= set(seen), sorted(set(seen))
+    secrets_ = [lk["token"] for lk in (live, one_file, revoked, expired, buggy)] + [started["uploadId"]]
+    for log in (tmp_path / "a.log", tmp_path / "b.log"):
+        text = log.read_text()
+        leaked = [s[:12] + "..." for s in secrets_ if s in text]
+        assert not leaked, (log.name, leaked)
+        assert "uplnk_" in text  # the link routes were logged, shortened
+    a_log, b_log = (tmp_path / "a.log").read_text(), (tmp_path / "b.log").read_text()
+    assert f"STORAGE_REJECTED on POST /links/{live['token'][:8]}…/s3/multipart" in a_log
+    assert f"unhandled error on POST /links/{buggy['token'][:8]}…/s3/multipart" in b_log
+    assert "FailpointError" in b_log  # with its traceback

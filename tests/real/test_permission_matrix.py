@@ -47,6 +47,13 @@ class World:
     def fresh_upload(self) -> dict[str, Any]:
         return start_upload(self.clients["contributor"], self.log_id, b"x" * 10)
 
+    def fresh_user(self) -> str:
+        """The id of a new account with a sign-in and a token (for routes that end them)."""
+        name, password = new_account(self.backend)
+        with client(self.backend, sign_in(self.backend, name, password).json()["access_token"]) as api:
+            assert api.post("/tokens", json={"name": "t", "expires_in_days": 1}).status_code == 201
+            return str(api.get("/me").json()["id"])
+
     def fresh_member(self) -> str:
         name, _ = new_account(self.backend)
         assert (
@@ -79,6 +86,23 @@ MATRIX: list[tuple[str, Call, dict[str, int]]] = [
         lambda c, w: c.post("/users", json={"username": f"m{secrets.token_hex(4)}", "password": "p" * 10}),
         expect(viewer=404, contributor=404, manager=404, admin=201),
     ),
+    *[
+        (
+            route,
+            call,
+            {**expect(viewer=404, contributor=404, manager=404), "admin": admin_status},
+        )
+        for route, call, admin_status in (
+            ("GET /users/{id}/sessions", lambda c, w: c.get(f"/users/{w.fresh_user()}/sessions"), 200),
+            ("GET /users/{id}/tokens", lambda c, w: c.get(f"/users/{w.fresh_user()}/tokens"), 200),
+            ("POST /users/{id}/revoke", lambda c, w: c.post(f"/users/{w.fresh_user()}/revoke"), 200),
+            (
+                "DELETE /users/{id}/sessions/{s}",
+                lambda c, w: c.delete(f"/users/{w.fresh_user()}/sessions/unknown"),
+                404,
+            ),
+        )
+    ],
     ("GET /cases", lambda c, w: c.get("/cases"), expect(none=200)),
     (
         "POST /cases",

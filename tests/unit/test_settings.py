@@ -44,7 +44,26 @@ def test_production_refuses_default_store_secret(key: str) -> None:
 
 
 def test_production_starts_with_real_secrets() -> None:
-    Settings(production=True, jwt_secret=GOOD_SECRET, s3_secret_access_key="real-key-1234").check()
+    settings = Settings(
+        production=True, jwt_secret=GOOD_SECRET, s3_secret_access_key="real-key-1234", metrics_token="m" * 24
+    )
+    assert not any("metrics" in w for w in settings.check())
+
+
+def test_production_serves_metrics_to_anyone_only_when_told_and_says_so() -> None:
+    secrets_ = {"jwt_secret": GOOD_SECRET, "s3_secret_access_key": "real-key-1234"}
+    with pytest.raises(SettingsError, match="METRICS_TOKEN"):
+        Settings(production=True, **secrets_).check()
+    warnings = Settings(production=True, metrics_public=True, **secrets_).check()
+    assert any("/metrics is open to anyone" in w for w in warnings), warnings
+    # dev (not production) starts without a token, and says so too
+    assert any("/metrics is open to anyone" in w for w in Settings(**secrets_).check())
+
+
+def test_trusted_proxies_must_be_addresses_or_networks() -> None:
+    assert Settings(trusted_proxies=("10.0.0.0/8", "192.0.2.7", "::1")).check() is not None
+    with pytest.raises(SettingsError, match="TRUSTED_PROXIES"):
+        Settings(trusted_proxies=("proxy.internal",)).check()
 
 
 def test_part_size_outside_s3_limits_is_refused() -> None:
@@ -53,10 +72,10 @@ def test_part_size_outside_s3_limits_is_refused() -> None:
 
 
 def test_warns_when_uploads_outlive_the_store() -> None:
-    warnings = Settings(upload_ttl=48 * 3600, store_upload_retention=24 * 3600).check()
+    warnings = Settings(upload_ttl=48 * 3600, store_upload_retention=24 * 3600, metrics_token="m").check()
     assert len(warnings) == 1
     assert "UPLOAD_TTL" in warnings[0]
-    assert Settings().check() == []
+    assert Settings(metrics_token="m").check() == []
 
 
 def test_settings_never_show_secrets_in_their_repr() -> None:

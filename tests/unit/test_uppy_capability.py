@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from upload_plane.errors import KeyMismatch, NotFound
+from upload_plane.errors import KeyMismatch, NotFound, Unauthenticated
 from upload_plane.logs import loggable_path
 from upload_plane.uploads.rules import MIB, plan_parts
 from upload_plane.uppy import capability
@@ -51,13 +51,24 @@ def test_a_capability_round_trips_and_binds_its_key() -> None:
         lambda t: "c1." + t.split(".")[1][:-4] + "AAAA." + t.split(".")[2],  # another payload
         lambda t: "",
         lambda t: "c1.!!!.###",
-        lambda t: "x" * 5000,
     ],
 )
 def test_anything_else_is_an_unknown_upload(mangle: object) -> None:
     token = capability.mint(SECRET, cap())
     with pytest.raises(NotFound):
         capability.read(SECRET, mangle(token))  # type: ignore[operator]
+
+
+def test_an_oversized_capability_is_refused_before_it_is_looked_at_and_nothing_is_kept() -> None:
+    before = len(capability._VERIFIED)
+    for i in range(50):
+        with pytest.raises(Unauthenticated):
+            capability.read(SECRET, f"c1.{i}." + "x" * 5000)
+        with pytest.raises(NotFound):  # a failure of any size is never cached
+            capability.read(SECRET, f"c1.{i}." + "y" * 4000)
+    assert len(capability._VERIFIED) == before
+    capability.read(SECRET, capability.mint(SECRET, cap(upload_id="kept")))  # a success is
+    assert len(capability._VERIFIED) == before + 1
 
 
 def test_another_secret_does_not_verify() -> None:

@@ -29,6 +29,12 @@ const state = {
   transfers: [],
 }
 
+// Progress bars get their width through the CSSOM: the Content-Security-Policy refuses style
+// attributes in markup.
+function setWidths(root) {
+  for (const bar of root.querySelectorAll('[data-width]')) bar.style.width = `${bar.dataset.width}%`
+}
+
 function esc(text) {
   return String(text ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c])
 }
@@ -264,9 +270,10 @@ async function loadResumable() {
         <button class="btn small icon danger" type="button" data-discard="${esc(u.id)}" aria-label="Discard ${esc(u.filename)}">${ICONS.x}</button>
       </div>
       <div class="meta">${formatBytes(got)} of ${formatBytes(u.size)} in the store · started ${esc(new Date(u.created_at).toLocaleString())}</div>
-      <div class="bar paused" aria-hidden="true"><span style="width:${pct}%"></span></div>
+      <div class="bar paused" aria-hidden="true"><span data-width="${pct}"></span></div>
     </li>`
   }).join('')
+  setWidths($('#resumable-list'))
 }
 
 $('#resumable-list').addEventListener('click', async (e) => {
@@ -426,9 +433,10 @@ function renderTransfers() {
         ${active ? `<button class="btn small icon danger" type="button" data-action="cancel" data-index="${i}" aria-label="Cancel ${esc(t.name)}">${ICONS.x}</button>` : ''}
       </div>
       <div class="meta">${meta}</div>
-      <div class="bar ${t.state === 'done' ? 'done' : t.state === 'error' ? 'bad' : t.state === 'paused' ? 'paused' : ''}" role="progressbar" aria-label="${esc(t.name)}" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${pct}"><span style="width:${pct}%"></span></div>
+      <div class="bar ${t.state === 'done' ? 'done' : t.state === 'error' ? 'bad' : t.state === 'paused' ? 'paused' : ''}" role="progressbar" aria-label="${esc(t.name)}" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${pct}"><span data-width="${pct}"></span></div>
     </li>`
   }).join('')
+  setWidths(list)
   if (focused) list.querySelector(`[data-action="${focused[0]}"][data-index="${focused[1]}"]`)?.focus()
   const files = (t) => t.files || 1 // a batch stands for many files
   const done = ts.filter((t) => t.state === 'done').reduce((n, t) => n + files(t), 0)

@@ -6,24 +6,36 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put
+from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie, State
 from litestar.di import NamedDependency, Provide
+from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from ..cases.controller import PageLimit
-from ..models import PersonalAccessToken, User
+from ..errors import CrossSiteRequest, UnsupportedMediaType
+from ..models import AuthSession, PersonalAccessToken, User
 from ..openapi import OptionalBody, sent_fields
 from ..pagination import PageRequest
 from ..problems import problems
 from .guards import admin_only
-from .middleware import SESSION_COOKIE, AuthedRequest, client_info, optional_principal
+from .middleware import (
+    SESSION_COOKIE,
+    AuthedRequest,
+    client_info,
+    from_this_site,
+    optional_principal,
+)
 from .schemas import (
+    CredentialsRevoked,
     LoginRequest,
     LogoutRequest,
     PasswordSet,
     RefreshRequest,
+    SessionOut,
+    SessionPage,
     TokenCreate,
     TokenCreated,
     TokenOut,
@@ -50,6 +62,21 @@ def user_out(user: User) -> UserOut:
 
 def token_out(row: PersonalAccessToken) -> TokenOut:
     return msgspec.convert(row, TokenOut, from_attributes=True)
+
+
+def session_out(row: AuthSession) -> SessionOut:
+    return msgspec.convert(row, SessionOut, from_attributes=True)
+
+
+def json_from_this_site(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Sign-in takes JSON only, and not from another site: a cross-site HTML form (whose body is
+    ``text/plain``, urlencoded or multipart) cannot sign the browser in as someone else (login
+    CSRF). Checked before the body is read, so a refused sign-in sets no cookie."""
+    if not from_this_site(connection, if_unsaid=True):
+        raise CrossSiteRequest("sign-in is refused from another site")
+    media_type = connection.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType("send the sign-in as JSON (Content-Type: application/json)")
 
 
 def session_cookie(request: Request[Any, Any, Any], value: str, max_age: int) -> Cookie:
@@ -83,8 +110,14 @@ class LoginController(Controller):
     @post(
         "/login",
         summary="Sign in: access token, refresh token and the session cookie",
+        description=(
+            "JSON only (else 415 UNSUPPORTED_MEDIA_TYPE); from a browser, only from this site or a "
+            "configured origin (else 403 CROSS_SITE_REQUEST). Failed sign-ins are counted per account "
+            "and client address, and per account (429 RATE_LIMITED)."
+        ),
         status_code=200,
-        responses=problems(401, 429, public=True),
+        responses=problems(401, 403, 415, 429, public=True),
+        guards=[json_from_this_site],
     )
     async def login(
         self,
@@ -140,7 +173,12 @@ class AccountController(Controller):
     async def me(self, request: AuthedRequest, auth: NamedDependency[AuthService]) -> UserOut:
         return user_out(await auth.get_user(request.user.id))
 
-    @post("/tokens", summary="Issue a personal access token (shown once)", responses=problems(403))
+    @post(
+        "/tokens",
+        summary="Issue a personal access token (shown once)",
+        description="Not with a personal access token: 403 CREDENTIAL_NOT_ALLOWED.",
+        responses=problems(403),
+    )
     async def create_token(
         self, data: JSONBody[TokenCreate], request: AuthedRequest, auth: NamedDependency[AuthService]
     ) -> Response[TokenCreated]:
@@ -156,7 +194,7 @@ class AccountController(Controller):
         limit: PageLimit = None,
         cursor: FromQuery[str | None] = None,
     ) -> TokenPage:
-        page = await auth.list_personal_tokens(request.user, PageRequest.parse(limit, cursor))
+        page = await auth.list_personal_tokens(request.user.id, PageRequest.parse(limit, cursor))
         return TokenPage(items=[token_out(t) for t in page.items], next_cursor=page.next_cursor)
 
     @delete("/tokens/{token_id:str}", summary="Revoke a personal access token", responses=problems(403))
@@ -192,7 +230,7 @@ class UserAdminController(Controller):
 
     @patch(
         "/{user_id:str}",
-        summary="Change a user's role or disable them (admin)",
+        summary="Change a user's role or disable them (admin); disabling ends every sign-in and token",
         responses=problems(403, 409),
     )
     async def update_user(
@@ -207,7 +245,7 @@ class UserAdminController(Controller):
 
     @put(
         "/{user_id:str}/password",
-        summary="Set a user's password (admin)",
+        summary="Set a user's password (admin); ends every sign-in and token of the user",
         status_code=204,
         responses=problems(403),
     )
@@ -219,3 +257,71 @@ class UserAdminController(Controller):
         auth: NamedDependency[AuthService],
     ) -> None:
         await auth.set_password(request.user, await auth.get_user(user_id), data.password)
+
+    @get("/{user_id:str}/sessions", summary="A user's sign-ins, newest first (admin)", responses=problems())
+    async def list_sessions(
+        self,
+        user_id: FromPath[str],
+        auth: NamedDependency[AuthService],
+        limit: PageLimit = None,
+        cursor: FromQuery[str | None] = None,
+    ) -> SessionPage:
+        user = await auth.get_user(user_id)
+        page = await auth.list_sessions(user.id, PageRequest.parse(limit, cursor))
+        return SessionPage(items=[session_out(s) for s in page.items], next_cursor=page.next_cursor)
+
+    @delete(
+        "/{user_id:str}/sessions/{session_id:str}",
+        summary="End one sign-in of a user: its access tokens, cookie and refresh tokens (admin)",
+        responses=problems(403),
+    )
+    async def revoke_session(
+        self,
+        user_id: FromPath[str],
+        session_id: FromPath[str],
+        request: AuthedRequest,
+        auth: NamedDependency[AuthService],
+    ) -> None:
+        await auth.revoke_session(request.user, user_id, session_id)
+
+    @get(
+        "/{user_id:str}/tokens",
+        summary="A user's personal access tokens, without the secrets (admin)",
+        responses=problems(),
+    )
+    async def list_user_tokens(
+        self,
+        user_id: FromPath[str],
+        auth: NamedDependency[AuthService],
+        limit: PageLimit = None,
+        cursor: FromQuery[str | None] = None,
+    ) -> TokenPage:
+        user = await auth.get_user(user_id)
+        page = await auth.list_personal_tokens(user.id, PageRequest.parse(limit, cursor))
+        return TokenPage(items=[token_out(t) for t in page.items], next_cursor=page.next_cursor)
+
+    @delete(
+        "/{user_id:str}/tokens/{token_id:str}",
+        summary="Revoke a personal access token of a user (admin)",
+        responses=problems(403),
+    )
+    async def revoke_user_token(
+        self,
+        user_id: FromPath[str],
+        token_id: FromPath[str],
+        request: AuthedRequest,
+        auth: NamedDependency[AuthService],
+    ) -> None:
+        await auth.revoke_personal_token(request.user, token_id, user_id)
+
+    @post(
+        "/{user_id:str}/revoke",
+        summary="End every sign-in and personal access token of a user (admin)",
+        status_code=200,
+        responses=problems(403),
+    )
+    async def revoke_all(
+        self, user_id: FromPath[str], request: AuthedRequest, auth: NamedDependency[AuthService]
+    ) -> CredentialsRevoked:
+        ended = await auth.end_credentials(request.user, await auth.get_user(user_id), "admin")
+        return CredentialsRevoked(ended.sessions, ended.tokens)

@@ -15,7 +15,7 @@ from ..errors import Unauthenticated
 from ..models import AuthSession, PersonalAccessToken, User, utcnow
 from ..statements import Query, Statement
 from . import tokens
-from .principal import ClientInfo, Principal
+from .principal import PAT_CREDENTIAL, ClientInfo, Principal
 
 #: ``last_used_at`` of a personal access token is written at most this often (not on every request).
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -74,4 +74,4 @@ async def from_personal_token(conn: Connection, token: str, client: ClientInfo) 
     last_used = row["last_used_at"]
     if last_used is None or last_used < now - LAST_USED_RESOLUTION:
         await conn.run(TOKEN_USED, token_id=row["token_id"], now=now)
-    return Principal(row["id"], row["username"], row["role"], "pat", row["token_id"], client)
+    return Principal(row["id"], row["username"], row["role"], PAT_CREDENTIAL, row["token_id"], client)

@@ -16,6 +16,8 @@ class ClientInfo:
 #: The credential of an upload link: the principal acts for the link, with the authority of the user
 #: who issued it (``id``), confined by the link to one log, write-only.
 LINK_CREDENTIAL = "upload_link"
+#: The credential of a request made with a personal access token (which may not create tokens).
+PAT_CREDENTIAL = "pat"
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,3 +86,25 @@ class TokenOut(msgspec.Struct):
 class TokenPage(msgspec.Struct):
     items: list[TokenOut]
     next_cursor: str | None
+
+
+class SessionOut(msgspec.Struct):
+    """A sign-in (a password login): its access tokens, cookie and refresh tokens live and die
+    with it."""
+
+    id: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    address: str | None
+    user_agent: str | None
+
+
+class SessionPage(msgspec.Struct):
+    items: list[SessionOut]
+    next_cursor: str | None
+
+
+class CredentialsRevoked(msgspec.Struct):
+    sessions_revoked: int
+    tokens_revoked: int

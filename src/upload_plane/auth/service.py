@@ -1,13 +1,23 @@
 """Accounts and credentials. Free of HTTP: the controller, the middleware and the CLI use it.
 
 - Login creates a sign-in (``AuthSession``) with a refresh token, an access token and a session
-  cookie that all name it. Attempts are limited per client address and failures per account, in
-  counters every replica shares (``ratelimit.py``). Password hashing runs in worker threads behind a
-  small capacity limiter, so a burst of logins cannot stall the event loop.
+  cookie that all name it. Limits, in counters every replica shares (``ratelimit.py``): attempts
+  per client address; failures per account *and* address (an address that guesses waits, the
+  account's owner elsewhere does not; a success from that address clears its count); and failures
+  per account from everywhere, a much higher ceiling against guessing spread over many addresses.
+  Password hashing runs in worker threads behind a small capacity limiter, so a burst of logins
+  cannot stall the event loop.
 - Refresh rotates: the presented token is marked used (compare-and-set) and a new one issued in the
   same sign-in. A used token presented again means it was stolen or replayed: the whole sign-in is
   revoked. Logout revokes the sign-in.
-- Every credential dies at once when its user is disabled: each request loads the user.
+- **Credentials end when they should.** Setting a password or disabling a user revokes every
+  sign-in (its access tokens, cookie and refresh tokens) and every personal access token of that
+  user, in the transaction of the change, with an audit event; enabling the user again brings none
+  back. An admin can list and revoke any user's sign-ins and tokens. The user row is locked while
+  a sign-in or a token is made (``_hold``), so one made at the same moment as a reset is either
+  seen and revoked by it or refused.
+- A personal access token cannot issue tokens: a leaked one must not be able to outlive its own
+  revocation.
 """
 
 from __future__ import annotations
@@ -22,14 +32,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from ..audit.service import Audit
 from ..db import Database
-from ..errors import Conflict, NotFound, Unauthenticated, ValidationFailed
+from ..errors import Conflict, CredentialNotAllowed, NotFound, Unauthenticated, ValidationFailed
 from ..models import AuthSession, PersonalAccessToken, RefreshToken, User, utcnow
 from ..pagination import Page, PageRequest, paginate
 from ..ratelimit import Limit, RateLimits
 from ..settings import Settings
 from . import tokens
 from .passwords import PasswordHashing
-from .principal import ClientInfo, Principal
+from .principal import PAT_CREDENTIAL, ClientInfo, Principal
 from .usernames import normalize_username, valid_new_username
 
 ROLES = ("admin", "user")
@@ -51,6 +61,12 @@ class IssuedToken:
     token: str  # shown once
 
 
+@dataclass(frozen=True, slots=True)
+class EndedCredentials:
+    sessions: int  # sign-ins revoked (each with its access tokens, cookie and refresh tokens)
+    tokens: int  # personal access tokens revoked
+
+
 class AuthService:
     def __init__(
         self,
@@ -69,6 +85,12 @@ class AuthService:
             settings.login_attempts_per_address,
             settings.login_window,
             "sign-in attempts from this address",
+        )
+        self.account_address_limit = Limit(
+            "login_account_address",
+            settings.login_failures_per_account_address,
+            settings.login_window,
+            "failed sign-ins for this account from this address",
         )
         self.account_limit = Limit(
             "login_account",
@@ -103,15 +125,24 @@ class AuthService:
         now = utcnow()
         if self.db is None:
             raise RuntimeError("login needs the rate counters' connections")
+        address = client.address or "unknown"
+        from_here = f"{name}\n{address}"  # one account from one address
         async with self.db.connect() as conn:
             limits = RateLimits(conn)
+            await limits.check(self.account_address_limit, from_here, now)
             await limits.check(self.account_limit, name, now)
-            await limits.take(self.address_limit, client.address or "unknown", now)
+            await limits.take(self.address_limit, address, now)
         user = await self.find(name)
-        ok = await self._verify(user.password_hash if user else None, password)
+        verified_hash = user.password_hash if user else None
+        ok = await self._verify(verified_hash, password)
+        if ok and user and not user.disabled:
+            held = await self._hold(user.id)  # a reset or a disable since the check wins
+            ok = held.password_hash == verified_hash and not held.disabled
         if not user or not ok or user.disabled:
             async with self.db.connect() as conn:
-                await RateLimits(conn).hit(self.account_limit, name, now)
+                limits = RateLimits(conn)
+                await limits.hit(self.account_address_limit, from_here, now)
+                await limits.hit(self.account_limit, name, now)
             who = Principal.of(user, "password", client=client) if user else None
             self.audit.record(
                 who,
@@ -123,9 +154,21 @@ class AuthService:
             )
             await self.session.commit()  # the counters and the event stand although the request fails
             raise Unauthenticated("Unknown username or wrong password")
+        async with self.db.connect() as conn:  # before this session writes (SQLite: one writer)
+            await RateLimits(conn).reset(self.account_address_limit, from_here, now)
         sign_in = await self._open_session(user, client, now)
         self.audit.record(Principal.of(user, "password", client=client), "login.succeeded", "user", user.id)
         return sign_in
+
+    async def _hold(self, user_id: str) -> User:
+        """The user as committed now, locked until this transaction ends: a password set or a
+        disable (which update this row first) waits for a sign-in or token being made, then
+        revokes it; one that came first is seen here."""
+        stmt = select(User).where(User.id == user_id).with_for_update()
+        user = (await self.session.exec(stmt.execution_options(populate_existing=True))).first()
+        if user is None:
+            raise Unauthenticated("The account no longer exists")
+        return user
 
     async def _open_session(self, user: User, client: ClientInfo, now: datetime) -> SignIn:
         settings = self.settings
@@ -231,10 +274,15 @@ class AuthService:
     # -- personal access tokens ----------------------------------------------------------------
 
     async def issue_personal_token(self, who: Principal, name: str, expires_in_days: int) -> IssuedToken:
+        if who.credential == PAT_CREDENTIAL:
+            raise CredentialNotAllowed(
+                "a personal access token cannot create tokens; sign in with a password to create one"
+            )
         if not 1 <= expires_in_days <= self.settings.personal_token_max_days:
             raise ValidationFailed(
                 f"expires_in_days must be within 1..{self.settings.personal_token_max_days}"
             )
+        await self._still_signed_in(who)
         now = utcnow()
         token = tokens.new_personal_access_token()
         row = PersonalAccessToken(
@@ -250,19 +298,76 @@ class AuthService:
         await self.session.flush()
         return IssuedToken(row, token)
 
-    async def list_personal_tokens(self, who: Principal, page: PageRequest) -> Page[PersonalAccessToken]:
-        query = select(PersonalAccessToken).where(PersonalAccessToken.user_id == who.id)
+    async def _still_signed_in(self, who: Principal) -> None:
+        """Lock the caller's user row, and refuse if the credential this request came with was
+        revoked since it was checked (a reset racing with this request)."""
+        user = await self._hold(who.id)
+        live = not user.disabled
+        if live and who.credential in (tokens.ACCESS, tokens.SESSION) and who.credential_id:
+            stmt = select(AuthSession).where(AuthSession.id == who.credential_id)
+            sign_in = (await self.session.exec(stmt.execution_options(populate_existing=True))).first()
+            live = sign_in is not None and sign_in.revoked_at is None
+        if not live:
+            raise Unauthenticated("The sign-in has ended; sign in again")
+
+    async def list_personal_tokens(self, user_id: str, page: PageRequest) -> Page[PersonalAccessToken]:
+        query = select(PersonalAccessToken).where(PersonalAccessToken.user_id == user_id)
         return await paginate(self.session, query, PersonalAccessToken, page)
 
-    async def revoke_personal_token(self, who: Principal, token_id: str) -> None:
+    async def revoke_personal_token(self, who: Principal, token_id: str, user_id: str | None = None) -> None:
+        """Revoke one token (idempotent): the caller's own, or (admins) anyone's; with ``user_id``,
+        only a token of that user."""
         row = await self.session.get(PersonalAccessToken, token_id)
         if row is None or (row.user_id != who.id and not who.is_admin):
+            raise NotFound("No such token")
+        if user_id is not None and row.user_id != user_id:
             raise NotFound("No such token")
         if row.revoked_at is None:
             row.revoked_at = utcnow()
             self.session.add(row)
-            self.audit.record(who, "token.revoked", "token", row.id, name=row.name)
+            self.audit.record(who, "token.revoked", "token", row.id, name=row.name, user_id=row.user_id)
             await self.session.flush()
+
+    # -- a user's sign-ins, and ending every credential -----------------------------------------
+
+    async def list_sessions(self, user_id: str, page: PageRequest) -> Page[AuthSession]:
+        query = select(AuthSession).where(AuthSession.user_id == user_id)
+        return await paginate(self.session, query, AuthSession, page)
+
+    async def revoke_session(self, who: Principal, user_id: str, session_id: str) -> None:
+        """End one sign-in of ``user_id`` (admins; idempotent)."""
+        row = await self.session.get(AuthSession, session_id)
+        if row is None or row.user_id != user_id:
+            raise NotFound("No such sign-in")
+        if await self._revoke_session(row.id, utcnow()):
+            self.audit.record(who, "session.revoked", "session", row.id, user_id=user_id, reason="admin")
+
+    async def end_credentials(
+        self, who: Principal | None, user: User, reason: str, *, quiet_if_none: bool = False
+    ) -> EndedCredentials:
+        """Revoke every sign-in and personal access token of ``user`` in this transaction, with one
+        audit event saying how many and why (``password_set``, ``disabled``, ``enabled``,
+        ``admin``); with ``quiet_if_none``, no event when there was nothing to end."""
+        now = utcnow()
+        sessions = await self.session.exec(
+            update(AuthSession)
+            .where(col(AuthSession.user_id) == user.id, col(AuthSession.revoked_at).is_(None))
+            .values(revoked_at=now)
+        )
+        pats = await self.session.exec(
+            update(PersonalAccessToken)
+            .where(col(PersonalAccessToken.user_id) == user.id, col(PersonalAccessToken.revoked_at).is_(None))
+            .values(revoked_at=now)
+        )
+        ended = EndedCredentials(int(sessions.rowcount), int(pats.rowcount))
+        if quiet_if_none and not (ended.sessions or ended.tokens):
+            return ended
+        self.audit.record(
+            who, "user.credentials_revoked", "user", user.id, username=user.username, reason=reason,
+            sessions=ended.sessions, tokens=ended.tokens,
+        )  # fmt: skip
+        await self.session.flush()
+        return ended
 
     # -- users ---------------------------------------------------------------------------------
 
@@ -296,11 +401,14 @@ class AuthService:
         return user
 
     async def set_password(self, who: Principal | None, user: User, password: str) -> User:
+        """Set the password and end every sign-in and token of the user (whoever knew the old
+        password may hold one)."""
         self._check_password(password)
         user.password_hash = await self._hash(password)
         self.session.add(user)
         self.audit.record(who, "user.password_set", "user", user.id, username=user.username)
-        await self.session.flush()
+        await self.session.flush()  # the user row first: it is what sign-ins being made wait on
+        await self.end_credentials(who, user, "password_set")
         return user
 
     async def update_user(self, who: Principal | None, user: User, changes: dict[str, Any]) -> User:
@@ -318,11 +426,18 @@ class AuthService:
             )
             if not (await self.session.exec(others)).one():
                 raise Conflict("this is the last enabled administrator")
+        was_disabled = user.disabled
         for name, value in changes.items():
             setattr(user, name, value)
         self.session.add(user)
         self.audit.record(who, "user.updated", "user", user.id, username=user.username, changes=changes)
-        await self.session.flush()
+        await self.session.flush()  # the user row first: it is what sign-ins being made wait on
+        if changes.get("disabled") and not was_disabled:
+            await self.end_credentials(who, user, "disabled")
+        elif was_disabled and changes.get("disabled") is False:
+            # Normally nothing is left (the disable ended it all), but a user disabled before
+            # disabling ended credentials must not get old ones back either.
+            await self.end_credentials(who, user, "enabled", quiet_if_none=True)
         return user
 
     async def list_users(self, page: PageRequest) -> Page[User]:

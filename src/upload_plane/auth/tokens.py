@@ -8,6 +8,9 @@
 - **Personal access tokens** are opaque (``uppat_`` + 30 random base62 + a 6-character CRC32
   checksum, GitHub-style), so secret scanners can recognise a leaked one and tell a real token from a
   typo without asking the database. Only their SHA-256 is stored.
+
+No credential this service issues is longer than a few hundred characters: anything longer than
+``MAX_CREDENTIAL_LENGTH`` is refused before it is parsed, hashed or cached.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import time
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 
 import jwt
+
+from ..lru import SizedCache
 
 ALGORITHM = "HS256"
 ACCESS, SESSION = "access", "session"
@@ -29,6 +33,8 @@ LINK_PREFIX = "uplnk_"
 REFRESH_PREFIX = "uprt_"
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _PAT_RANDOM, _PAT_CHECK = 30, 6
+#: The longest bearer token, cookie, link token or Uppy capability looked at (ours are < 600).
+MAX_CREDENTIAL_LENGTH = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +47,11 @@ class SignedToken:
 class TokenClaims:
     user_id: str
     session_id: str
+
+
+#: Verified JWTs kept (successes only), bounded by bytes: a few thousand clients' tokens.
+_VERIFIED: SizedCache[tuple[str, str], tuple[str, TokenClaims, float]] = SizedCache(4 * 1024 * 1024)
+_ENTRY_OVERHEAD = 400  # bytes an entry costs besides its token (key tuple, claims, value tuple)
 
 
 def issue_jwt(
@@ -61,7 +72,13 @@ def issue_jwt(
 def read_jwt(token: str, kind: str, secret: str, now: float | None = None) -> TokenClaims | None:
     """The claims of a valid, unexpired token of ``kind``; ``None`` for anything else (another
     algorithm, ``alg=none``, another key, another kind, a missing claim)."""
-    verified = _verified(token, secret)
+    if len(token) > MAX_CREDENTIAL_LENGTH:
+        return None
+    verified = _VERIFIED.get((secret, token))
+    if verified is None:
+        verified = _verify(token, secret)
+        if verified is not None:
+            _VERIFIED.put((secret, token), verified, len(token) + _ENTRY_OVERHEAD)
     if verified is None:
         return None
     claims_kind, claims, expires = verified
@@ -70,10 +87,10 @@ def read_jwt(token: str, kind: str, secret: str, now: float | None = None) -> To
     return claims
 
 
-@lru_cache(maxsize=8192)
-def _verified(token: str, secret: str) -> tuple[str, TokenClaims, float] | None:
-    """A token's signature checked once: a client sends the same token with many requests, and
-    the same string always has the same (immutable) claims. Expiry is checked on every use."""
+def _verify(token: str, secret: str) -> tuple[str, TokenClaims, float] | None:
+    """A token's signature and claims, checked once per token string (``read_jwt`` keeps what
+    verified): a client sends the same token with many requests, and the same string always has
+    the same (immutable) claims. Expiry is checked on every use."""
     try:
         claims = jwt.decode(
             token,

@@ -9,7 +9,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery
 from litestar.status_codes import HTTP_307_TEMPORARY_REDIRECT
 
-from ..auth.middleware import AuthedRequest
+from ..auth.middleware import CHANGES_STATE, AuthedRequest
 from ..cases.controller import PageLimit
 from ..models import File
 from ..pagination import PageRequest
@@ -66,8 +66,14 @@ class FileController(Controller):
     @get(
         "/files/{file_id:str}/download",
         summary="Download: 307 to a presigned GET, or {url, expires_at} with ?redirect=false",
+        description=(
+            "Records a download event, so with the session cookie alone it must come from this site "
+            "(a link on the web demo, or typed: Sec-Fetch-Site same-origin or none): a link or "
+            "image on another site gets 403 CROSS_SITE_REQUEST and records nothing."
+        ),
+        opt={CHANGES_STATE: True},
         responses={
-            **problems(409),
+            **problems(403, 409),
             307: ResponseSpec(data_container=None, description="Redirect to a presigned GET (Location)"),
         },
     )

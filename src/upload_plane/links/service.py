@@ -5,8 +5,10 @@ account (a witness, a partner agency). Free of HTTP.
   (``resolve``): unknown is 404, revoked or expired is 410.
 - A link acts with the authority of the manager who issued it (``Principal.id`` is theirs, so
   ``created_by`` of its uploads and files names who vouched for them; its credential is
-  ``upload_link`` and audit events name the link). It is confined to its log, and stops working
-  when its issuer loses the role to upload there or is disabled.
+  ``upload_link`` and audit events name the link). It is confined to its log, and works only while
+  its issuer may still issue links there: a manager of the case (or an administrator), not
+  disabled. Demoted, removed or disabled, the issuer's links stop (410 ``UPLOAD_LINK_REVOKED``);
+  they work again if that authority comes back, as they were never revoked.
 - Budgets (``max_files``, ``max_bytes``) count every upload started through the link. The counters
   only move by a compare-and-set that keeps them within the budget (``reserve``), run in the same
   transaction that writes the upload's rows: concurrent starts can never overshoot, and a start
@@ -37,7 +39,7 @@ from ..errors import (
     UploadLinkRevoked,
     ValidationFailed,
 )
-from ..models import UploadLink, UploadLinkUpload, User, utcnow
+from ..models import CaseMember, UploadLink, UploadLinkUpload, User, utcnow
 from ..pagination import Page, PageRequest, paginate
 from ..settings import Settings
 from ..statements import Query, Statement, insert_of
@@ -170,6 +172,7 @@ class LinkService:
 LINKS: sa.Table = UploadLink.__table__  # type: ignore[attr-defined]
 LINKED: sa.Table = UploadLinkUpload.__table__  # type: ignore[attr-defined]
 USERS: sa.Table = User.__table__  # type: ignore[attr-defined]
+MEMBERS: sa.Table = CaseMember.__table__  # type: ignore[attr-defined]
 
 
 def _grant(row: dict[str, Any], client: ClientInfo) -> LinkGrant:
@@ -197,8 +200,12 @@ LINK_BY_TOKEN: Query[dict[str, Any]] = Query(
         USERS.c.id.label("user_id"),
         USERS.c.role,
         USERS.c.disabled,
+        MEMBERS.c.role.label("issuer_case_role"),
     )
     .join(USERS, USERS.c.id == LINKS.c.created_by)
+    .outerjoin(
+        MEMBERS, sa.and_(MEMBERS.c.case_id == LINKS.c.case_id, MEMBERS.c.user_id == LINKS.c.created_by)
+    )
     .where(LINKS.c.token_hash == sa.bindparam("token_hash")),
     dict,
 )
@@ -249,14 +256,20 @@ LINK_OF_UPLOAD: Query[str] = Query(
 
 
 async def resolve(conn: Connection, token: str, client: ClientInfo) -> LinkGrant:
-    """The link a token names, if it may be used now. One query."""
+    """The link a token names, if it may be used now: not revoked nor expired, and its issuer
+    still a manager of the case (or an administrator) and enabled. One query."""
     if not tokens.looks_like_upload_link_token(token):
         raise NotFound("No such upload link")
     row = await conn.one(LINK_BY_TOKEN, token_hash=tokens.token_hash(token))
     if row is None:
         raise NotFound("No such upload link")
-    if row["revoked_at"] is not None or row["disabled"]:
+    if row["revoked_at"] is not None:
         raise UploadLinkRevoked("this upload link was revoked; ask for a new one")
+    issuer_may = row["role"] == "admin" or row["issuer_case_role"] == CaseRole.MANAGER.label
+    if row["disabled"] or not issuer_may:
+        raise UploadLinkRevoked(
+            "whoever issued this upload link may no longer issue links for this case; ask for a new one"
+        )
     if row["expires_at"] <= utcnow():
         raise UploadLinkExpired("this upload link has expired; ask for a new one")
     return _grant(row, client)

@@ -25,9 +25,10 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 
-from ..errors import KeyMismatch, NotFound
+from ..auth.tokens import MAX_CREDENTIAL_LENGTH
+from ..errors import KeyMismatch, NotFound, Unauthenticated
+from ..lru import SizedCache
 
 VERSION = "c1"
 _MAC_BYTES = 24
@@ -84,19 +85,27 @@ def mint(secret: bytes, cap: Capability) -> str:
     return f"{body}.{_b64(mac)}"
 
 
+#: Capabilities that verified (never failures), bounded by bytes: Uppy sends the same one for
+#: every part of an upload, so its MAC is checked once.
+_VERIFIED: SizedCache[tuple[bytes, str], Capability] = SizedCache(4 * 1024 * 1024)
+_ENTRY_OVERHEAD = 600  # bytes an entry costs besides its token (key tuple, the Capability's fields)
+
+
 def read(secret: bytes, token: str) -> Capability:
-    """The capability in ``token``; ``NotFound`` for anything this service did not issue."""
-    cap = _read(secret, token)
+    """The capability in ``token``: ``Unauthenticated`` for one longer than any this service
+    issues (refused before it is looked at), ``NotFound`` for anything else it did not issue."""
+    if len(token) > MAX_CREDENTIAL_LENGTH:
+        raise Unauthenticated("The upload id is longer than any this service issues")
+    cap = _VERIFIED.get((secret, token))
     if cap is None:
-        raise NotFound("No such upload")
+        cap = _verify(secret, token)
+        if cap is None:
+            raise NotFound("No such upload")
+        _VERIFIED.put((secret, token), cap, len(token) + _ENTRY_OVERHEAD)
     return cap
 
 
-@lru_cache(maxsize=8192)
-def _read(secret: bytes, token: str) -> Capability | None:
-    """Verified once per token string (Uppy sends the same one for every part of an upload)."""
-    if len(token) > 4096:
-        return None
+def _verify(secret: bytes, token: str) -> Capability | None:
     version, _, rest = token.partition(".")
     body_b64, _, mac_b64 = rest.partition(".")
     if version != VERSION or not body_b64 or not mac_b64:

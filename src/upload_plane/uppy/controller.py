@@ -25,9 +25,8 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Send
 from litestar.types import Scope as Scope_
 
-from ..auth.middleware import SESSION_COOKIE, authenticate, client_info
+from ..auth.middleware import CHANGES_STATE, SESSION_COOKIE, authenticate, client_info
 from ..auth.principal import ClientInfo
-from ..headers import SECURITY_HEADERS
 from ..problems import problems
 from ..uploads.schemas import MEDIA_TYPE, whole
 from .service import Credential, LinkToken, Scope, SessionCookie, UppyService
@@ -194,10 +193,7 @@ class SignPartFastPath(ASGIMiddleware):
 
 
 _encode = msgspec.json.Encoder().encode
-_FAST_HEADERS = [
-    (name.lower().encode(), value.encode())
-    for name, value in {"Content-Type": "application/json", **SECURITY_HEADERS}.items()
-]
+_FAST_HEADERS = [(b"content-type", b"application/json")]  # and the security headers: observe.py
 
 
 #: What ending an upload (complete, abort) may answer besides its success.
@@ -211,7 +207,12 @@ class UppyController(Controller):
     @get(
         "/params",
         summary="Uppy: a presigned form POST for a small file (exactly metadata[size] bytes)",
+        description=(
+            "Records a pending upload, so with the session cookie alone it must come from this site "
+            "(Sec-Fetch-Site same-origin or none, or an Origin of this site): else 403 CROSS_SITE_REQUEST."
+        ),
         responses=problems(403, 409, 410, 413, 415, 429),
+        opt={CHANGES_STATE: True},
     )
     async def params(
         self,
