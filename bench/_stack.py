@@ -42,6 +42,7 @@ class Stack:
     minio: MinIO
     bucket: str
     workdir: Path
+    mariadb_pid: int = 0
 
 
 def services_missing() -> str | None:
@@ -103,7 +104,7 @@ def stack(workdir: Path, **settings_changes: object) -> Iterator[Stack]:
             token = api.post("/tokens", json={"name": "bench", "expires_in_days": 1}).json()["token"]
             case = api.post("/cases", json={"title": "bench"}).json()
             log = api.post(f"/cases/{case['id']}/logs", json={"name": "bench"}).json()
-        yield Stack(url, pid, token, log["id"], minio, settings.s3_bucket, workdir)
+        yield Stack(url, pid, token, log["id"], minio, settings.s3_bucket, workdir, services.mariadb.pid)
 
 
 def random_file(path: Path, size: int) -> Path:

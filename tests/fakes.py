@@ -14,10 +14,11 @@ It serves fast state-machine tests; it is never a stand-in for the real tier.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -36,6 +37,7 @@ from upload_plane.settings import ObjectLock
 from upload_plane.storage import (
     FULL_OBJECT,
     CompletedObject,
+    ObjectToSign,
     PartToSign,
     PresignedPost,
     SignedUrl,
@@ -123,6 +125,7 @@ class MemoryStorage:
         self.objects: dict[str, bytes] = {}
         self._heads: dict[str, StoredObject] = {}
         self._parts: dict[str, list[str | None]] = {}  # an object's parts: the CRC64NVME computed, if any
+        self._signed_puts: dict[str, tuple[str, dict[str, str]]] = {}  # URL -> key, signed headers
         self.down = False
         self._lock = threading.Lock()
         self._next = 0
@@ -134,6 +137,38 @@ class MemoryStorage:
     def put_part(self, upload_id: str, part_number: int, data: bytes) -> None:
         with self._lock:
             self.uploads[upload_id].parts[part_number] = data
+
+    def put_object(self, url: str, data: bytes, headers: Mapping[str, str]) -> int:
+        """A client's PUT of ``data`` with a single-PUT ``url`` and the ``headers`` it sends, answered
+        as MinIO answers it: 400 when a signed header is left out (``AccessDenied``), 403 when one
+        differs (the signature; the length is signed), 400 when the bytes are not the signed checksum's
+        (``XAmzContentChecksumMismatch``), 412 when the key holds an object (``If-None-Match: *``;
+        MinIO checks it before the bytes), else 200 with the object stored (HEAD reports its
+        checksum). Only 200 stores anything."""
+        key, signed = self._signed_puts[url]
+        sent = {name.lower(): value for name, value in headers.items()}
+        if not signed.keys() <= sent.keys():
+            return 400
+        if sent != signed or int(sent["content-length"]) != len(data):
+            return 403
+        sha256 = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        crc = _crc(data) if "x-amz-checksum-crc64nvme" in sent else None
+        with self._lock:
+            if sent.get("if-none-match") == "*" and key in self.objects:
+                return 412  # checked before the bytes: a replay with other bytes is 412 too
+            if (
+                sent.get("x-amz-checksum-sha256", sha256) != sha256
+                or sent.get("x-amz-checksum-crc64nvme", crc) != crc
+            ):
+                return 400
+            self.objects[key] = data
+            self._heads[key] = StoredObject(
+                len(data), _etag(data), sent.get("content-type", "binary/octet-stream"),
+                checksum_crc64nvme=crc, checksum_type=FULL_OBJECT if crc else None,
+                checksum_sha256=sha256 if "x-amz-checksum-sha256" in sent else None,
+            )  # fmt: skip
+            self._parts.pop(key, None)
+        return 200
 
     async def ping(self) -> None:
         self._check()
@@ -282,6 +317,18 @@ class MemoryStorage:
         return [
             SignedUrl(f"memory://{upload_id}/{p.part_number}", {"Content-Length": str(p.size)}) for p in parts
         ]
+
+    def presign_puts(
+        self, objects: Sequence[ObjectToSign], expires_in: int, now: datetime | None = None
+    ) -> list[SignedUrl]:
+        signed = []
+        for o in objects:
+            with self._lock:
+                self._next += 1
+                url = f"memory://put/{self._next}"
+                self._signed_puts[url] = (o.key, {k.lower(): v for k, v in o.headers().items()})
+            signed.append(SignedUrl(url, o.headers()))
+        return signed
 
     def presign_get(
         self, key: str, content_disposition: str, expires_in: int, version_id: str | None = None

@@ -37,6 +37,8 @@ def operation(method: str, query: dict[str, str]) -> str:
         return "ListParts"
     if method == "POST":
         return "PostObject"
+    if method == "GET" and "list-type" in query:
+        return "ListObjectsV2"
     return {"PUT": "PutObject", "HEAD": "HeadObject", "GET": "GetObject", "DELETE": "DeleteObject"}[method]
 
 
@@ -57,15 +59,23 @@ class FaultProxy:
     url: str = ""
     faults: list[Fault] = field(default_factory=list)
     seen: Counter[str] = field(default_factory=Counter)
+    #: Every request the store answered: its operation, path and the store's status.
+    answered: list[tuple[str, str, int]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, op: str) -> int:
         with self._lock:
             return self.seen[op]
 
-    def _fault_for(self, op: str) -> Fault | None:
+    def requests(self, op: str) -> list[tuple[str, int]]:
+        """``(path, the store's status)`` of every ``op`` request that reached the store."""
+        with self._lock:
+            return [(path, status) for seen, path, status in self.answered if seen == op]
+
+    def _fault_for(self, op: str, path: str, status: int) -> Fault | None:
         with self._lock:
             self.seen[op] += 1
+            self.answered.append((op, path, status))
             for fault in self.faults:
                 if fault.op == op and fault.times > 0:
                     fault.times -= 1
@@ -86,7 +96,7 @@ class FaultProxy:
             skip_auto_headers=("Content-Type",),
         ) as upstream:
             data = await upstream.read()
-            fault = self._fault_for(op)
+            fault = self._fault_for(op, request.path, upstream.status)
             if fault is not None:
                 error = f"<Error><Code>{fault.code}</Code><Message>injected</Message></Error>".encode()
                 return web.Response(status=fault.status, body=error, content_type="application/xml")

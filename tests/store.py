@@ -60,7 +60,19 @@ class StoreChecker:
             content_type=head.get("ContentType", ""),
             checksum_crc64nvme=head.get("ChecksumCRC64NVME"),
             checksum_type=head.get("ChecksumType"),
+            checksum_sha256=head.get("ChecksumSHA256"),
         )
+
+    async def keys(self, prefix: str) -> list[str]:
+        """Every object key under ``prefix`` (all pages)."""
+        found: list[str] = []
+        token: dict[str, str] = {}
+        while True:
+            page = await self._call("list_objects_v2", Prefix=prefix, **token)
+            found += [o["Key"] for o in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                return found
+            token = {"ContinuationToken": page["NextContinuationToken"]}
 
     async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
         parts: list[StoredPart] = []

@@ -46,7 +46,7 @@ from .problems import PROBLEM_JSON, ApiRequest, problem_response, send_problem
 from .settings import Settings
 from .storage import S3Storage, Storage
 from .uploads.context import ClaimWaiters, Uploads
-from .uploads.controller import LogUploadController, UploadController
+from .uploads.controller import LinkBatchController, LogUploadController, UploadController
 from .uploads.queries import UPLOADS_BY_STATUS
 from .uploads.reaper import Reaper, ReapReport
 from .uploads.state import UploadStatus
@@ -349,6 +349,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
     uppy_for_links = Router(
         path="/links/{token:str}", route_handlers=[UppyController], dependencies=LINK_DEPENDENCIES
     )
+    batches_for_links = Router(path="/links/{token:str}", route_handlers=[LinkBatchController])
 
     app = UploadPlane(
         route_handlers=[
@@ -356,6 +357,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
             api,
             uppy_for_users,
             uppy_for_links,
+            batches_for_links,
             link_info,
             health,
             ready,

@@ -28,7 +28,7 @@ import logging
 import sqlite3
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,9 +149,10 @@ class Connection:
     """A pooled connection for one short unit of work, running precompiled statements on the driver.
 
     ``one``/``all`` run a ``Query`` and return its records; ``run`` returns the number of rows a
-    statement matched; ``value`` the first column of the first row (or, for a MySQL upsert that sets
-    ``LAST_INSERT_ID(expr)``, that value). Outside ``transaction()`` each statement commits alone.
-    Driver errors are raised as SQLAlchemy's ``DBAPIError`` for ``translate_db_error``.
+    statement matched (``run_many``: for many rows of parameters at once); ``value`` the first
+    column of the first row (or, for a MySQL upsert that sets ``LAST_INSERT_ID(expr)``, that value).
+    Outside ``transaction()`` each statement commits alone. Driver errors are raised as
+    SQLAlchemy's ``DBAPIError`` for ``translate_db_error``.
     """
 
     def __init__(self, fairy: PoolProxiedConnection, dialect: sa.Dialect, observe: Observer | None) -> None:
@@ -178,6 +179,20 @@ class Connection:
     async def run(self, statement: Statement, **params: Any) -> int:
         return int(await self._execute(statement.compiled(self.dialect), params, fetch=0))
 
+    async def run_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Run ``statement`` for every row of parameters in one call to the driver (its
+        ``executemany``): an INSERT goes as one multi-row INSERT (MySQL, up to the driver's
+        statement size), any other statement once per row. The rows matched, in all. No expanding
+        parameters (``IN`` lists)."""
+        if not rows:
+            return 0
+        compiled = statement.compiled(self.dialect)
+        if len(rows) == 1:
+            return int(await self._execute(compiled, dict(rows[0]), fetch=0))
+        if any(expanding for *_, expanding in compiled.params):
+            raise ValueError("run_many cannot spread IN lists")
+        return int(await self._observed(compiled.sql, [compiled.args(row)[1] for row in rows], fetch=4))
+
     async def value(self, statement: Statement, **params: Any) -> Any:
         compiled = statement.compiled(self.dialect)
         if compiled.insert_id:
@@ -187,6 +202,9 @@ class Connection:
 
     async def _execute(self, compiled: Compiled, params: dict[str, Any], fetch: int) -> Any:
         sql, args = compiled.args(params)
+        return await self._observed(sql, args, fetch)
+
+    async def _observed(self, sql: str, args: Sequence[Any], fetch: int) -> Any:
         started = time.perf_counter()
         ok = False
         try:
@@ -198,7 +216,8 @@ class Connection:
                 self.observe(sql, time.perf_counter() - started, ok)
 
     async def _send(self, sql: str, args: Sequence[Any], fetch: int) -> Any:
-        """``fetch`` 0: rows matched; 1: at most one row; 2: every row; 3: the insert id."""
+        """``fetch`` 0: rows matched; 1: at most one row; 2: every row; 3: the insert id; 4: the rows
+        matched by running the statement for each of ``args`` (then a list of argument lists)."""
         raise NotImplementedError
 
     def transaction(self) -> Any:
@@ -238,6 +257,9 @@ class _MySQL(Connection):
 
         try:
             async with self.raw.cursor() as cursor:
+                if fetch == 4:
+                    await cursor.executemany(sql, args)
+                    return cursor.rowcount
                 await cursor.execute(sql, args or None)
                 if fetch == 0:
                     return cursor.rowcount
@@ -271,8 +293,9 @@ class _SQLite(Connection):
 
     async def _send(self, sql: str, args: Sequence[Any], fetch: int) -> Any:
         try:
-            async with self.raw.execute(sql, args) as cursor:
-                if fetch == 0:
+            run = self.raw.executemany if fetch == 4 else self.raw.execute
+            async with run(sql, args) as cursor:
+                if fetch in (0, 4):
                     result: Any = cursor.rowcount
                 elif fetch == 1:
                     row = await cursor.fetchone()

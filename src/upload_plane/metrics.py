@@ -6,7 +6,8 @@
   (``outcome`` is ``ok`` or the domain error's code); its ``_count`` counts CompleteMultipartUploads;
 - ``upload_plane_db_statement_duration_seconds{operation,outcome}``: every statement (hot path
   and ORM), by verb and table;
-- ``upload_plane_presigned_urls_total{kind}``: part, download and form (POST) URLs signed;
+- ``upload_plane_presigned_urls_total{kind}``: part, put (a small file's one PUT), download and form
+  (POST) URLs signed;
 - ``upload_plane_uploads{status}``: uploads by state (read from the database at each scrape);
 - ``upload_plane_reaper_actions_total{action}``: what the reapers did.
 

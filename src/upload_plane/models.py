@@ -96,7 +96,8 @@ class File(SQLModel, table=True):
     key: str = Field(max_length=700, unique=True)
     sha256: str | None = Field(default=None, max_length=64)
     crc64nvme: str | None = Field(default=None, max_length=16)  # base64 of the 8-byte checksum
-    verified_by: str | None = Field(default=None, max_length=16)  # "store": it checked crc64nvme
+    # "store": the store checked a declared whole-file checksum (crc64nvme, or a single PUT's sha256)
+    verified_by: str | None = Field(default=None, max_length=16)
     etag: str | None = Field(default=None, max_length=128)
     # The store's version of the recorded bytes (a versioned bucket): downloads name it, so they
     # return exactly these bytes whatever is written to the key later.
@@ -118,7 +119,8 @@ class Upload(SQLModel, table=True):
     file_id: str = Field(foreign_key="files.id", max_length=36, unique=True)
     log_id: str = _fk("logs.id")
     case_id: str = _fk("cases.id", index=False)
-    # "multipart" (parts signed one by one) or "post" (one presigned POST, Uppy's small files)
+    # "multipart" (parts signed one by one), "post" (one presigned POST, Uppy's small files) or
+    # "put" (one conditional presigned PUT of a small file, started in a batch): uploads/kinds.py
     kind: str = Field(default="multipart", max_length=16)
     # The store's multipart upload id; empty while ``creating`` (written before the store is asked).
     s3_upload_id: str | None = Field(default=None, max_length=1024, nullable=True)

@@ -48,14 +48,15 @@ _ENDS = sa.bindparam("expires_at", type_=_COUNTERS.c.expires_at.type)
 
 
 def _count_up(dialect: str) -> sa.Executable:
-    """Add one to a counter (created at 1) in one statement that also answers the new count:
-    MySQL makes it the statement's insert id (``LAST_INSERT_ID(expr)``), SQLite returns it."""
+    """Add ``n`` (default 1) to a counter (created at ``n``) in one statement that also answers the
+    new count: MySQL makes it the statement's insert id (``LAST_INSERT_ID(expr)``), SQLite returns it."""
+    n = sa.bindparam("n", 1, type_=_COUNTERS.c.count.type)
     if dialect == "mysql":
-        insert = mysql.insert(_COUNTERS).values(key=_KEY, count=sa.func.last_insert_id(1), expires_at=_ENDS)
-        return insert.on_duplicate_key_update(count=sa.func.last_insert_id(_COUNTERS.c.count + 1))
-    upsert = sqlite.insert(_COUNTERS).values(key=_KEY, count=1, expires_at=_ENDS)
+        insert = mysql.insert(_COUNTERS).values(key=_KEY, count=sa.func.last_insert_id(n), expires_at=_ENDS)
+        return insert.on_duplicate_key_update(count=sa.func.last_insert_id(_COUNTERS.c.count + n))
+    upsert = sqlite.insert(_COUNTERS).values(key=_KEY, count=n, expires_at=_ENDS)
     return upsert.on_conflict_do_update(
-        index_elements=[_COUNTERS.c.key], set_={"count": _COUNTERS.c.count + 1}
+        index_elements=[_COUNTERS.c.key], set_={"count": _COUNTERS.c.count + n}
     ).returning(_COUNTERS.c.count)
 
 
@@ -82,12 +83,12 @@ class RateLimits:
     async def check(self, limit: Limit, subject: str, now: datetime) -> None:
         """``RateLimited`` (with the seconds until the window ends) once ``limit`` is reached."""
         if await self.count(limit, subject, now) >= limit.max:
-            raise self._refusal(limit, now)
+            raise self.refusal(limit, now)
 
-    async def hit(self, limit: Limit, subject: str, now: datetime) -> int:
-        """Count one more; the new count."""
+    async def hit(self, limit: Limit, subject: str, now: datetime, n: int = 1) -> int:
+        """Count ``n`` more; the new count."""
         index, ends = _window(limit, now)
-        count = int(await self.conn.value(COUNT_UP, key=_key(limit, subject, index), expires_at=ends))
+        count = int(await self.conn.value(COUNT_UP, key=_key(limit, subject, index), expires_at=ends, n=n))
         if random.random() < _PRUNE_PROBABILITY:  # noqa: S311 - not for security
             await self.conn.run(PRUNE, now=now)
         return count
@@ -95,7 +96,15 @@ class RateLimits:
     async def take(self, limit: Limit, subject: str, now: datetime) -> None:
         """Count one more, refusing it (``RateLimited``) when it goes over the limit."""
         if await self.hit(limit, subject, now) > limit.max:
-            raise self._refusal(limit, now)
+            raise self.refusal(limit, now)
+
+    async def take_up_to(self, limit: Limit, subject: str, now: datetime, n: int) -> int:
+        """Count ``n`` more at once (a batch, each counted); how many of them fit under the limit
+        (the first ones; ``refusal`` says why the others do not)."""
+        if n < 1:
+            return 0
+        count = await self.hit(limit, subject, now, n)
+        return max(0, min(n, limit.max - (count - n)))
 
     async def reset(self, limit: Limit, subject: str, now: datetime) -> None:
         """Forget what ``subject`` has counted in the current window (a sign-in that succeeded)."""
@@ -103,7 +112,7 @@ class RateLimits:
         await self.conn.run(FORGET, key=_key(limit, subject, index))
 
     @staticmethod
-    def _refusal(limit: Limit, now: datetime) -> RateLimited:
+    def refusal(limit: Limit, now: datetime) -> RateLimited:
         _, ends = _window(limit, now)
         wait = max(1, int((ends - now).total_seconds()) + 1)
         return RateLimited(

@@ -8,7 +8,9 @@ botocore's ``generate_presigned_url`` with ``signature_version="s3v4"`` and path
 - everything fixed per second of the clock (``X-Amz-Date``, scope, credential, the HMAC state of the
   day's signing key already fed the string-to-sign prefix) is computed once per second and reused;
 - ``presign_parts`` signs many parts of one multipart upload from one precomputed template, so a
-  part costs one SHA-256 of the canonical request, one HMAC and a few string joins.
+  part costs one SHA-256 of the canonical request, one HMAC and a few string joins;
+- ``presign_puts`` signs many whole-object PUTs (small files: each URL signs its own length,
+  checksum and ``If-None-Match: *``) on one clock reading.
 
 Endpoint handling mirrors botocore's: the URL keeps the endpoint's scheme and authority as written
 (``https://s3.example.com:443`` stays so in the URL), while the signed ``host`` header is the
@@ -300,6 +302,39 @@ class Presigner:
             o = outer.copy()
             o.update(h.digest())
             append(f"{url_head}{number}&{auth}&X-Amz-Signature={o.hexdigest()}")
+        return urls
+
+    def presign_puts(
+        self,
+        objects: Sequence[tuple[str, Mapping[str, str]]],
+        expires_in: int,
+        now: datetime | None = None,
+    ) -> list[str]:
+        """PUT URLs of whole objects (PutObject), one per ``(key, headers)``, in order.
+
+        The result for each is exactly what ``presign("PUT", key, headers=headers, expires_in=...,
+        now=now)`` returns; all share one ``X-Amz-Date`` (``now``, or the clock read once). Made for
+        many small files at once, whose headers differ in every URL (each its own Content-Length and
+        checksum): the header block is built here, not cached as ``presign`` caches the few blocks
+        part URLs repeat.
+        """
+        stamp = self._stamp(now)
+        host = self._host
+        urls: list[str] = []
+        append = urls.append
+        for key, headers in objects:
+            signed = {"host": host}
+            for name, value in headers.items():
+                signed[name.lower()] = " ".join(str(value).split())
+            names = sorted(signed)
+            signed_names = ";".join(names)
+            canonical_headers = "".join([f"{n}:{signed[n]}\n" for n in names])
+            _, auth_query = stamp.auth(expires_in, signed_names)
+            path = self._prefix + quote(key, safe="/~")
+            signature = stamp.sign(
+                f"PUT\n{path}\n{auth_query}\n{canonical_headers}\n{signed_names}\n{UNSIGNED_PAYLOAD}"
+            )
+            append(f"{self._base}{path}?{auth_query}&X-Amz-Signature={signature}")
         return urls
 
     def object_url(self, key: str) -> str:

@@ -98,6 +98,7 @@ class StoredObject:
     content_type: str
     checksum_crc64nvme: str | None = None
     checksum_type: str | None = None
+    checksum_sha256: str | None = None  # base64, as the store reports one it checked on a PUT
     version_id: str | None = None  # in a versioned (or lock-enabled) bucket
 
 
@@ -118,6 +119,47 @@ class PartToSign:
     size: int
     checksum_sha256: str | None = None
     checksum_crc64nvme: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectToSign:
+    """A whole object a client PUTs in one request (a small file), to its final key."""
+
+    key: str
+    size: int
+    content_type: str
+    checksum_sha256: str | None = None  # base64
+    checksum_crc64nvme: str | None = None  # base64
+    lock: tuple[tuple[str, str], ...] = ()  # Object Lock headers the PUT places (``lock_headers``)
+
+    def headers(self) -> dict[str, str]:
+        """What the URL signs and the client must send: the exact length and type, ``If-None-Match:
+        *`` (the store refuses to write over any object, so the URL can never replace a file), and
+        one checksum the store checks the bytes against: the SHA-256 when declared (it pins the
+        bytes; a CRC can be forged), else the CRC64NVME. S3 takes one ``x-amz-checksum-*`` per
+        request (MinIO refuses two: ``InvalidArgument``)."""
+        headers = {
+            "Content-Length": str(self.size),
+            "Content-Type": self.content_type,
+            "If-None-Match": "*",
+        }
+        if self.checksum_sha256:
+            headers["x-amz-checksum-sha256"] = self.checksum_sha256
+        elif self.checksum_crc64nvme:
+            headers["x-amz-checksum-crc64nvme"] = self.checksum_crc64nvme
+        headers.update(self.lock)
+        return headers
+
+
+def lock_headers(lock: ObjectLock, now: datetime) -> tuple[tuple[str, str], ...]:
+    """The headers that make a PUT place ``lock`` on the version it writes (signed into the URL, the
+    lock costs no call of its own): a legal hold, or a retention counted from ``now``."""
+    if not lock.on:
+        return ()
+    if lock.mode == "legal-hold":
+        return (("x-amz-object-lock-legal-hold", "ON"),)
+    until = (now + timedelta(days=lock.days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (("x-amz-object-lock-mode", lock.mode.upper()), ("x-amz-object-lock-retain-until-date", until))
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +254,13 @@ class Storage(Protocol):
         client must send; local, no I/O."""
         ...
 
+    def presign_puts(
+        self, objects: Sequence[ObjectToSign], expires_in: int, now: datetime | None = None
+    ) -> list[SignedUrl]:
+        """A conditional PUT URL per object, signing ``ObjectToSign.headers``, with the headers the
+        client must send; local, no I/O."""
+        ...
+
     def presign_get(
         self, key: str, content_disposition: str, expires_in: int, version_id: str | None = None
     ) -> str:
@@ -245,7 +294,7 @@ class StorageWrapper:
         return await call()
 
     def presigned(self, kind: str, count: int) -> None:
-        """``count`` URLs of ``kind`` (``part``, ``download``, ``form``) were signed (locally)."""
+        """``count`` URLs of ``kind`` (``part``, ``put``, ``download``, ``form``) were signed (locally)."""
 
     async def ping(self) -> None:
         await self.around("ping", self.inner.ping)
@@ -310,6 +359,13 @@ class StorageWrapper:
     ) -> list[SignedUrl]:
         signed = self.inner.presign_parts(key, upload_id, parts, expires_in, now)
         self.presigned("part", len(signed))
+        return signed
+
+    def presign_puts(
+        self, objects: Sequence[ObjectToSign], expires_in: int, now: datetime | None = None
+    ) -> list[SignedUrl]:
+        signed = self.inner.presign_puts(objects, expires_in, now)
+        self.presigned("put", len(signed))
         return signed
 
     def presign_get(
@@ -555,6 +611,7 @@ class S3Storage:
             content_type=headers.get("Content-Type", ""),
             checksum_crc64nvme=headers.get("x-amz-checksum-crc64nvme"),
             checksum_type=headers.get("x-amz-checksum-type"),
+            checksum_sha256=headers.get("x-amz-checksum-sha256"),
             version_id=headers.get("x-amz-version-id"),
         )
 
@@ -659,6 +716,15 @@ class S3Storage:
                 headers[header] = checksum
             signed.append(SignedUrl(url, headers))
         return signed
+
+    def presign_puts(
+        self, objects: Sequence[ObjectToSign], expires_in: int, now: datetime | None = None
+    ) -> list[SignedUrl]:
+        headers = [o.headers() for o in objects]
+        urls = self.presigner.presign_puts(
+            [(o.key, h) for o, h in zip(objects, headers, strict=True)], expires_in, now
+        )
+        return [SignedUrl(url, h) for url, h in zip(urls, headers, strict=True)]
 
     def presign_get(
         self, key: str, content_disposition: str, expires_in: int, version_id: str | None = None

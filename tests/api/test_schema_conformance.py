@@ -122,7 +122,7 @@ def test_a_link_that_does_not_work_is_refused_as_documented_on_every_link_route(
     upload_id, key = started.json()["uploadId"], started.json()["key"]
     unknown = "uplnk_" + "x" * 36
     paths = {p: ops for p, ops in openapi(backend)["paths"].items() if p.startswith("/links/{token}")}
-    assert len(paths) == 7, sorted(paths)
+    assert len(paths) == 9, sorted(paths)
     for path, operations in paths.items():
         for method, operation in operations.items():
             for token, status, code in (

@@ -176,6 +176,37 @@ def test_many_files_pause_resume_and_cancel(web: Backend, page: Any, tmp_path: P
     assert page.locator("tr[data-status='available']").count() == 6
 
 
+def test_many_small_files_go_in_a_batch_one_put_each(web: Backend, page: Any, tmp_path: Path) -> None:
+    """Dropped at once, small files go in one batch: one request starts them, each goes to the store
+    in one PUT signing its SHA-256 (no multipart upload, no part URL), one request completes them."""
+    name, password = new_account(web)
+    made = new_case_and_log(web, name, password)
+    files = [random_file(tmp_path / f"frame-{i:02d}.jpg", 1000 + 997 * i) for i in range(24)]
+    sign_in_page(page, web, name, password, f"/#/logs/{made['log']['id']}")
+    page.get_by_role("heading", name="bodycam").wait_for()
+    api_calls: list[str] = []
+    page.on(
+        "request",
+        lambda r: api_calls.append(f"{r.method} {httpx.URL(r.url).path}") if "/api/v1/" in r.url else None,
+    )
+    page.set_input_files("#file-input", [str(f) for f in files])
+    page.locator(".transfer[data-state='done']").wait_for(timeout=120_000)
+    assert page.locator(".transfer").count() == 1  # one row for the batch
+    assert page.locator("#overall-label").inner_text() == "24 of 24 files uploaded"
+    uploads_calls = [c for c in api_calls if c.startswith("POST") and "/uploads" in c]
+    assert uploads_calls == [
+        f"POST /api/v1/logs/{made['log']['id']}/uploads/batch", "POST /api/v1/uploads/batch/complete",
+    ]  # fmt: skip
+    with client(web, made["token"]) as api:
+        uploads = api.get("/uploads", params={"log_id": made["log"]["id"]}).json()["items"]
+        listed = {f["filename"]: f for f in api.get(f"/logs/{made['log']['id']}/files").json()["items"]}
+    assert {(u["kind"], u["status"]) for u in uploads} == {("put", "completed")} and len(uploads) == 24
+    for source in files:
+        file = listed[source.name]
+        assert file["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+        assert file["verified_by"] == "store" and file["size"] == source.stat().st_size
+
+
 def test_the_demo_works_from_the_keyboard(web: Backend, page: Any) -> None:
     name, password = new_account(web)
     made = new_case_and_log(web, name, password)

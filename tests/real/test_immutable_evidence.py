@@ -8,6 +8,7 @@ governance retention, and is refused under compliance retention — each audited
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import Iterator
 from datetime import timedelta
@@ -143,6 +144,18 @@ def lock_backend(request: pytest.FixtureRequest, mariadb: MariaDB, minio: MinIO)
     yield from locked(mariadb, minio, request.param)
 
 
+def batch_upload(http: httpx.Client, api: httpx.Client, log_id: str, data: bytes) -> dict[str, Any]:
+    """A small file in a batch: one conditional PUT, completed by the batch complete."""
+    entry = {"filename": "frame.jpg", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    [item] = api.post(f"/logs/{log_id}/uploads/batch", json={"files": [entry]}).json()["items"]
+    assert http.put(item["put"]["url"], content=data, headers=item["put"]["headers"]).status_code == 200
+    [done] = api.post("/uploads/batch/complete", json={"uploads": [{"id": item["upload"]["id"]}]}).json()[
+        "items"
+    ]
+    assert done["status"] == "done", done
+    return dict(done["file"])
+
+
 def delete_version(backend: Backend, key: str, version: str, bypass: bool) -> str:
     """Delete one version straight from the store with the service's own credentials."""
     client = s3_client(backend.settings)
@@ -165,6 +178,7 @@ def test_a_locked_version_outlives_the_stores_own_credentials(
         files = [upload_file(http, api, log["id"], data, part_size=5 * MIB)]
         _, form_id = form_upload(http, anon, endpoint(new_link(api, log["id"])), small)
         files.append(api.get(f"/files/{form_id}").json())
+        files.append(batch_upload(http, api, log["id"], small))  # its PUT signs the lock itself
         for file in files:
             assert file["version_id"], file
             refused = delete_version(backend, file["key"], file["version_id"], bypass=False)
@@ -172,7 +186,7 @@ def test_a_locked_version_outlives_the_stores_own_credentials(
             if mode != "governance":  # governance yields to credentials allowed to bypass it
                 assert delete_version(backend, file["key"], file["version_id"], bypass=True) != "deleted"
             assert head(backend, file["key"])["VersionId"] == file["version_id"]  # type: ignore[index]
-            assert download(http, api, file["id"]) == (data if file["id"] != form_id else small)
+            assert download(http, api, file["id"]) == (data if file["size"] == len(data) else small)
 
         deleted = adm.delete(f"/files/{files[0]['id']}")
         if mode == "compliance":

@@ -114,6 +114,36 @@ def test_a_generated_client_uploads_into_minio(real: Backend, http: httpx.Client
 
         missing = op("files.api_v1_files_file_id_read").sync("no-such-file", client=user)
         assert isinstance(missing, models.Problem) and missing.code == "NOT_FOUND"
+
+        # Many small files: one request starts them (each answered alone), one PUT each, one
+        # request completes them.
+        photos = [os.urandom(1000 + i) for i in range(3)]
+        entries = [
+            models.BatchFile(
+                filename=f"IMG_{i}.jpg", size=len(p), content_type="image/jpeg",
+                sha256=hashlib.sha256(p).hexdigest(),
+            )
+            for i, p in enumerate(photos)
+        ]  # fmt: skip
+        entries.append(models.BatchFile(filename="", size=1))  # refused alone
+        started = op("uploads.api_v1_logs_log_id_uploads_batch_start_batch").sync(
+            log.id, client=user, body=models.BatchStart(files=entries), idempotency_key="phone-batch-1"
+        )
+        assert isinstance(started, models.BatchStarted), started
+        assert (started.started, started.refused) == (3, 1)
+        assert started.items[3].error.code == "VALIDATION_ERROR"
+        for item, photo in zip(started.items, photos, strict=False):
+            assert item.upload.kind == "put"
+            put = http.put(item.put.url, content=photo, headers=item.put.headers.to_dict())
+            assert put.status_code == 200, put.text
+        ids = [models.BatchCompleteUpload(id=item.upload.id) for item in started.items[:3]]
+        done = op("uploads.api_v1_uploads_batch_complete_complete_batch").sync(
+            client=user, body=models.BatchComplete(uploads=ids)
+        )
+        assert isinstance(done, models.BatchCompleted), done
+        assert [(i.status, i.file.size, i.file.verified_by) for i in done.items] == [
+            ("done", len(p), "store") for p in photos
+        ]
     finally:
         for name in [m for m in sys.modules if m == PACKAGE or m.startswith(f"{PACKAGE}.")]:
             del sys.modules[name]

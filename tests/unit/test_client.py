@@ -20,7 +20,8 @@ from upload_plane.client.checksums import FileDigest, crc_b64
 from upload_plane.client.commands import byte_count, exit_status
 from upload_plane.client.download import target_path
 from upload_plane.client.state import CredentialStore, Login, ResumeState, ResumeStore
-from upload_plane.client.upload import collect, first_error
+from upload_plane.client.transfer import first_error
+from upload_plane.client.upload import collect
 
 
 @pytest.mark.parametrize("sizes", [[0], [1], [5, 0, 7], [4096, 1, 70_000], [1 << 20, 1 << 20, 3]])

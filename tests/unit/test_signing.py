@@ -408,3 +408,67 @@ def test_header_signatures_are_botocores(
         assert sorted(parse_qsl(urlsplit(url).query, keep_blank_values=True)) == sorted(
             parse_qsl(split.query, keep_blank_values=True)
         )
+
+
+# -- whole-object PUTs (a small file in one request) --------------------------------------------------
+
+PUT_HEADERS = [
+    # what the single-PUT kind signs: exact length, type, no overwrite, one checksum the store checks
+    {"ContentLength": 1, "ContentType": "image/jpeg", "IfNoneMatch": "*", "ChecksumSHA256": CHECKSUM},
+    {
+        "ContentLength": 262_144,
+        "ContentType": "application/octet-stream",
+        "IfNoneMatch": "*",
+        "ChecksumCRC64NVME": "rosUhgp5mIg=",
+    },
+    {"ContentLength": 0, "ContentType": 'text/plain; charset="utf-8"', "IfNoneMatch": "*"},
+    {"ContentLength": 5 * 1024**3},
+]
+_HEADER_OF = {
+    "ContentLength": "content-length",
+    "ContentType": "content-type",
+    "IfNoneMatch": "if-none-match",
+    "ChecksumSHA256": "x-amz-checksum-sha256",
+    "ChecksumCRC64NVME": "x-amz-checksum-crc64nvme",
+}
+
+
+@pytest.mark.parametrize("region", REGIONS)
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_put_object_urls_match_botocore(
+    endpoint: str, region: str, freeze: Callable[[dt.datetime], None]
+) -> None:
+    """``presign_puts`` (and ``presign`` for one) sign a PutObject as botocore does, byte for byte."""
+    s3 = boto_client(endpoint, region)
+    ours = Presigner(endpoint, BUCKET, region, ACCESS_KEY, SECRET_KEY)
+    mismatches: list[str] = []
+    for instant in INSTANTS:
+        freeze(instant)
+        batch: list[tuple[str, dict[str, str]]] = []
+        expected_batch: list[str] = []
+        for key in KEYS:
+            for params in PUT_HEADERS:
+                expected = s3.generate_presigned_url(
+                    "put_object", Params={"Bucket": BUCKET, "Key": key, **params}, ExpiresIn=900
+                )
+                headers = {_HEADER_OF[name]: str(value) for name, value in params.items()}
+                got = ours.presign("PUT", key, headers=headers, expires_in=900, now=instant)
+                check(expected, got, instant, f"put_object {key!r} {params}", mismatches)
+                batch.append((key, headers))
+                expected_batch.append(expected)
+        assert ours.presign_puts(batch, 900, instant) == expected_batch
+    assert not mismatches, "\n".join(mismatches[:5])
+
+
+def test_presign_puts_reads_the_clock_once_and_takes_any_header_spelling() -> None:
+    ours = Presigner("http://127.0.0.1:9000", BUCKET, "us-east-1", ACCESS_KEY, SECRET_KEY)
+    objects = [(f"cases/x/{n}/f.jpg", {"Content-Length": str(n), "If-None-Match": "*"}) for n in range(2000)]
+    urls = ours.presign_puts(objects, 900)
+    dates = {u.split("X-Amz-Date=")[1].split("&")[0] for u in urls}
+    assert len(dates) == 1
+    now = dt.datetime.strptime(dates.pop(), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+    key, headers = objects[-1]
+    lower = {name.lower(): value for name, value in headers.items()}
+    assert urls[-1] == ours.presign("PUT", key, headers=lower, expires_in=900, now=now)
+    assert "X-Amz-SignedHeaders=content-length%3Bhost%3Bif-none-match&" in urls[-1]
+    assert ours.presign_puts([], 900) == []

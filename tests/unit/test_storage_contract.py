@@ -9,12 +9,14 @@ half is a unit test (no server, milliseconds) that runs in every fast run, and t
 the real tier (``REQUIRE_REAL_SERVICES=1 pytest -m real``) on the session's MinIO, a bucket of each
 test's own.
 
-Each backend puts part bytes its own way (``Store.put_part``): through a presigned PUT URL sent with
-httpx for MinIO, as a client does; ``MemoryStorage.put_part`` for the fake, which has no data path.
+Each backend puts bytes its own way (``Store.put_part``, ``Store.put_object``): through a presigned
+PUT URL sent with httpx for MinIO, as a client does; ``MemoryStorage.put_part`` and ``put_object`` for
+the fake, which has no data path.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import secrets
@@ -30,7 +32,15 @@ from tests.fakes import MemoryStorage, multipart_etag
 from upload_plane.client.checksums import crc64nvme, crc_b64
 from upload_plane.errors import ChecksumMismatch, PartsChanged, StorageRejected, StoredUploadGone
 from upload_plane.settings import ObjectLock
-from upload_plane.storage import FULL_OBJECT, PartToSign, S3Storage, Storage, StoredPart
+from upload_plane.storage import (
+    FULL_OBJECT,
+    ObjectToSign,
+    PartToSign,
+    S3Storage,
+    SignedUrl,
+    Storage,
+    StoredPart,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -45,6 +55,8 @@ class Store:
     storage: Storage
     #: Put one part's bytes (with its signed CRC64NVME when ``crc``), as a client would.
     put: Callable[[str, str, int, bytes, bool], Awaitable[None]]
+    #: Send bytes with a single-PUT URL (and the headers it signed) to ``key``: the store's status.
+    put_object: Callable[[str, SignedUrl, bytes, dict[str, str]], Awaitable[int]]
 
     async def put_part(self, key: str, upload_id: str, n: int, data: bytes, crc: bool = False) -> None:
         await self.put(key, upload_id, n, data, crc)
@@ -56,7 +68,10 @@ def memory_store() -> Store:
     async def put(key: str, upload_id: str, n: int, data: bytes, crc: bool) -> None:
         fake.put_part(upload_id, n, data)
 
-    return Store(fake, put)
+    async def put_object(key: str, signed: SignedUrl, data: bytes, headers: dict[str, str]) -> int:
+        return fake.put_object(signed.url, data, headers)
+
+    return Store(fake, put, put_object)
 
 
 def minio_store(request: pytest.FixtureRequest) -> Store:
@@ -72,7 +87,11 @@ def minio_store(request: pytest.FixtureRequest) -> Store:
             resp = await http.put(signed.url, content=data, headers=signed.headers)
         assert resp.status_code == 200, resp.text
 
-    return Store(gateway, put)
+    async def put_object(key: str, signed: SignedUrl, data: bytes, headers: dict[str, str]) -> int:
+        async with httpx.AsyncClient(timeout=60) as http:
+            return (await http.put(signed.url, content=data, headers=headers)).status_code
+
+    return Store(gateway, put, put_object)
 
 
 @pytest.fixture(params=["memory", pytest.param("minio", marks=pytest.mark.real)])
@@ -272,6 +291,48 @@ async def test_a_crc64nvme_upload_is_checked_by_the_store(store: Store) -> None:
     )
     assert await s.part_checksum(key, 1) == crc_b64(crc64nvme(one))
     assert await s.part_checksum(key, 2) == crc_b64(crc64nvme(two))
+
+
+def sha256_b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+@pytest.mark.parametrize("checksum", ["sha256", "crc64nvme"])
+async def test_a_single_put_writes_its_key_once_with_the_signed_length_and_checksum(
+    store: Store, checksum: str
+) -> None:
+    """A small file's one PUT: the URL signs the length, the type, one checksum and ``If-None-Match:
+    *``. Other bytes, another length or a missing signed header are refused and store nothing; once
+    the object is there, the URL is refused (412) whatever it carries, and the object stays."""
+    s, key = store.storage, new_key()
+    data, other = os.urandom(3000), os.urandom(3000)
+    sums = {"sha256": sha256_b64(data)} if checksum == "sha256" else {"crc64nvme": crc_b64(crc64nvme(data))}
+    wanted = ObjectToSign(
+        key, len(data), "image/jpeg", checksum_sha256=sums.get("sha256"),
+        checksum_crc64nvme=sums.get("crc64nvme"),
+    )  # fmt: skip
+    [signed] = s.presign_puts([wanted], 300)
+    assert {k.lower(): v for k, v in signed.headers.items()} == {
+        "content-length": "3000", "content-type": "image/jpeg", "if-none-match": "*",
+        f"x-amz-checksum-{checksum}": sums[checksum],
+    }  # fmt: skip
+    assert await store.put_object(key, signed, other, signed.headers) == 400  # not the signed bytes
+    short = {**signed.headers, "Content-Length": "2999"}
+    assert await store.put_object(key, signed, data[:2999], short) == 403  # not the signed length
+    unconditional = {k: v for k, v in signed.headers.items() if k != "If-None-Match"}
+    assert await store.put_object(key, signed, data, unconditional) == 400  # a signed header left out
+    assert await s.head_object(key) is None
+    assert await store.put_object(key, signed, data, signed.headers) == 200
+    head = await s.head_object(key)
+    assert head is not None
+    assert (head.size, head.etag, head.content_type) == (len(data), md5(data), "image/jpeg")
+    if checksum == "sha256":
+        assert (head.checksum_sha256, head.checksum_crc64nvme) == (sums["sha256"], None)
+    else:
+        assert (head.checksum_sha256, head.checksum_crc64nvme) == (None, sums["crc64nvme"])
+    for replay in (data, other):  # the URL replayed, with the same bytes or others: refused
+        assert await store.put_object(key, signed, replay, signed.headers) == 412
+    assert await s.head_object(key) == head
 
 
 async def test_a_copy_stays_in_the_store_and_a_purge_empties_a_key(store: Store) -> None:

@@ -93,7 +93,12 @@ async def test_each_call_reaches_the_inner_store_unchanged_through_the_hook(name
     is_store_call = inspect.iscoroutinefunction(method) and name != "aclose"
     assert wrapper.around_calls == ([name] if is_store_call else [])
     if name.startswith("presign_"):
-        kind = {"presign_parts": "part", "presign_get": "download", "presign_post": "form"}[name]
+        kind = {
+            "presign_parts": "part",
+            "presign_puts": "put",
+            "presign_get": "download",
+            "presign_post": "form",
+        }[name]
         assert wrapper.presigned_calls == [(kind, 1)]
     else:
         assert wrapper.presigned_calls == []

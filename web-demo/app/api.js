@@ -8,8 +8,8 @@ export class ApiError extends Error {
   }
 }
 
-export async function api(path, { method = 'GET', body, signal } = {}) {
-  const init = { method, credentials: 'same-origin', signal, headers: {} }
+export async function api(path, { method = 'GET', body, signal, headers = {} } = {}) {
+  const init = { method, credentials: 'same-origin', signal, headers: { ...headers } }
   if (body !== undefined) {
     init.headers['content-type'] = 'application/json'
     init.body = JSON.stringify(body)

@@ -1,10 +1,12 @@
 // The web demo: sign in, cases and logs, drag and drop, transfers, resume, the log's files.
 import { api, ApiError, formatBytes, formatDuration, listAll } from './api.js'
 import { Transfer, firstPartHashes, records } from './uploader.js'
+import { BATCH_FILES, Batch, SMALL_FILE } from './batch.js'
 
 const $ = (sel) => document.querySelector(sel)
 const FILES_AT_ONCE = 2
 const PARTS_AT_ONCE = 4
+const BATCH_FROM = 10 // small files added at once from which they go in batches
 
 const ICONS = {
   folder: '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" aria-hidden="true"><path d="M3 7a2 2 0 0 1 2-2h4l2 2h8a2 2 0 0 1 2 2v8a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2z"/></svg>',
@@ -252,7 +254,9 @@ let resuming = null
 async function loadResumable() {
   if (!state.log) return
   const active = new Set(state.transfers.filter((t) => t.upload).map((t) => t.upload.id))
-  const open = (await listAll(`/uploads?status=uploading&log_id=${state.log.id}`)).filter((u) => !active.has(u.id))
+  // A small file's one PUT (kind put) is not resumed by parts: it is sent again as a new file.
+  const open = (await listAll(`/uploads?status=uploading&log_id=${state.log.id}`))
+    .filter((u) => !active.has(u.id) && u.kind !== 'put')
   $('#resumable').hidden = open.length === 0
   const details = await Promise.all(open.slice(0, 20).map((u) => api(`/uploads/${u.id}`).catch(() => null)))
   $('#resumable-list').innerHTML = open.slice(0, 20).map((u, i) => {
@@ -350,7 +354,14 @@ async function walk(entry, prefix) {
 
 function enqueue(items) {
   if (!state.log || !items.length) return
-  for (const { file, name } of items) addTransfer(new Transfer({ file, name, logId: state.log.id, parallel: PARTS_AT_ONCE }))
+  const small = items.filter(({ file }) => file.size <= SMALL_FILE)
+  const batched = small.length >= BATCH_FROM ? small : []
+  for (let i = 0; i < batched.length; i += BATCH_FILES) {
+    addTransfer(new Batch({ items: batched.slice(i, i + BATCH_FILES), logId: state.log.id }))
+  }
+  for (const { file, name } of items) {
+    if (!batched.length || file.size > SMALL_FILE) addTransfer(new Transfer({ file, name, logId: state.log.id, parallel: PARTS_AT_ONCE }))
+  }
   announce(`${items.length} file${items.length === 1 ? '' : 's'} added`)
 }
 
@@ -427,8 +438,9 @@ function renderTransfers() {
   }).join('')
   setWidths(list)
   if (focused) list.querySelector(`[data-action="${focused[0]}"][data-index="${focused[1]}"]`)?.focus()
-  const done = ts.filter((t) => t.state === 'done').length
-  const counted = ts.filter((t) => t.state !== 'canceled').length
+  const files = (t) => t.files || 1 // a batch stands for many files
+  const done = ts.filter((t) => t.state === 'done').reduce((n, t) => n + files(t), 0)
+  const counted = ts.filter((t) => t.state !== 'canceled').reduce((n, t) => n + files(t), 0)
   $('#overall-label').textContent = `${done} of ${counted} file${counted === 1 ? '' : 's'} uploaded`
   const pct = total ? Math.floor((100 * loaded) / total) : 0
   $('#overall-bar').setAttribute('aria-valuenow', String(pct))

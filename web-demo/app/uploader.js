@@ -9,6 +9,7 @@
 // A page reload loses nothing the store holds: the upload is listed again (GET /uploads), the user
 // picks the file again, and only the parts the store is missing are sent.
 import { api, ApiError } from './api.js'
+import { Sending } from './sending.js'
 
 const RECORDS = 'upload-plane:uploads'
 const MAX_RETRIES = 6
@@ -37,51 +38,18 @@ export function firstPartHashes(file, partSize) {
   })
 }
 
-export class Transfer extends EventTarget {
+export class Transfer extends Sending {
   constructor({ file, name, logId, parallel = 4, resumeFrom = null }) {
-    super()
+    super(file.size)
     this.file = file
     this.name = name || file.name
     this.logId = logId
     this.parallel = parallel
     this.resumeFrom = resumeFrom // an upload with live part state (GET /uploads/{id}), to resume
-    this.state = 'queued'
-    this.error = null
     this.upload = null
-    this.result = null
-    this.total = file.size
-    this.confirmed = 0 // bytes of parts the store holds
-    this.inflight = new Map() // part number -> { xhr, loaded }
-    this.ready = [] // parts whose checksum is known, waiting to be sent
     this.crcs = new Map()
     this.remaining = new Set()
     this.whole = null
-    this.retries = new Map()
-    this.sentParts = 0
-    this.samples = []
-  }
-
-  get loaded() {
-    let n = this.confirmed
-    for (const p of this.inflight.values()) n += p.loaded
-    return Math.min(n, this.total)
-  }
-
-  /** Bytes per second over the last few seconds. */
-  get rate() {
-    const now = performance.now()
-    this.samples.push([now, this.loaded])
-    while (this.samples.length > 2 && now - this.samples[0][0] > 4000) this.samples.shift()
-    const [t0, b0] = this.samples[0]
-    return now - t0 > 250 ? ((this.loaded - b0) * 1000) / (now - t0) : 0
-  }
-
-  emit() { this.dispatchEvent(new Event('change')) }
-
-  setState(state, error = null) {
-    this.state = state
-    this.error = error
-    this.emit()
   }
 
   async start() {
@@ -142,7 +110,8 @@ export class Transfer extends EventTarget {
       const signed = (await api(`/uploads/${this.upload.id}/parts`, { method: 'POST', body })).parts[0]
       if (this.inflight.get(n) !== slot) return // paused or cancelled meanwhile
       const start = (n - 1) * this.upload.part_size
-      await this.put(slot, signed, this.file.slice(start, start + signed.size))
+      const status = await this.put(slot, signed, this.file.slice(start, start + signed.size))
+      if (status < 200 || status >= 300) throw new Error(`the store answered ${status}`)
       this.inflight.delete(n)
       this.remaining.delete(n)
       this.confirmed += signed.size
@@ -161,22 +130,6 @@ export class Transfer extends EventTarget {
     }
   }
 
-  put(slot, signed, blob) {
-    return new Promise((resolve, reject) => {
-      const xhr = new XMLHttpRequest()
-      slot.xhr = xhr
-      xhr.open('PUT', signed.url)
-      for (const [name, value] of Object.entries(signed.headers)) {
-        if (name.toLowerCase() !== 'content-length') xhr.setRequestHeader(name, value) // the browser sets it
-      }
-      xhr.upload.onprogress = (e) => { slot.loaded = e.loaded; this.emit() }
-      xhr.onload = () => (xhr.status >= 200 && xhr.status < 300 ? resolve() : reject(new Error(`the store answered ${xhr.status}`)))
-      xhr.onerror = () => reject(new Error('the connection to the store failed'))
-      xhr.onabort = () => reject(new Error('aborted'))
-      xhr.send(blob)
-    })
-  }
-
   async maybeComplete() {
     if (this.state !== 'uploading' || this.remaining.size || !this.whole || this.completing) return
     this.completing = true
@@ -191,27 +144,6 @@ export class Transfer extends EventTarget {
       this.completing = false
       this.fail(err)
     }
-  }
-
-  abortInflight() {
-    const parts = [...this.inflight.keys()]
-    const slots = [...this.inflight.values()]
-    this.inflight.clear()
-    for (const slot of slots) slot.xhr?.abort()
-    return parts
-  }
-
-  pause() {
-    if (this.state !== 'uploading') return
-    this.ready.unshift(...this.abortInflight())
-    this.setState('paused')
-  }
-
-  resume() {
-    if (this.state !== 'paused') return
-    this.setState('uploading')
-    this.pump()
-    this.maybeComplete()
   }
 
   async cancel() {

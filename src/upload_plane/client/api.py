@@ -218,6 +218,49 @@ class SignedParts(msgspec.Struct):
     expires_at: str
 
 
+class PutUrl(msgspec.Struct):
+    url: str
+    headers: dict[str, str]
+    expires_at: str = ""
+    method: str = "PUT"
+
+
+class ItemProblem(msgspec.Struct):
+    status: int
+    code: str
+    detail: str
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    def error(self) -> ApiError:
+        return ApiError(self.status, self.code, self.detail, {**self.extra, "code": self.code})
+
+
+class BatchStartedItem(msgspec.Struct):
+    index: int
+    status: str  # "started" or "refused"
+    upload: Upload | None = None
+    put: PutUrl | None = None
+    error: ItemProblem | None = None
+
+
+class BatchStarted(msgspec.Struct):
+    items: list[BatchStartedItem]
+    started: int = 0
+    refused: int = 0
+
+
+class BatchCompletedItem(msgspec.Struct):
+    id: str
+    status: str  # "done", "missing" or "refused"
+    file: FileInfo | None = None
+    missing_parts: list[int] | None = None
+    error: ItemProblem | None = None
+
+
+class BatchCompleted(msgspec.Struct):
+    items: list[BatchCompletedItem]
+
+
 class DownloadLink(msgspec.Struct):
     url: str
     expires_at: str
@@ -437,3 +480,21 @@ class Api:
 
     async def abort(self, upload_id: str) -> None:
         await self.call("DELETE", f"/uploads/{upload_id}")
+
+    async def start_batch(
+        self, log_id: str, files: list[dict[str, Any]], idempotency_key: str
+    ) -> BatchStarted:
+        """Start up to 1,000 uploads at once; each file answered alone (``items``, in order). The
+        ``idempotency_key`` makes the same batch sent again (its answer was lost; the client died)
+        answer the same uploads, with fresh URLs for the open ones."""
+        return await self.typed(
+            BatchStarted,
+            "POST",
+            f"/logs/{log_id}/uploads/batch",
+            json={"files": files},
+            headers={"Idempotency-Key": idempotency_key},
+        )
+
+    async def complete_batch(self, uploads: list[dict[str, Any]]) -> BatchCompleted:
+        """Complete up to 1,000 uploads at once (idempotent): each done, missing or refused."""
+        return await self.typed(BatchCompleted, "POST", "/uploads/batch/complete", json={"uploads": uploads})

@@ -247,7 +247,7 @@ def cmd_logout(args: argparse.Namespace) -> int:
 
 @run
 def cmd_upload(args: argparse.Namespace) -> int:
-    from .upload import UploadResult, collect, upload_files
+    from .upload import FilesFailed, UploadResult, collect, upload_files
 
     def report(results: list[UploadResult]) -> None:
         """Print the results, out of the process before the resume states are forgotten (see
@@ -267,21 +267,26 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
     files = collect(args.paths)
     progress = progress_for(args, sum(f.path.stat().st_size for f in files), len(files))
-    with progress:
-        run_async(
-            args,
-            lambda api: upload_files(
-                api,
-                args.log,
-                files,
-                parallel=args.parallel,
-                part_size=args.part_size,
-                limit_rate=args.limit_rate,
-                progress=progress,
-                report=report,
-            ),
-            progress,
-        )
+    try:
+        with progress:
+            run_async(
+                args,
+                lambda api: upload_files(
+                    api,
+                    args.log,
+                    files,
+                    parallel=args.parallel,
+                    part_size=args.part_size,
+                    limit_rate=args.limit_rate,
+                    progress=progress,
+                    report=report,
+                ),
+                progress,
+            )
+    except FilesFailed as exc:  # the others were done and reported: one line per file that was not
+        for item, error in exc.failed:
+            fail(f"{error.code}: {item.name}: {error.detail}")
+        return exit_status(exc)
     return 0
 
 
@@ -371,7 +376,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser("upload", parents=[common], help="upload files and directories into a log (resumable)")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--log", required=True, metavar="LOG_ID")
-    p.add_argument("--parallel", type=positive, default=4, metavar="N", help="parts in flight (default 4)")
+    p.add_argument(
+        "--parallel", type=positive, default=4, metavar="N", help="parts or small files in flight (default 4)"
+    )
     p.add_argument(
         "--part-size", type=byte_count, metavar="BYTES", help="part size, e.g. 16M (the server may raise it)"
     )

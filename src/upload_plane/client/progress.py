@@ -1,4 +1,6 @@
-"""Progress on a terminal (rich): a bar per file in flight and one overall, with speed and ETA."""
+"""Progress on a terminal (rich): one bar for the whole set (bytes, and files done), and a bar per
+large file in flight, with speed and ETA. Small files, sent in batches by the hundred, move the
+whole set's bar only."""
 
 from __future__ import annotations
 
@@ -28,9 +30,14 @@ class RichProgress(Progress):
             bars.TimeRemainingColumn(),
             console=Console(stderr=True),
         )
-        self.overall = self.bars.add_task(f"all {count} file(s)", total=total or None) if count > 1 else None
+        self.count = count
+        self.files_done = 0
+        self.overall = self.bars.add_task(self._label(), total=total or None) if count > 1 else None
         self.tasks: dict[str, TaskID] = {}
         self.done: dict[str, int] = {}
+
+    def _label(self) -> str:
+        return f"{self.files_done}/{self.count} files"
 
     def __enter__(self) -> RichProgress:
         self.bars.start()
@@ -58,6 +65,16 @@ class RichProgress(Progress):
         self.done.pop(key)
         if self.overall is not None:  # many files: only those in flight keep a bar
             self.bars.remove_task(task)
+        self.file_done()
+
+    def moved(self, done: int) -> None:
+        if self.overall is not None:
+            self.bars.advance(self.overall, done)
+
+    def file_done(self) -> None:
+        self.files_done += 1
+        if self.overall is not None:
+            self.bars.update(self.overall, description=self._label())
 
     def notice(self, message: str) -> None:
         self.bars.console.print(message, markup=False, highlight=False)

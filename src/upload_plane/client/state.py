@@ -1,7 +1,8 @@
 """Where the client keeps what outlives a process: resume state and stored credentials.
 
 Resume state is one small JSON file per (API, absolute path, log) under
-``$XDG_STATE_HOME/upload-plane/uploads/`` (default ``~/.local/state``). It is written atomically
+``$XDG_STATE_HOME/upload-plane/uploads/`` (default ``~/.local/state``), and one per batch of small
+files (``batch-*.json``: the batch's Idempotency-Key and exactly the files it sent). It is written atomically
 (temporary file, fsync, rename) before an upload is started (with the start's Idempotency-Key),
 right after it started, and again as parts finish, so a Ctrl-C, a SIGKILL or a power cut leaves
 either the previous or the new version, never a torn one. The store
@@ -95,6 +96,21 @@ class ResumeState:
     start_key: str = ""
 
 
+@dataclass
+class BatchState:
+    """A batch of small files, kept from before its start is sent until its results were reported:
+    sent again with the same key and exactly the same ``files`` (the API derives each file's upload
+    from the key and its place), it answers the same uploads, so a client killed at any point
+    continues them instead of starting copies, and asks the store before sending a file again."""
+
+    api_url: str
+    log_id: str
+    key: str  # the batch's Idempotency-Key
+    files: list[dict[str, Any]]  # the start's entries, in order, as sent
+    paths: list[str]  # the local file of each entry
+    mtimes_ns: list[int]  # each file's mtime when it was read
+
+
 class ResumeStore:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or state_home() / "uploads"
@@ -120,6 +136,31 @@ class ResumeStore:
     def forget(self, state: ResumeState) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._file(state.api_url, state.path, state.log_id).unlink()
+
+    def _batch_file(self, state: BatchState) -> Path:
+        key = hashlib.sha256(json.dumps([state.api_url, state.log_id, state.key]).encode()).hexdigest()[:32]
+        return self.root / f"batch-{key}.json"
+
+    def save_batch(self, state: BatchState) -> None:
+        private_dir(self.root)
+        write_atomically(self._batch_file(state), asdict(state))
+
+    def batches(self, api_url: str, log_id: str) -> list[BatchState]:
+        """The batches kept for this API and log (oldest first)."""
+        found = []
+        for path in sorted(self.root.glob("batch-*.json"), key=lambda p: p.stat().st_mtime_ns):
+            doc = read_json(path)
+            try:
+                state = BatchState(**doc) if isinstance(doc, dict) else None
+            except TypeError:
+                state = None
+            if state is not None and (state.api_url, state.log_id) == (api_url, log_id):
+                found.append(state)
+        return found
+
+    def forget_batch(self, state: BatchState) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._batch_file(state).unlink()
 
 
 # -- credentials -----------------------------------------------------------------------------------

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import cast
 
 import httpx
@@ -14,6 +15,25 @@ import httpx
 from .api import ApiError, Retry, RetryNotice, with_retries
 
 CHUNK = 1024 * 1024  # bytes handed to the socket per write (and per progress step)
+
+
+@contextlib.asynccontextmanager
+async def first_error_group() -> AsyncIterator[asyncio.TaskGroup]:
+    """A TaskGroup that raises its first real failure itself, not wrapped in an ExceptionGroup."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            yield group
+    except BaseExceptionGroup as group_error:
+        raise first_error(group_error) from None
+
+
+def first_error(error: BaseException) -> BaseException:
+    """The first leaf of nested exception groups, preferring anything over a cancellation."""
+    if isinstance(error, BaseExceptionGroup):
+        leaves = [first_error(e) for e in error.exceptions]
+        real = [e for e in leaves if not isinstance(e, asyncio.CancelledError)]
+        return (real or leaves)[0]
+    return error
 
 
 class Progress:
@@ -34,6 +54,13 @@ class Progress:
 
     def finish(self, key: str) -> None:
         """The transfer ended (completed or not)."""
+
+    def moved(self, done: int) -> None:
+        """``done`` more bytes of files that have no transfer of their own (small files, sent in
+        batches: they count in the whole set only)."""
+
+    def file_done(self) -> None:
+        """One more file of the set ended (done or not)."""
 
     def notice(self, message: str) -> None:
         """A retry or other event worth a line."""

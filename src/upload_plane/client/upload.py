@@ -1,5 +1,8 @@
 """The upload engine: files and directories, parts in parallel, checksums while reading, resume.
 
+Files of at most ``batches.SMALL_FILE_MAX`` bytes go in batches, one PUT each (``batches.py``); the
+others each in a multipart upload, as follows.
+
 For each file: start an upload (``checksum_algorithm: CRC64NVME``) or resume the one in its state
 file; read the file once, in order, part by part (in a worker thread, into one of ``parallel`` reused
 buffers), feeding SHA-256 and the whole-file CRC64NVME; PUT each part straight to the store with
@@ -24,7 +27,7 @@ import mimetypes
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,9 +35,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from .api import Api, ApiError, SignedPart, StoredPart, Upload, UploadStatus
+from .batches import SMALL_FILE_MAX, SmallFiles, SmallResult
 from .checksums import FileDigest, crc64nvme, crc_b64
 from .state import ResumeState, ResumeStore
-from .transfer import CHUNK, Progress, RateLimit, Store, store_error
+from .transfer import CHUNK, Progress, RateLimit, Store, first_error_group, store_error
 
 DEFAULT_PARALLEL = 4
 RESIGNS_PER_PART = 3
@@ -73,25 +77,6 @@ class _Opened:
     upload: Upload
     held: dict[int, StoredPart] | None  # the parts the store holds; None: all (completing/completed)
     resumed: bool
-
-
-@contextlib.asynccontextmanager
-async def first_error_group() -> AsyncIterator[asyncio.TaskGroup]:
-    """A TaskGroup that raises its first real failure itself, not wrapped in an ExceptionGroup."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            yield group
-    except BaseExceptionGroup as group_error:
-        raise first_error(group_error) from None
-
-
-def first_error(error: BaseException) -> BaseException:
-    """The first leaf of nested exception groups, preferring anything over a cancellation."""
-    if isinstance(error, BaseExceptionGroup):
-        leaves = [first_error(e) for e in error.exceptions]
-        real = [e for e in leaves if not isinstance(e, asyncio.CancelledError)]
-        return (real or leaves)[0]
-    return error
 
 
 def collect(paths: Sequence[str | Path]) -> list[LocalFile]:
@@ -457,6 +442,16 @@ class _Buffers:
         self.free.put_nowait(buffer)
 
 
+class FilesFailed(ApiError):
+    """Some files were not uploaded; the others were (and were reported). ``failed``: each file and
+    why, in the order given. The code and status are the first failure's."""
+
+    def __init__(self, failed: list[tuple[LocalFile, ApiError]]) -> None:
+        first = failed[0][1]
+        super().__init__(first.status, first.code, f"{len(failed)} file(s) not uploaded: {first.detail}")
+        self.failed = failed
+
+
 async def upload_files(
     api: Api,
     log_id: str,
@@ -469,31 +464,78 @@ async def upload_files(
     resume: ResumeStore | None = None,
     report: Callable[[list[UploadResult]], None] | None = None,
 ) -> list[UploadResult]:
-    """Upload ``files`` (see :func:`collect`) into a log; see the module docstring.
+    """Upload ``files`` (see :func:`collect`) into a log: small files in batches (``batches.py``),
+    the others each in its own multipart upload (see the module docstring), all at once. The results
+    of the files done, in the order given; ``FilesFailed`` after them when some files were not
+    (each file answers alone: one refused does not stop the others).
 
     The resume states of the completed uploads are forgotten only after ``report`` had the results
     (the CLI prints them there): a client that dies before its results were reported completes the
     same uploads on its next run and reports the same files, instead of uploading them again.
     """
-    store = Store(
-        retry=api.retry,
-        connections=max(1, parallel),
-        rate_limit=RateLimit(limit_rate) if limit_rate else None,
-        notice=api.notice,
-    )
+    rate_limit = RateLimit(limit_rate) if limit_rate else None
+    store = Store(retry=api.retry, connections=max(1, parallel), rate_limit=rate_limit, notice=api.notice)
     # PUTs, reads and checksum passes run in threads: enough of them for every part in flight.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(parallel + 4))
+    progress = progress or Progress()
+    resume = resume or ResumeStore()
+    sizes = {item.path: item.path.stat().st_size for item in files}
+    small = [item for item in files if sizes[item.path] <= SMALL_FILE_MAX]
+    large = [item for item in files if sizes[item.path] > SMALL_FILE_MAX]
     try:
         uploader = Uploader(
             api, store, parallel=parallel, part_size=part_size, resume=resume, progress=progress
         )
-        results = await uploader.upload_all(log_id, files)
+        batches = SmallFiles(
+            api, log_id, parallel=parallel, resume=resume, progress=progress, rate_limit=rate_limit
+        )
+        outcomes: dict[Path, UploadResult | ApiError] = {}
+
+        async def one_large(item: LocalFile, gate: asyncio.Semaphore) -> None:
+            async with gate:
+                try:
+                    outcomes[item.path] = await uploader.upload(log_id, item)
+                except ApiError as exc:
+                    outcomes[item.path] = exc
+
+        gate = asyncio.Semaphore(max(1, parallel))
+        async with first_error_group() as group:
+            group.create_task(batches.run([(str(item.path), item.name) for item in small]))
+            for item in large:
+                group.create_task(one_large(item, gate))
+        for item in small:
+            outcomes[item.path] = _small_result(item, batches.results[str(item.path)])
+        results = [r for item in files if isinstance(r := outcomes[item.path], UploadResult)]
         if report is not None:
             report(results)
         uploader.forget_finished()
+        batches.forget_finished()
+        failed = [(item, e) for item in files if isinstance(e := outcomes[item.path], ApiError)]
+        if failed:
+            raise FilesFailed(failed)
         return results
     finally:
         store.close()
+
+
+def _small_result(item: LocalFile, done: SmallResult) -> UploadResult | ApiError:
+    if done.file is None:
+        return done.error or ApiError(0, "UPLOAD_INCOMPLETE", f"{item.path}: not uploaded")
+    file = done.file
+    return UploadResult(
+        path=str(item.path),
+        filename=item.name,
+        file_id=file.id,
+        upload_id=done.upload_id,
+        size=file.size,
+        sha256=file.sha256 or "",
+        crc64nvme=file.crc64nvme or "",
+        verified_by=file.verified_by,
+        parts_uploaded=1 if done.sent else 0,
+        parts_skipped=0 if done.sent else 1,
+        resumed=done.resumed,
+        seconds=done.seconds,
+    )
 
 
 async def upload_paths(

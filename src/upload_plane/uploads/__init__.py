@@ -2,6 +2,7 @@
 
 Where things are: ``start.py`` (admission, rows, CreateMultipartUpload), ``sign.py`` (part URLs,
 part state for resuming), ``complete.py``, ``abort.py``, ``forms.py`` (Uppy's form POSTs),
+``batch.py`` (up to 1,000 files started or completed by one request; small ones as one PUT each),
 ``reaper.py`` (what no request finishes), ``claims.py`` and ``state.py`` (who may change a row),
 ``finish.py`` (the completion step: the one writer of how an upload ended), ``kinds.py`` (the one
 place that knows how bytes reach the store), ``queries.py`` (rows and statements), ``rules.py``

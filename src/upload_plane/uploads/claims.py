@@ -78,12 +78,22 @@ async def claim_when_free(
 async def hand_back(ctx: Uploads, held: Claim) -> None:
     """Return a claim to ``uploading`` after a failure that is not a verdict. If even that fails,
     the claim goes stale and the next claim (or the reaper) takes it over."""
+    await hand_back_all(ctx, [held])
+
+
+async def hand_back_all(ctx: Uploads, claims: Collection[Claim]) -> None:
+    """``hand_back`` for many claims (a batch), in one statement per claim token."""
+    if not claims:
+        return
     try:
         async with ctx.db.connect() as conn:
-            await state.hand_back(conn, held)
+            await state.hand_back_many(conn, claims)
     except (SQLAlchemyError, DomainError):
-        log.warning("could not hand back the %s claim on upload %s", held.status, held.upload_id)
-    ctx.waiters.ended(held.upload_id)
+        log.warning(
+            "could not hand back %d claim(s), e.g. on upload %s", len(claims), next(iter(claims)).upload_id
+        )
+    for held in claims:
+        ctx.waiters.ended(held.upload_id)
 
 
 async def after_lost_claim(ctx: Uploads, upload_id: str) -> UploadRecord:

@@ -1,16 +1,22 @@
 """The completion step: how an upload ended, recorded once, with everything that goes with it.
 
-Every path that ends an upload — a client's complete or abort (API and Uppy), a form upload's
-settle, the reaper's expiry and its reconcile of a dead worker's claim — decides the ending the same
-way (``judge``: what the store holds against what was planned and declared) and records it with
-``finish``, the only writer of a final status. In one transaction, ``finish``:
+Every path that ends an upload — a client's complete or abort (API, batches and Uppy), a form
+upload's settle, the reaper's expiry and its reconcile of a dead worker's claim — decides the ending
+the same way (``judge``: what the store holds against what was planned and declared) and records it
+with ``finish`` (one upload) or ``finish_many`` (a batch, one transaction), the only writers of a
+final status; ``finish`` is ``finish_many`` of one. In one transaction, for every upload:
 
 1. moves the upload from its claim to ``completed``, ``aborted`` or ``expired`` (compare-and-set on
-   the claim's token: a worker that lost its claim records nothing);
+   the claim's token: an upload whose claim was lost records nothing);
 2. moves the file along (``available`` with its ETag and verification, or ``failed``);
 3. writes the audit event ``upload.<status>``;
 4. gives an upload link's share of its budget back when the upload did not complete, once;
 5. (queues the file's processing when it completed.)
+
+A batch costs a few statements, not a few per upload: one UPDATE per group of uploads held under one
+claim token and ending alike, the files' rows in one call to the driver, one INSERT of all the
+events. If some of a group's claims were lost (taken over once stale), the transaction is rolled
+back and each upload is recorded on its own compare-and-set instead.
 
 A start that never reached the store is forgotten (``forget``: its rows removed, a link's share
 given back) and a deleted file removed (``remove``) — the two ways rows end without a final status.
@@ -18,14 +24,17 @@ given back) and a deleted file removed (``remove``) — the two ways rows end wi
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from ..audit.service import insert_event
+from ..audit.service import INSERT_EVENT, event_values, insert_event
 from ..auth.principal import Principal
 from ..db import Connection
 from ..errors import DomainError, StorageRejected
@@ -35,8 +44,8 @@ from ..models import utcnow
 from ..statements import Statement
 from ..storage import CompletedObject, Storage, StoredObject
 from .context import Uploads
-from .kinds import kind_of
-from .queries import ADD_PURGE, DELETE_FILE, F, U, UploadRecord
+from .kinds import kind_of, sha256_b64
+from .queries import ADD_PURGE, DELETE_FILE, F, FileRecord, U, UploadRecord
 from .state import (
     FILE_STATUS_FOR,
     REMOVED_FROM,
@@ -61,31 +70,13 @@ class Ending:
     reason: str | None = None  # why it did not complete (the audit event says it)
 
 
-async def checked_by_store(
-    storage: Storage, upload: UploadRecord, completed: CompletedObject | None, stored: StoredObject
-) -> bool:
-    """Whether the store checked the whole file against the declared CRC64NVME. Its answer to
-    CompleteMultipartUpload says so. When that answer never arrived (an earlier complete assembled
-    the object: its worker died, or the answer was lost), the object says so, if the store computes
-    checksums itself: it reports the first part's own CRC64NVME (moto reports none; it also reports
-    back as the object's checksum whatever was declared, unchecked), and the full-object CRC64NVME it
-    combined from the parts it verified equals the declared one (else it would have refused)."""
-    declared = upload.crc64nvme
-    if not declared:
-        return False
-    if completed is not None:
-        return completed.checksum_crc64nvme == declared
-    if stored.checksum_crc64nvme != declared:
-        return False
-    return await storage.part_checksum(upload.key, 1) is not None
-
-
 async def judge(
     storage: Storage, upload: UploadRecord, stored: StoredObject, completed: CompletedObject | None = None
 ) -> Ending:
     """The checks every path applies to an object before its file becomes available: the planned
-    size, and the declared CRC64NVME where the store reports one (a store that did not check at
-    complete still reports what it holds). Bytes that are not the declared file never become one."""
+    size, and the declared CRC64NVME and SHA-256 where the store reports them (a store that did not
+    check at complete still reports what it holds). Bytes that are not the declared file never
+    become one. Whether the store checked them itself, the upload's kind says."""
     reason = None
     if stored.size != upload.size:
         reason = f"the stored object has {stored.size} bytes, {upload.size} were planned"
@@ -93,9 +84,11 @@ async def judge(
         reason = (
             f"the stored object's CRC64NVME is {stored.checksum_crc64nvme}, {upload.crc64nvme} was declared"
         )
+    elif upload.sha256 and stored.checksum_sha256 and stored.checksum_sha256 != sha256_b64(upload.sha256):
+        reason = f"the stored object's SHA-256 is {stored.checksum_sha256}, another was declared"
     if reason is not None:
         return Ending(UploadStatus.ABORTED, reason=reason)
-    verified = await checked_by_store(storage, upload, completed, stored)
+    verified = await kind_of(upload).checked_by_store(storage, upload, completed, stored)
     etag = stored.etag or (completed.etag if completed else "")
     version = stored.version_id or (completed.version_id if completed else None)
     return Ending(
@@ -112,25 +105,58 @@ def _held() -> sa.ColumnElement[bool]:
 
 
 _NOW = sa.bindparam("now", type_=U.c.updated_at.type)
-END_UPLOAD = Statement(
+END_UPLOADS = Statement(
     sa.update(U)
-    .where(_held())
+    .where(
+        U.c.id.in_(sa.bindparam("upload_ids", expanding=True)),
+        U.c.status == sa.bindparam("held"),
+        U.c.claim_token == sa.bindparam("token"),
+    )
     .values(status=sa.bindparam("to"), claim_token=None, claimed_at=None, updated_at=_NOW)
 )
-END_FILE = Statement(
-    sa.update(F)
-    .where(F.c.id == sa.bindparam("file_id"), F.c.status == FileStatus.UPLOADING.value)
-    .values(
-        status=sa.bindparam("to"),
-        updated_at=sa.bindparam("now", type_=F.c.updated_at.type),
-        etag=sa.bindparam("etag", type_=F.c.etag.type),
-        version_id=sa.bindparam("version_id", type_=F.c.version_id.type),
-        verified_by=sa.bindparam("verified_by", type_=F.c.verified_by.type),
-        sha256=sa.bindparam("sha256", type_=F.c.sha256.type),
-        crc64nvme=sa.bindparam("crc64nvme", type_=F.c.crc64nvme.type),
+#: Files moved along per statement: each row its own values and compare-and-set (``uploading``).
+FILE_CHUNK = 100
+_FILE_VALUES = ("etag", "version_id", "verified_by", "sha256", "crc64nvme")
+
+
+def _end_files(rows: int) -> sa.Update:
+    """``rows`` files moved to ``to`` at ``now``, each with its own values (``file_id_<i>``,
+    ``etag_<i>``, ... ``CASE files.id WHEN ... END``): one statement, each row still only if it is
+    ``uploading``."""
+    ids = [sa.bindparam(f"file_id_{i}", type_=F.c.id.type) for i in range(rows)]
+
+    def each(name: str) -> sa.Case[Any]:
+        column = F.c[name]
+        return sa.case(
+            {ids[i]: sa.bindparam(f"{name}_{i}", type_=column.type) for i in range(rows)}, value=F.c.id
+        )
+
+    return (
+        sa.update(F)
+        .where(F.c.id.in_(ids), F.c.status == FileStatus.UPLOADING.value)
+        .values(
+            status=sa.bindparam("to"),
+            updated_at=sa.bindparam("now", type_=F.c.updated_at.type),
+            **{name: each(name) for name in _FILE_VALUES},
+        )
     )
-)
+
+
+END_FILES = {1: Statement(_end_files(1)), FILE_CHUNK: Statement(_end_files(FILE_CHUNK))}
 REMOVE_HELD = Statement(sa.delete(U).where(_held()))
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """An upload, the claim that holds it, and how it ends: what the completion step records."""
+
+    held: Claim
+    upload: UploadRecord
+    ending: Ending
+
+
+class _ClaimsLost(Exception):
+    """Some claims of a group were taken over: the batch's transaction is rolled back."""
 
 
 async def finish(
@@ -138,72 +164,174 @@ async def finish(
 ) -> bool:
     """Record ``ending`` and all its consequences in one transaction (see the module docstring).
     ``False`` if the claim was lost: then nothing was written."""
-    check_upload_transition(held.status, ending.status)
+    return upload.id in await finish_many(conn, [Ended(held, upload, ending)], who)
+
+
+async def finish_many(conn: Connection, ended: Sequence[Ended], who: Principal | None) -> set[str]:
+    """Record every ending of ``ended`` with its consequences, in one transaction (see the module
+    docstring); the ids of the uploads recorded (one whose claim was lost records nothing)."""
+    for one in ended:
+        check_upload_transition(one.held.status, one.ending.status)
+    if not ended:
+        return set()
     now = utcnow()
+    try:
+        return await _finish(conn, ended, who, now, grouped=True)
+    except _ClaimsLost:
+        return await _finish(conn, ended, who, now, grouped=False)
+
+
+async def _finish(
+    conn: Connection, ended: Sequence[Ended], who: Principal | None, now: datetime, *, grouped: bool
+) -> set[str]:
     async with conn.transaction():
+        mine = await _end_uploads(conn, ended, now, grouped=grouped)
+        kept = [one for one in ended if one.upload.id in mine]
+        if not kept:
+            return mine
+        changed = await _end_files_of(conn, kept, now)
+        if changed != len(kept):  # the rows disagree: roll the uploads' change back too
+            raise TransitionError(
+                f"{len(kept) - changed} of {len(kept)} files were not {FileStatus.UPLOADING}"
+            )
+        await conn.run_many(INSERT_EVENT, [await _event(conn, one, who) for one in kept])
+        for one in kept:
+            if one.ending.status != UploadStatus.COMPLETED:
+                await links.release(conn, one.upload.id, now)
+        await purge_later(conn, [key for one in kept for key in kind_of(one.upload).leftovers(one.upload)])
+    return mine
+
+
+async def _end_uploads(conn: Connection, ended: Sequence[Ended], now: datetime, *, grouped: bool) -> set[str]:
+    """Step 1 for every upload: grouped, one UPDATE per (claim, ending); else one per upload."""
+    Group = tuple[UploadStatus, str, UploadStatus]
+    batches: list[tuple[Group, list[str]]]
+    if grouped:
+        groups: dict[Group, list[str]] = defaultdict(list)
+        for one in ended:
+            groups[(one.held.status, one.held.token, one.ending.status)].append(one.upload.id)
+        batches = list(groups.items())
+    else:
+        batches = [((one.held.status, one.held.token, one.ending.status), [one.upload.id]) for one in ended]
+    mine: set[str] = set()
+    for (held, token, to), ids in batches:
         changed = await conn.run(
-            END_UPLOAD, upload_id=held.upload_id, held=held.status.value, token=held.token,
-            to=ending.status.value, now=now,
-        )  # fmt: skip
-        if changed != 1:
-            return False
-        file_status = FILE_STATUS_FOR[ending.status]
-        changed = await conn.run(
-            END_FILE, file_id=upload.file_id, to=file_status.value, now=now, etag=ending.etag,
-            version_id=ending.version_id, verified_by=ending.verified_by, sha256=upload.sha256,
-            crc64nvme=upload.crc64nvme,
-        )  # fmt: skip
-        if changed != 1:  # the rows disagree: roll the upload's change back too
-            raise TransitionError(f"file {upload.file_id} was not {FileStatus.UPLOADING}")
-        details: dict[str, Any] = {"file_id": upload.file_id, "size": upload.size, "kind": upload.kind}
-        if ending.reason:
-            details["reason"] = ending.reason
-        if who is None:  # the reaper acts for nobody: name the link the upload came through
-            link_id = await links.link_of_upload(conn, upload.id)
-            if link_id is not None:
-                details["upload_link_id"] = link_id
-        await insert_event(
-            conn, who, f"upload.{ending.status}", "upload", upload.id, case_id=upload.case_id, **details
+            END_UPLOADS, upload_ids=ids, held=held.value, token=token, to=to.value, now=now
         )
-        if ending.status != UploadStatus.COMPLETED:
-            await links.release(conn, upload.id, now)
-        await purge_later(conn, kind_of(upload).leftovers(upload))
-    return True
+        if changed == len(ids):
+            mine.update(ids)
+        elif len(ids) > 1:
+            raise _ClaimsLost()
+    return mine
+
+
+async def _end_files_of(conn: Connection, kept: Sequence[Ended], now: datetime) -> int:
+    """Step 2 for every upload: its file moved along, ``FILE_CHUNK`` files a statement (a chunk
+    short of it repeats its last file: the same row, matched once); the files matched."""
+    changed = 0
+    by_status: dict[FileStatus, list[Ended]] = defaultdict(list)
+    for one in kept:
+        by_status[FILE_STATUS_FOR[one.ending.status]].append(one)
+    for to, ended in by_status.items():
+        for start in range(0, len(ended), FILE_CHUNK):
+            chunk = ended[start : start + FILE_CHUNK]
+            size = 1 if len(chunk) == 1 else FILE_CHUNK
+            params: dict[str, Any] = {"to": to.value, "now": now}
+            for i in range(size):
+                one = chunk[min(i, len(chunk) - 1)]
+                ending, upload = one.ending, one.upload
+                values = (ending.etag, ending.version_id, ending.verified_by, upload.sha256, upload.crc64nvme)
+                params[f"file_id_{i}"] = one.upload.file_id
+                params.update(
+                    {f"{name}_{i}": value for name, value in zip(_FILE_VALUES, values, strict=True)}
+                )
+            changed += await conn.run(END_FILES[size], **params)
+    return changed
+
+
+async def _event(conn: Connection, one: Ended, who: Principal | None) -> dict[str, Any]:
+    upload, ending = one.upload, one.ending
+    details: dict[str, Any] = {"file_id": upload.file_id, "size": upload.size, "kind": upload.kind}
+    if ending.reason:
+        details["reason"] = ending.reason
+    if who is None:  # the reaper acts for nobody: name the link the upload came through
+        link_id = await links.link_of_upload(conn, upload.id)
+        if link_id is not None:
+            details["upload_link_id"] = link_id
+    action = f"upload.{ending.status}"
+    return event_values(who, action, "upload", upload.id, case_id=upload.case_id, **details)
+
+
+def file_after(upload: UploadRecord, ending: Ending, now: datetime) -> FileRecord:
+    """The file row as ``finish`` leaves it for a completed upload (its other columns were written
+    with the upload's)."""
+    return FileRecord(
+        id=upload.file_id, log_id=upload.log_id, case_id=upload.case_id, filename=upload.filename,
+        content_type=upload.content_type, size=upload.size, key=upload.key, sha256=upload.sha256,
+        crc64nvme=upload.crc64nvme, verified_by=ending.verified_by, etag=ending.etag,
+        version_id=ending.version_id, status=FILE_STATUS_FOR[ending.status], created_by=upload.created_by,
+        created_at=upload.created_at, updated_at=now,
+    )  # fmt: skip
 
 
 async def purge_later(conn: Connection, keys: list[tuple[str, datetime]]) -> None:
     """Have the reaper empty these keys once no URL handed out can write them (``store_purges``)."""
-    for key, not_before in keys:
-        await conn.run(
-            ADD_PURGE, id=new_id(), key=key, not_before=not_before, reason="leftover", created_at=utcnow()
-        )
+    now = utcnow()
+    await conn.run_many(
+        ADD_PURGE,
+        [
+            dict(id=new_id(), key=key, not_before=not_before, reason="leftover", created_at=now)
+            for key, not_before in keys
+        ],
+    )
 
 
 async def record(
     ctx: Uploads, held: Claim, upload: UploadRecord, ending: Ending, who: Principal | None
 ) -> bool:
-    """``finish`` on a connection of its own, then: wake this process's waiters, and delete an
-    object that was judged not to be the declared file (it belongs to no file). ``False`` if the
-    claim was lost. With Object Lock on, a completed file's version is locked first (so no file is
-    ever available unlocked; locking again is harmless)."""
-    lock = ctx.settings.lock
-    if lock.on and ending.status == UploadStatus.COMPLETED:
-        if not ending.version_id:
-            raise StorageRejected(
-                "the store keeps no versions: Object Lock needs a bucket made with it (init-storage)"
-            )
-        await ctx.storage.protect(upload.key, ending.version_id, lock, utcnow())
+    """``record_many`` of one upload: ``False`` if the claim was lost."""
+    return upload.id in await record_many(ctx, [Ended(held, upload, ending)], who)
+
+
+async def record_many(ctx: Uploads, ended: Sequence[Ended], who: Principal | None) -> set[str]:
+    """``finish_many`` on a connection of its own, then: wake this process's waiters, and delete
+    the objects that were judged not to be the declared file (they belong to no file). The ids of
+    the uploads recorded. With Object Lock on, each completed file's version is locked first (so no
+    file is ever available unlocked; locking again is harmless), unless its kind's store request
+    placed the lock itself (a single PUT signs it)."""
+    lock, now = ctx.settings.lock, utcnow()
+    to_lock = [
+        one
+        for one in ended
+        if lock.on and one.ending.status == UploadStatus.COMPLETED and not kind_of(one.upload).locks_on_write
+    ]
+    if lock.on and any(
+        one.ending.status == UploadStatus.COMPLETED and not one.ending.version_id for one in ended
+    ):
+        raise StorageRejected(
+            "the store keeps no versions: Object Lock needs a bucket made with it (init-storage)"
+        )
+    await asyncio.gather(
+        *(ctx.storage.protect(one.upload.key, one.ending.version_id or "", lock, now) for one in to_lock)
+    )
     async with ctx.db.connect() as conn:
-        done = await finish(conn, held, upload, ending, who)
-    ctx.waiters.ended(upload.id)
-    if done and ending.status == UploadStatus.ABORTED and ending.reason is not None:
-        try:
-            await ctx.storage.delete_object(upload.key)
-        except DomainError:
-            log.warning(
-                "could not delete the mismatching object of upload %s; it belongs to no file", upload.id
-            )
+        done = await finish_many(conn, ended, who)
+    for one in ended:
+        ctx.waiters.ended(one.upload.id)
+    mismatching = [
+        one.upload
+        for one in ended
+        if one.upload.id in done and one.ending.status == UploadStatus.ABORTED and one.ending.reason
+    ]
+    await asyncio.gather(*(_delete_quietly(ctx, upload) for upload in mismatching))
     return done
+
+
+async def _delete_quietly(ctx: Uploads, upload: UploadRecord) -> None:
+    try:
+        await ctx.storage.delete_object(upload.key)
+    except DomainError:
+        log.warning("could not delete the mismatching object of upload %s; it belongs to no file", upload.id)
 
 
 async def forget(conn: Connection, held: Claim, upload: UploadRecord) -> bool:

@@ -8,18 +8,35 @@
   its own, and the server copies the object to the file's key inside the store when it settles:
   no POST, replayed or not, can ever write a file's key. The incoming key is emptied by the reaper
   once the policy has expired.
+- ``put``: one presigned PUT of the whole file to its final key (a file of at most one part, started
+  in a batch): the URL signs the exact length, the type, one checksum the store checks the bytes
+  against and ``If-None-Match: *``, so it can never write over an object (a replay after the file is
+  recorded is refused, 412). No multipart upload, no ListParts, no CompleteMultipartUpload: the
+  object is there (HEAD) or not.
 
 Everything else (claims, checks, the completion step) is the same for every kind.
 """
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from ..errors import PartEtagMismatch, PartSizeMismatch, PartsMissing, StoredUploadGone, UploadExpired
-from ..storage import CRC64NVME, CompletedObject, Storage, StoredPart, normalize_etag
+from ..models import utcnow
+from ..settings import ObjectLock
+from ..storage import (
+    CRC64NVME,
+    CompletedObject,
+    ObjectToSign,
+    Storage,
+    StoredObject,
+    StoredPart,
+    lock_headers,
+    normalize_etag,
+)
 from .queries import UploadRecord
 from .rules import PartPlan
 from .state import UploadStatus
@@ -43,6 +60,12 @@ class Kind(Protocol):
     #: No object yet means the client's bytes are still on their way (until the upload expires),
     #: not that the store lost them.
     pending_until_object: bool
+    #: The client sends the whole file with one PUT URL it gets when the upload starts (and again
+    #: when it asks for the upload again): ``object_to_sign``.
+    one_put: bool
+    #: With Object Lock on, the client's own request places the lock on what it writes (the
+    #: completion step need not lock the version).
+    locks_on_write: bool
 
     async def assemble(
         self, storage: Storage, upload: UploadRecord, client_parts: list[tuple[int, str]] | None
@@ -64,11 +87,41 @@ class Kind(Protocol):
         it ended, and until when (the reaper empties them then)."""
         ...
 
+    async def checked_by_store(
+        self, storage: Storage, upload: UploadRecord, completed: CompletedObject | None, stored: StoredObject
+    ) -> bool:
+        """Whether the store itself checked the object against a declared whole-file checksum
+        (the file then records ``verified_by: "store"``)."""
+        ...
+
+
+async def whole_crc_checked(
+    storage: Storage, upload: UploadRecord, completed: CompletedObject | None, stored: StoredObject
+) -> bool:
+    """Whether the store checked the whole file against the declared CRC64NVME at complete. Its
+    answer to CompleteMultipartUpload says so. When that answer never arrived (an earlier complete
+    assembled the object: its worker died, or the answer was lost), the object says so, if the store
+    computes checksums itself: it reports the first part's own CRC64NVME (moto reports none; it also
+    reports back as the object's checksum whatever was declared, unchecked), and the full-object
+    CRC64NVME it combined from the parts it verified equals the declared one (else it would have
+    refused)."""
+    declared = upload.crc64nvme
+    if not declared:
+        return False
+    if completed is not None:
+        return completed.checksum_crc64nvme == declared
+    if stored.checksum_crc64nvme != declared:
+        return False
+    return await storage.part_checksum(upload.key, 1) is not None
+
 
 class Multipart:
     name = "multipart"
     signs_parts = True
     pending_until_object = False
+    one_put = False
+    locks_on_write = False
+    checked_by_store = staticmethod(whole_crc_checked)
 
     async def assemble(
         self, storage: Storage, upload: UploadRecord, client_parts: list[tuple[int, str]] | None
@@ -137,6 +190,9 @@ class FormPost:
     name = "post"
     signs_parts = False
     pending_until_object = True
+    one_put = False
+    locks_on_write = False
+    checked_by_store = staticmethod(whole_crc_checked)
 
     INCOMING = "incoming/"
 
@@ -172,9 +228,69 @@ class FormPost:
         return [(self.incoming_key(upload), upload.expires_at)]  # the policy is dead by then
 
 
-MULTIPART, FORM_POST = Multipart(), FormPost()
-KINDS: dict[str, Kind] = {k.name: k for k in (MULTIPART, FORM_POST)}
+def sha256_b64(hex_digest: str) -> str:
+    """A SHA-256 as S3 writes it (``x-amz-checksum-sha256``): base64 of the digest, from its hex."""
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
+
+
+class SinglePut:
+    name = "put"
+    signs_parts = False
+    pending_until_object = True
+    one_put = True
+    locks_on_write = True
+
+    async def assemble(
+        self, storage: Storage, upload: UploadRecord, client_parts: list[tuple[int, str]] | None
+    ) -> None:
+        return None  # the client's PUT writes the file's key itself
+
+    async def abandon(self, storage: Storage, upload: UploadRecord) -> None:
+        return None  # nothing is open in the store; an object that lands later is judged like any
+
+    async def part_state(self, storage: Storage, upload: UploadRecord) -> PartState:
+        return PartState(uploaded=[], missing=[1], bytes_uploaded=0)  # the object is there or not
+
+    def leftovers(self, upload: UploadRecord) -> list[tuple[str, datetime]]:
+        return []  # the URL writes only the file's key, and only while no object is there
+
+    async def checked_by_store(
+        self, storage: Storage, upload: UploadRecord, completed: CompletedObject | None, stored: StoredObject
+    ) -> bool:
+        """The store reports the checksum the URL signed, which it checked on the PUT (MinIO and S3
+        refuse other bytes; moto checks none and reports none)."""
+        signed = object_to_sign(upload)
+        if signed.checksum_sha256:
+            return stored.checksum_sha256 == signed.checksum_sha256
+        crc = signed.checksum_crc64nvme
+        return crc is not None and stored.checksum_crc64nvme == crc
+
+
+def object_to_sign(
+    upload: UploadRecord, lock: ObjectLock | None = None, now: datetime | None = None
+) -> ObjectToSign:
+    """What the one PUT of a ``put`` upload signs: its size, type and declared checksum, and with
+    Object Lock on, the lock (a retention counted from ``now``)."""
+    return ObjectToSign(
+        upload.key, upload.size, upload.content_type,
+        checksum_sha256=sha256_b64(upload.sha256) if upload.sha256 else None,
+        checksum_crc64nvme=upload.crc64nvme,
+        lock=lock_headers(lock, now or utcnow()) if lock is not None else (),
+    )  # fmt: skip
+
+
+MULTIPART, FORM_POST, SINGLE_PUT = Multipart(), FormPost(), SinglePut()
+KINDS: dict[str, Kind] = {k.name: k for k in (MULTIPART, FORM_POST, SINGLE_PUT)}
 
 
 def kind_of(upload: UploadRecord) -> Kind:
     return KINDS[upload.kind]
+
+
+def kind_for(plan: PartPlan, checksum_algorithm: str | None, crc64nvme: str | None) -> Kind:
+    """How a new file's bytes go (the batch start asks): a file of at most one part in one PUT,
+    unless the store is to check a CRC64NVME the client declares only at complete, which only a
+    multipart upload can do (a PUT signs its checksum when it starts)."""
+    if plan.part_count == 1 and (checksum_algorithm != CRC64NVME or crc64nvme):
+        return SINGLE_PUT
+    return MULTIPART

@@ -103,6 +103,21 @@ FILE_WITH_ROLE: Query[tuple[FileRecord, str | None]] = Query(
     _with_role(FileRecord),
 )
 FILE_BY_ID = Query(sa.select(F).where(F.c.id == sa.bindparam("file_id")), FileRecord.of)
+FILES_BY_ID = Query(sa.select(F).where(F.c.id.in_(param("file_ids", expanding=True))), FileRecord.of)
+UPLOADS_BY_IDEMPOTENCY_KEYS = Query(
+    sa.select(U).where(
+        U.c.created_by == sa.bindparam("user_id"), U.c.idempotency_key.in_(param("keys", expanding=True))
+    ),
+    UploadRecord.of,
+)
+UPLOADS_WITH_ROLE_AND_LINK: Query[tuple[UploadRecord, str | None, str | None]] = Query(
+    sa.select(U, M.c.role, LINKED.c.link_id)
+    .outerjoin(M, _role_of("user_id", U.c.case_id))
+    .outerjoin(LINKED, LINKED.c.upload_id == U.c.id)
+    .where(U.c.id.in_(param("upload_ids", expanding=True))),
+    lambda row: (UploadRecord.of(row), row["role"], row["link_id"]),
+)
+"""Uploads with the caller's role in their case and the link they came through (a batch complete)."""
 
 INSERT_UPLOAD = Statement(insert_of(Upload))
 ADD_PURGE = Statement(insert_of(StorePurge))

@@ -11,6 +11,7 @@ MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB
 MAX_PART_SIZE = 5 * 1024 * MIB
 MAX_PARTS = 10_000
+MAX_BATCH = 1000  # files started, or uploads completed, by one batch request
 SAFE_NAME_MAX_BYTES = 200
 DISPOSITION_MAX_BYTES = 255  # keeps the presigned download URL (which carries it twice) short
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+
+from ..files.schemas import FileOut
+from .rules import MAX_BATCH
 
 
 def whole(pattern: str) -> str:
@@ -69,6 +72,13 @@ class UploadCreate(msgspec.Struct, forbid_unknown_fields=True):
 
 class UploadOut(msgspec.Struct):
     id: str
+    kind: Annotated[
+        str,
+        msgspec.Meta(
+            description="how the bytes go: multipart (parts signed one by one), put (one PUT of the whole "
+            "file, started in a batch) or post (one form POST, Uppy)"
+        ),
+    ]
     file_id: str
     log_id: str
     case_id: str
@@ -136,3 +146,85 @@ class CompleteRequest(msgspec.Struct, forbid_unknown_fields=True):
     parts: Annotated[list[CompletePart], msgspec.Meta(max_length=10_000)] | None = None
     sha256: Sha256Hex | None = None
     crc64nvme: Crc64B64 | None = None
+
+
+# -- batches -------------------------------------------------------------------------------------------
+
+
+class BatchFile(msgspec.Struct, forbid_unknown_fields=True):
+    """A file of a batch: the fields of a single start, each held to the same rules (a file whose
+    fields break them is refused alone, with the reason)."""
+
+    filename: str
+    size: int
+    content_type: str | None = None
+    sha256: str | None = None
+    crc64nvme: str | None = None
+    checksum_algorithm: str | None = None
+    part_size: int | None = None
+
+
+class BatchStart(msgspec.Struct, forbid_unknown_fields=True):
+    files: Annotated[list[BatchFile], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class ItemProblem(msgspec.Struct):
+    """Why one file of a batch was refused: what a single request would have answered (its HTTP
+    status, its stable ``code``, the detail, and its machine-readable members in ``extra``)."""
+
+    status: int
+    code: str
+    detail: str
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class PutUrl(msgspec.Struct):
+    """The one PUT of a small file: send the whole file to ``url`` with exactly ``headers`` (its
+    length, type, checksum and ``If-None-Match: *``: the store refuses anything else, and refuses
+    to write over the file once it is there)."""
+
+    url: str
+    method: Literal["PUT"]
+    headers: dict[str, str]
+    expires_at: datetime
+
+
+class BatchStartedItem(msgspec.Struct):
+    index: int
+    status: Literal["started", "refused"]
+    upload: UploadOut | None = None
+    put: PutUrl | None = None
+    parts: list[SignedPartOut] | None = None
+    parts_expire_at: datetime | None = None
+    error: ItemProblem | None = None
+
+
+class BatchStarted(msgspec.Struct):
+    items: list[BatchStartedItem]
+    started: int
+    refused: int
+
+
+class BatchCompleteUpload(msgspec.Struct, forbid_unknown_fields=True):
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    sha256: Sha256Hex | None = None
+    crc64nvme: Crc64B64 | None = None
+
+
+class BatchComplete(msgspec.Struct, forbid_unknown_fields=True):
+    uploads: Annotated[list[BatchCompleteUpload], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class BatchCompletedItem(msgspec.Struct):
+    id: str
+    status: Literal["done", "missing", "refused"]
+    file: FileOut | None = None
+    missing_parts: list[int] | None = None
+    error: ItemProblem | None = None
+
+
+class BatchCompleted(msgspec.Struct):
+    items: list[BatchCompletedItem]
+    done: int
+    missing: int
+    refused: int

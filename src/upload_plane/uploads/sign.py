@@ -90,7 +90,9 @@ async def sign_parts(
     if upload.status != UploadStatus.UPLOADING:
         raise not_uploading(upload)
     if not kind_of(upload).signs_parts:
-        raise ValidationFailed("this upload is one form POST (Uppy's /s3/params); it has no parts to sign")
+        raise ValidationFailed(
+            f"this upload ({upload.kind}) has no parts to sign: its file goes to the store in one request"
+        )
     if upload.expires_at <= now:
         raise UploadExpired("the upload expired; start a new one")
     plan = plan_of(upload)

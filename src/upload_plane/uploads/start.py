@@ -70,6 +70,12 @@ async def admit(
     """May ``who`` start an upload of ``size`` bytes of ``content_type`` into the log? Counted
     against the user's start rate. ``(log id, case id)``."""
     found_log, case_id = await log_in_case(conn, who, log_id, CaseRole.CONTRIBUTOR)
+    check_file(ctx, size, content_type)
+    return found_log, case_id
+
+
+def check_file(ctx: Uploads, size: int, content_type: str) -> None:
+    """The limits every new file is held to, whoever starts it: its size and its content type."""
     if size > ctx.settings.max_file_size:
         raise FileTooLarge(
             f"{size} bytes is above the limit of {ctx.settings.max_file_size} bytes",
@@ -77,7 +83,13 @@ async def admit(
         )
     if not content_type_allowed(content_type, ctx.settings.allowed_content_types):
         raise ContentTypeNotAllowed(f"content type {content_type!r} is not allowed")
-    return found_log, case_id
+
+
+def plan_for(ctx: Uploads, wanted: NewUpload) -> PartPlan:
+    try:
+        return plan_parts(wanted.size, ctx.settings.part_size, wanted.part_size)
+    except ValueError as exc:
+        raise FileTooLarge(str(exc)) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +147,8 @@ async def write_rows(conn: Connection, file: FileRecord, upload: UploadRecord) -
     await conn.run(INSERT_UPLOAD, **upload.values())
 
 
-def _same_start(existing: UploadRecord, log_id: str, wanted: NewUpload) -> bool:
+def same_start(existing: UploadRecord, log_id: str, wanted: NewUpload) -> bool:
+    """Whether ``existing`` is the upload ``wanted`` started (a start sent again with its key)."""
     algorithm = CRC64NVME if wanted.crc64nvme or wanted.checksum_algorithm == CRC64NVME else None
     return (
         existing.log_id, existing.filename, existing.size, existing.content_type, existing.sha256,
@@ -164,10 +177,7 @@ async def start_upload(
     for _ in range(3):
         async with ctx.db.connect() as conn:
             found_log, case_id = await admit(ctx, conn, who, log_id, wanted.size, content_type)
-            try:
-                plan = plan_parts(wanted.size, ctx.settings.part_size, wanted.part_size)
-            except ValueError as exc:
-                raise FileTooLarge(str(exc)) from exc
+            plan = plan_for(ctx, wanted)
             if idempotency_key is not None:
                 existing = await conn.one(UPLOAD_BY_IDEMPOTENCY_KEY, user_id=who.id, key=idempotency_key)
                 if existing is not None:
@@ -209,7 +219,7 @@ async def _start_again(
     """The answer to a start sent again with its idempotency key: the same upload, once its
     first start finished (or, if that one died in ``creating``, after taking it over); ``None``
     if the first start failed and was removed while this one waited (start afresh)."""
-    if not _same_start(existing, log_id, wanted):
+    if not same_start(existing, log_id, wanted):
         raise IdempotencyKeyReused("this Idempotency-Key started another upload; use a new key")
     settled = tuple(s for s in UploadStatus if s != UploadStatus.CREATING)
     try:

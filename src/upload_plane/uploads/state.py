@@ -24,7 +24,7 @@ from enum import StrEnum
 import sqlalchemy as sa
 
 from ..db import Connection
-from ..statements import Statement
+from ..statements import Query, Statement
 from .queries import U
 
 CLAIM_STALE_AFTER = timedelta(minutes=2)
@@ -155,7 +155,30 @@ CLAIM = Statement(
 TAKE_OVER = Statement(sa.update(U).where(U.c.id == sa.bindparam("upload_id"), _stale()).values(_TAKE))
 HAND_BACK = Statement(
     # A claim handed back leaves the upload as it was: ``updated_at`` included.
-    sa.update(U).where(_held_by()).values(status=Us.UPLOADING.value, claim_token=None, claimed_at=None)
+    sa.update(U)
+    .where(
+        U.c.id.in_(sa.bindparam("upload_ids", expanding=True)),
+        U.c.status == sa.bindparam("held"),
+        U.c.claim_token == sa.bindparam("token"),
+    )
+    .values(status=Us.UPLOADING.value, claim_token=None, claimed_at=None)
+)
+CLAIM_MANY = Statement(
+    sa.update(U)
+    .where(U.c.id.in_(sa.bindparam("upload_ids", expanding=True)), U.c.status == sa.bindparam("expect"))
+    .values(
+        status=sa.bindparam("to"),
+        claim_token=sa.bindparam("token"),
+        claimed_at=sa.bindparam("now", type_=U.c.claimed_at.type),
+    )
+)
+CLAIMED = Query(
+    sa.select(U.c.id).where(
+        U.c.id.in_(sa.bindparam("upload_ids", expanding=True)),
+        U.c.status == sa.bindparam("to"),
+        U.c.claim_token == sa.bindparam("token"),
+    ),
+    lambda row: str(row["id"]),
 )
 ABANDON = Statement(
     sa.update(U)
@@ -210,10 +233,39 @@ async def claim(
     return Claim(upload_id, to, token) if changed == 1 else None
 
 
+async def claim_many(
+    conn: Connection, upload_ids: Collection[str], expect: UploadStatus, to: UploadStatus, now: datetime
+) -> list[Claim]:
+    """Move each of ``upload_ids`` that is in ``expect`` to the held state ``to``, under one token
+    (a batch): each row's own compare-and-set, in one statement; the claims of the rows moved. Rows
+    in another state (held by someone else, finished) are left as they are."""
+    if to not in HELD:
+        raise TransitionError(f"{to} is not a held state")
+    check_upload_transition(expect, to)
+    if not upload_ids:
+        return []
+    token = new_claim_token()
+    ids = list(upload_ids)
+    await conn.run(CLAIM_MANY, upload_ids=ids, expect=expect.value, to=to.value, token=token, now=now)
+    taken = await conn.all(CLAIMED, upload_ids=ids, to=to.value, token=token)
+    return [Claim(upload_id, to, token) for upload_id in taken]
+
+
 async def hand_back(conn: Connection, held: Claim) -> bool:
     """Return a claim to ``uploading`` (a failure that is not a verdict); ``False`` if it was lost."""
-    check_upload_transition(held.status, Us.UPLOADING)
-    return await conn.run(HAND_BACK, upload_id=held.upload_id, held=held.status.value, token=held.token) == 1
+    return await hand_back_many(conn, [held]) == 1
+
+
+async def hand_back_many(conn: Connection, claims: Collection[Claim]) -> int:
+    """``hand_back`` for many claims, one statement per claim token; how many were still held."""
+    by_token: dict[tuple[UploadStatus, str], list[str]] = {}
+    for held in claims:
+        check_upload_transition(held.status, Us.UPLOADING)
+        by_token.setdefault((held.status, held.token), []).append(held.upload_id)
+    returned = 0
+    for (status, token), ids in by_token.items():
+        returned += await conn.run(HAND_BACK, upload_ids=ids, held=status.value, token=token)
+    return returned
 
 
 async def abandon(conn: Connection, held: Claim, now: datetime, *, sweep: bool = False) -> bool:
