@@ -306,6 +306,15 @@ class MemoryStorage:
         self._check()
         return False
 
+    async def put_tombstone(self, key: str) -> bool:
+        self._check()
+        with self._lock:
+            if key in self.objects:
+                return False
+            self.objects[key] = b""
+            self._heads[key] = StoredObject(0, _etag(b""), "binary/octet-stream")
+        return True
+
     def presign_parts(
         self,
         key: str,

@@ -242,6 +242,12 @@ class Storage(Protocol):
         """Whether the bucket was created with Object Lock."""
         ...
 
+    async def put_tombstone(self, key: str) -> bool:
+        """Write an empty object at ``key`` if nothing is there (``If-None-Match: *``): a deleted
+        file's key that a conditional PUT URL still valid can then no longer write. ``False`` if
+        something was there."""
+        ...
+
     def presign_parts(
         self,
         key: str,
@@ -348,6 +354,9 @@ class StorageWrapper:
 
     async def object_lock_enabled(self) -> bool:
         return await self.around("object_lock_enabled", self.inner.object_lock_enabled)
+
+    async def put_tombstone(self, key: str) -> bool:
+        return await self.around("put_tombstone", lambda: self.inner.put_tombstone(key))
 
     def presign_parts(
         self,
@@ -566,6 +575,15 @@ class S3Storage:
         if not versions:
             await self.delete_object(key)  # a store that lists no versions (unversioned)
         return len(versions)
+
+    async def put_tombstone(self, key: str) -> bool:
+        try:
+            await self.http.request("PUT", key, headers={"If-None-Match": "*", "Content-Length": "0"})
+        except StoreError as exc:
+            if exc.code in ("PreconditionFailed", "412"):
+                return False
+            raise translate_store_error(exc.code, exc.status) from exc
+        return True
 
     async def object_lock_enabled(self) -> bool:
         try:

@@ -199,3 +199,30 @@ def test_a_locked_version_outlives_the_stores_own_credentials(
         [event] = [e for e in events if e["action"] == "file.deleted"]
         lifted = {"legal-hold": "legal hold lifted", "governance": "governance retention bypassed"}[mode]
         assert event["details"]["object_lock"] == lifted
+
+
+def test_a_single_put_url_replayed_after_an_admin_delete_brings_nothing_back(
+    evidence: Backend, http: httpx.Client
+) -> None:
+    """A single PUT's URL writes only where nothing is (If-None-Match): after an admin's delete an
+    empty tombstone holds the key until the URL is dead, then the reaper empties the key."""
+    from tests.api.test_batches import complete as complete_batch
+    from tests.api.test_batches import put, small_files
+    from tests.api.test_batches import start as start_batch
+
+    [(entry, data)] = small_files(1)
+    with new_user(evidence) as api, admin(evidence) as adm:
+        log = new_log(api)
+        [item] = start_batch(api, f"/logs/{log['id']}/uploads/batch", [entry])["items"]
+        assert put(http, item, data) == 200
+        [done] = complete_batch(api, [item["upload"]["id"]])["items"]
+        key = item["upload"]["key"]
+        assert adm.delete(f"/files/{done['file']['id']}").status_code == 204
+        for replay in (os.urandom(len(data)), data):
+            assert put(http, item, replay) == 412  # the tombstone is there
+        tomb = head(evidence, key)
+        assert tomb is not None and tomb["ContentLength"] == 0
+        asyncio.run(purges_due_now(evidence))
+        assert asyncio.run(run_reaper(evidence)).purged >= 1
+        assert head(evidence, key) is None
+        assert api.get(f"/files/{done['file']['id']}").status_code == 404

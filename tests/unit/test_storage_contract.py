@@ -364,3 +364,13 @@ async def test_a_bucket_made_without_object_lock_says_so_and_refuses_holds(store
     assert await s.object_lock_enabled() is False
     with pytest.raises(StorageRejected):  # MinIO: InvalidRequest, the bucket has no lock configuration
         await s.protect(key, "v1", ObjectLock("legal-hold"), datetime.now(UTC))
+
+
+async def test_a_tombstone_takes_only_an_empty_key(store: Store) -> None:
+    s, key = store.storage, new_key()
+    assert await s.put_tombstone(key) is True
+    head = await s.head_object(key)
+    assert head is not None and head.size == 0
+    assert await s.put_tombstone(key) is False  # something is there: nothing written
+    assert await s.purge(key) == 1
+    assert await s.head_object(key) is None

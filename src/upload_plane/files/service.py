@@ -134,14 +134,12 @@ class FileService:
         if held is None:  # nothing is settled for a delete, so this cannot happen
             raise NotFound("No such file")
         try:
-            lifted = await unstore(ctx, upload, file.version_id)
+            unstored = await unstore(ctx, upload, file.version_id, details)
         except DomainError:
             await self._abandon(held)
             raise
-        if lifted:
-            details["object_lock"] = lifted
         async with ctx.db.connect() as conn:
-            if not await remove(conn, held, upload, who, **details):
+            if not await remove(conn, held, upload, who, unstored):
                 raise NotFound("No such file")  # another delete took over and finished
 
     async def _abandon(self, held: state.Claim) -> None:

@@ -198,7 +198,10 @@ async def _finish(
         for one in kept:
             if one.ending.status != UploadStatus.COMPLETED:
                 await links.release(conn, one.upload.id, now)
-        await purge_later(conn, [key for one in kept for key in kind_of(one.upload).leftovers(one.upload)])
+        await purge_later(
+            conn,
+            [key for one in kept for key in kind_of(one.upload).leftovers(one.upload, one.ending.status)],
+        )
     return mine
 
 
@@ -347,28 +350,47 @@ async def forget(conn: Connection, held: Claim, upload: UploadRecord) -> bool:
 
 
 async def remove(
-    conn: Connection, held: Claim, upload: UploadRecord, who: Principal | None, **details: Any
+    conn: Connection, held: Claim, upload: UploadRecord, who: Principal | None, unstored: Unstored
 ) -> bool:
     """End a ``deleting`` claim: the upload and its file are removed, with their ``file.deleted``
-    event. ``False`` if the claim was lost (another delete finished it)."""
+    event, and the reaper told to empty the key once no URL can write it. ``False`` if the claim
+    was lost (another delete finished it)."""
     if held.status != UploadStatus.DELETING:
         raise TransitionError("only a deleting claim removes rows")
     async with conn.transaction():
         if not await _remove_held(conn, held, upload):
             return False
+        details = {**unstored.details, "key": upload.key}
+        if unstored.lock:
+            details["object_lock"] = unstored.lock
         await insert_event(
             conn, who, "file.deleted", "file", upload.file_id, case_id=upload.case_id, **details
         )
+        await purge_later(conn, unstored.purges)
     return True
 
 
-async def unstore(ctx: Uploads, upload: UploadRecord, version_id: str | None) -> str | None:
+@dataclass(frozen=True, slots=True)
+class Unstored:
+    """What a delete did in the store: what the lock made it do (the audit event says it), the keys
+    the reaper must empty later, and the details the event records."""
+
+    lock: str | None
+    purges: list[tuple[str, datetime]]
+    details: dict[str, Any]
+
+
+async def unstore(
+    ctx: Uploads, upload: UploadRecord, version_id: str | None, details: dict[str, Any] | None = None
+) -> Unstored:
     """Remove an upload's bytes from the store for a delete: what the client sent so far, and the
     file's recorded version (lifting its legal hold, or bypassing its governance retention, first:
-    an admin's delete is the one way evidence leaves). What the lock made the delete do, if
-    anything (the audit event says it). Compliance retention refuses (``FileRetained``)."""
-    storage, lock = ctx.storage, ctx.settings.lock
-    await kind_of(upload).abandon(storage, upload)
+    an admin's delete is the one way evidence leaves). Compliance retention refuses
+    (``FileRetained``). If a URL handed out can still write the emptied key (a single PUT's, which
+    writes only where nothing is), an empty tombstone takes the key until the URL is dead, and the
+    reaper empties it then: a replay brings nothing back."""
+    storage, lock, kind = ctx.storage, ctx.settings.lock, kind_of(upload)
+    await kind.abandon(storage, upload)
     done = None
     if version_id and lock.mode == "legal-hold":
         await storage.unprotect(upload.key, version_id)
@@ -376,7 +398,15 @@ async def unstore(ctx: Uploads, upload: UploadRecord, version_id: str | None) ->
     elif version_id and lock.mode == "governance":
         done = "governance retention bypassed"
     await storage.delete_object(upload.key, version_id, bypass_governance=lock.mode == "governance")
-    return done
+    purges: list[tuple[str, datetime]] = []
+    until = kind.writes_key_until(upload)
+    if until is not None and until > utcnow():
+        for _ in range(3):  # a replay that took the key first is removed, and the tombstone tried again
+            if await storage.put_tombstone(upload.key):
+                break
+            await storage.purge(upload.key)
+        purges.append((upload.key, until))
+    return Unstored(done, purges, details or {})
 
 
 async def _remove_held(conn: Connection, held: Claim, upload: UploadRecord) -> bool:

@@ -82,9 +82,14 @@ class Kind(Protocol):
         """What the store holds of an open upload, for a client that resumes."""
         ...
 
-    def leftovers(self, upload: UploadRecord) -> list[tuple[str, datetime]]:
-        """Keys other than the file's that a URL handed out for this upload can still write after
-        it ended, and until when (the reaper empties them then)."""
+    def leftovers(self, upload: UploadRecord, ended: UploadStatus) -> list[tuple[str, datetime]]:
+        """Keys a URL handed out for this upload can still write after it ended ``ended``, and
+        until when (the reaper empties them then): never a completed file's own key."""
+        ...
+
+    def writes_key_until(self, upload: UploadRecord) -> datetime | None:
+        """Until when a URL handed out for this upload can write the file's own key once nothing is
+        there (a deleted file's), if it ever can."""
         ...
 
     async def checked_by_store(
@@ -182,8 +187,11 @@ class Multipart:
         missing = [n for n in range(1, plan.part_count + 1) if n not in held]
         return PartState(uploaded=good, missing=missing, bytes_uploaded=sum(p.size for p in good))
 
-    def leftovers(self, upload: UploadRecord) -> list[tuple[str, datetime]]:
+    def leftovers(self, upload: UploadRecord, ended: UploadStatus) -> list[tuple[str, datetime]]:
         return []  # part URLs die with the multipart upload
+
+    def writes_key_until(self, upload: UploadRecord) -> datetime | None:
+        return None
 
 
 class FormPost:
@@ -224,8 +232,11 @@ class FormPost:
     async def part_state(self, storage: Storage, upload: UploadRecord) -> PartState:
         return PartState(uploaded=[], missing=[1], bytes_uploaded=0)  # the object is there or not
 
-    def leftovers(self, upload: UploadRecord) -> list[tuple[str, datetime]]:
+    def leftovers(self, upload: UploadRecord, ended: UploadStatus) -> list[tuple[str, datetime]]:
         return [(self.incoming_key(upload), upload.expires_at)]  # the policy is dead by then
+
+    def writes_key_until(self, upload: UploadRecord) -> datetime | None:
+        return None  # the form writes its incoming key only
 
 
 def sha256_b64(hex_digest: str) -> str:
@@ -251,8 +262,14 @@ class SinglePut:
     async def part_state(self, storage: Storage, upload: UploadRecord) -> PartState:
         return PartState(uploaded=[], missing=[1], bytes_uploaded=0)  # the object is there or not
 
-    def leftovers(self, upload: UploadRecord) -> list[tuple[str, datetime]]:
-        return []  # the URL writes only the file's key, and only while no object is there
+    def leftovers(self, upload: UploadRecord, ended: UploadStatus) -> list[tuple[str, datetime]]:
+        """The URL writes only the file's key, and only while no object is there: a completed
+        file's stays; an upload that ended without one leaves the key writable until it expires
+        (the URL ends before)."""
+        return [] if ended == UploadStatus.COMPLETED else [(upload.key, upload.expires_at)]
+
+    def writes_key_until(self, upload: UploadRecord) -> datetime | None:
+        return upload.expires_at
 
     async def checked_by_store(
         self, storage: Storage, upload: UploadRecord, completed: CompletedObject | None, stored: StoredObject

@@ -223,10 +223,9 @@ class Reaper:
     async def _delete(self, row: UploadRecord, held: Claim, report: ReapReport) -> None:
         async with self.ctx.db.connect() as conn:
             file = await conn.one(FILE_BY_ID, file_id=row.file_id)
-        lifted = await unstore(self.ctx, row, file.version_id if file else None)
-        details = {"key": row.key, **({"object_lock": lifted} if lifted else {})}
+        unstored = await unstore(self.ctx, row, file.version_id if file else None)
         async with self.ctx.db.connect() as conn:
-            if await remove(conn, held, row, None, **details):
+            if await remove(conn, held, row, None, unstored):
                 report.deleted += 1
 
     async def _sweep(self, size: int, report: ReapReport) -> None:
