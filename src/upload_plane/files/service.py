@@ -22,6 +22,7 @@ from ..cases.access import CaseRole, log_in_case, require
 from ..errors import DomainError, FileNotAvailable, Forbidden, NotFound, ValidationFailed
 from ..models import utcnow
 from ..pagination import Page, PageRequest, page_of
+from ..processing import preview_key_of
 from ..uploads import state
 from ..uploads.claims import claim_when_free
 from ..uploads.context import Uploads
@@ -130,6 +131,7 @@ class FileService:
         try:
             await kind_of(upload).abandon(ctx.storage, upload)
             await ctx.storage.delete_object(upload.key)
+            await ctx.storage.delete_object(preview_key_of(upload.key))
         except DomainError:
             await self._abandon(held)
             raise

@@ -10,7 +10,8 @@ way (``judge``: what the store holds against what was planned and declared) and 
 2. moves the file along (``available`` with its ETag and verification, or ``failed``);
 3. writes the audit event ``upload.<status>``;
 4. gives an upload link's share of its budget back when the upload did not complete, once;
-5. (queues the file's processing when it completed.)
+5. asks for the file's processing when it completed (``processing/outbox.py``: a ``pending``
+   processing row and an outbox row, relayed onto the job queue after the commit).
 
 A start that never reached the store is forgotten (``forget``: its rows removed, a link's share
 given back) and a deleted file removed (``remove``) — the two ways rows end without a final status.
@@ -30,6 +31,8 @@ from ..db import Connection
 from ..errors import DomainError
 from ..links import service as links
 from ..models import utcnow
+from ..processing import outbox
+from ..processing.rows import DELETE_PROCESSING
 from ..statements import Statement
 from ..storage import CompletedObject, Storage, StoredObject
 from .context import Uploads
@@ -158,6 +161,8 @@ async def finish(
         )
         if ending.status != UploadStatus.COMPLETED:
             await links.release(conn, upload.id, now)
+        else:
+            await outbox.ask(conn, upload.file_id, now)
     return True
 
 
@@ -214,4 +219,5 @@ async def _remove_held(conn: Connection, held: Claim, upload: UploadRecord) -> b
     if changed != 1:
         return False
     await conn.run(DELETE_FILE, file_id=upload.file_id)
+    await conn.run(DELETE_PROCESSING, file_id=upload.file_id)
     return True
