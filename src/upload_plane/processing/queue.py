@@ -163,7 +163,7 @@ def saq_function(run: JobFunction, failed: FailedHook) -> tuple[Any, Any]:
                 done.set()
                 await beat
 
-    process_file.__name__ = JOB
+    process_file.__name__ = process_file.__qualname__ = JOB
 
     async def after_process(ctx: dict[str, Any]) -> None:
         job = ctx.get("job")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -151,6 +153,7 @@ async def run_worker(settings: Settings, concurrency: int, metrics_port: int) ->
     function, after_process = saq_function(processor.run, processor.failed)
     worker = Worker(
         queue.saq,
+        id=f"{socket.gethostname()}:{os.getpid()}",  # where a job runs, in its record (job.worker_id)
         functions=[function],
         concurrency=concurrency,
         after_process=after_process,
