@@ -612,6 +612,12 @@ def private_minio(tmp_path: Path) -> Iterator[MinIO]:
     yield from _started(MINIO_BINARIES, MINIO_HOWTO, run_minio, workdir)
 
 
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
+    """A Redis for a test module, which its tests may stop and start again (empty: no persistence)."""
+    yield from _started(REDIS_BINARIES, REDIS_HOWTO, run_redis, tmp_path_factory.mktemp("redis"))
+
+
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[Redis]:
     """A Redis of this test's own, which it may stop and start again (empty: no persistence)."""

@@ -12,25 +12,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests import samples
-from tests.api.helpers import MIB, new_log, new_user, put_parts, sql_rows, start_upload, complete
+from tests.api.helpers import MIB, complete, new_log, new_user, put_parts, sql_rows, start_upload
 from tests.api.test_processing import audit_of, preview_of, processed, send
 from tests.api.test_uppy_contract import anonymous, endpoint, new_link, uppy_post
 from tests.conftest import Backend, real_backend
 from tests.real.processes import WorkerProcess
-from tests.services import REDIS_BINARIES, REDIS_HOWTO, MinIO, Redis, _started, run_redis
+from tests.services import MinIO, Redis
 
 pytestmark = pytest.mark.real
 
@@ -57,19 +55,18 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, minio: MinIO
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, minio: MinIO, redis: Redis
 ) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("processing-workers")
-    with contextlib.contextmanager(_started)(REDIS_BINARIES, REDIS_HOWTO, run_redis, workdir) as redis:
-        with real_backend(request, "processing_workers", queue_url=redis.url) as backend:
-            running = Stack(backend, minio, redis, [], workdir)
-            for _ in range(2):
-                running.worker()
-            try:
-                yield running
-            finally:
-                for worker in running.workers:
-                    worker.stop()
+    with real_backend(request, "processing_workers", queue_url=redis.url) as backend:
+        running = Stack(backend, minio, redis, [], workdir)
+        for _ in range(2):
+            running.worker()
+        try:
+            yield running
+        finally:
+            for worker in running.workers:
+                worker.stop()
 
 
 def test_every_kind_of_file_is_processed_by_the_workers(stack: Stack, http: httpx.Client) -> None:
