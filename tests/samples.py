@@ -41,11 +41,14 @@ def _exif(orientation: int = 1) -> Image.Exif:
     return exif
 
 
-def jpeg_with_gps(width: int = 1600, height: int = 1200, orientation: int = 6) -> bytes:
-    """A camera JPEG: make and model, DateTimeOriginal, GPS, and orientation 6 (rotate 90°: the
-    picture is ``height`` wide when shown)."""
+def jpeg_with_gps(
+    width: int = 1600, height: int = 1200, orientation: int = 6, image: Image.Image | None = None
+) -> bytes:
+    """A camera JPEG (of ``image``, else a plain one): make and model, DateTimeOriginal, GPS, and
+    orientation 6 (rotate 90°: the picture is ``height`` wide when shown)."""
     out = io.BytesIO()
-    Image.new("RGB", (width, height), (200, 60, 30)).save(out, "JPEG", exif=_exif(orientation), quality=85)
+    picture = image if image is not None else Image.new("RGB", (width, height), (200, 60, 30))
+    picture.save(out, "JPEG", exif=_exif(orientation), quality=85)
     return out.getvalue()
 
 
@@ -59,15 +62,17 @@ def heic(width: int = 1024, height: int = 768) -> bytes:
     return out.getvalue()
 
 
-def mp4(seconds: int = 2, width: int = 320, height: int = 240) -> bytes:
-    """A short H.264 video made by ffmpeg (its moov box at the end, as ffmpeg writes by default)."""
+def mp4(seconds: int = 2, width: int = 320, height: int = 240, bitrate: str | None = None) -> bytes:
+    """A short H.264 video made by ffmpeg (its moov box at the end, as ffmpeg writes by default);
+    with ``bitrate`` (``"24M"``), one of about ``seconds`` x ``bitrate`` bytes (a moving pattern)."""
+    rate = ["-b:v", bitrate, "-minrate", bitrate, "-maxrate", bitrate, "-bufsize", "2M"] if bitrate else []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "video.mp4"
         subprocess.run(
             ["ffmpeg", "-v", "error", "-nostdin", "-y", "-f", "lavfi",
-             "-i", f"testsrc=duration={seconds}:size={width}x{height}:rate=25",
-             "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)],
-            check=True, timeout=120,
+             "-i", f"testsrc2=duration={seconds}:size={width}x{height}:rate=25",
+             "-c:v", "libx264", "-preset", "ultrafast", *rate, "-pix_fmt", "yuv420p", str(path)],
+            check=True, timeout=300,
         )  # fmt: skip
         return path.read_bytes()
 
