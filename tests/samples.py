@@ -65,7 +65,11 @@ def heic(width: int = 1024, height: int = 768) -> bytes:
 def mp4(seconds: int = 2, width: int = 320, height: int = 240, bitrate: str | None = None) -> bytes:
     """A short H.264 video made by ffmpeg (its moov box at the end, as ffmpeg writes by default);
     with ``bitrate`` (``"24M"``), one of about ``seconds`` x ``bitrate`` bytes (a moving pattern)."""
-    rate = ["-b:v", bitrate, "-minrate", bitrate, "-maxrate", bitrate, "-bufsize", "2M"] if bitrate else []
+    rate = (  # noise, so the encoder needs the bitrate; a constant bitrate (HRD padding) fills it
+        ["-vf", "noise=alls=30:allf=t+u", "-b:v", bitrate, "-maxrate", bitrate, "-bufsize", "2M",
+         "-x264-params", "nal-hrd=cbr"]
+        if bitrate else []
+    )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "video.mp4"
         subprocess.run(

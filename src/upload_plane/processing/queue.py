@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..errors import DomainError
+from ..errors import QueueUnavailable
 
 log = logging.getLogger("upload_plane.processing")
 
@@ -38,10 +38,6 @@ SWEEP_EVERY = 30  # seconds between sweeps for dead jobs (one worker sweeps at a
 
 def job_key(file_id: str) -> str:
     return f"process:{file_id}"
-
-
-class QueueUnavailable(DomainError):
-    code, title = "QUEUE_UNAVAILABLE", "The job queue did not answer"
 
 
 @dataclass(frozen=True, slots=True)
