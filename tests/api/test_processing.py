@@ -189,3 +189,29 @@ def test_hostile_files_fail_their_own_job_only(processing: Backend, http: httpx.
         got = processed(api, broken["id"])
         assert got["processing"]["status"] == "failed" and got["processing"]["error"]
         assert processed(api, fine["id"])["processing"]["status"] == "done"
+
+
+def metric(base_url: str, name: str, **labels: str) -> float | None:
+    """A sample of the API's ``/metrics``, ``None`` if it is not there."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{base_url}/metrics", timeout=30).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None
+
+
+def test_metrics_show_the_queue_and_the_jobs(processing: Backend, http: httpx.Client) -> None:
+    before = metric(processing.base_url, "upload_plane_processing_job_duration_seconds_count", outcome="done")
+    with new_user(processing) as api:
+        log = new_log(api)
+        processed(api, send(http, api, log["id"], samples.png(), "m.png", "image/png")["id"])
+    base = processing.base_url
+    after = metric(base, "upload_plane_processing_job_duration_seconds_count", outcome="done")
+    assert after is not None and after >= (before or 0) + 1
+    assert (metric(base, "upload_plane_processing_files", status="done") or 0) >= 1
+    for state in ("queued", "active", "scheduled", "outbox"):
+        assert metric(base, "upload_plane_processing_queue_jobs", state=state) is not None, state
+    assert metric(base, "upload_plane_processing_failures_total", kind="too_large") is not None

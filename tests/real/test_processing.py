@@ -24,7 +24,7 @@ import pytest
 
 from tests import samples
 from tests.api.helpers import MIB, complete, new_log, new_user, put_parts, sql_rows, start_upload
-from tests.api.test_processing import audit_of, preview_of, processed, send
+from tests.api.test_processing import audit_of, metric, preview_of, processed, send
 from tests.api.test_uppy_contract import anonymous, endpoint, new_link, uppy_post
 from tests.conftest import Backend, real_backend
 from tests.real.processes import WorkerProcess
@@ -124,6 +124,10 @@ def test_every_kind_of_file_is_processed_by_the_workers(stack: Stack, http: http
         got = processed(api, witness["id"])
         assert got["sha256_source"] == "server" and got["sha256_verified"] is None
         assert got["sha256"] == hashlib.sha256(samples.jpeg_with_gps()).hexdigest()
+    # The API reports the queue's depth from Redis (the jobs' own series are the workers')
+    for state in ("queued", "active", "scheduled", "outbox"):
+        assert metric(stack.backend.base_url, "upload_plane_processing_queue_jobs", state=state) == 0, state
+    assert metric(stack.backend.base_url, "upload_plane_processing_files", status="pending") == 0
 
 
 def test_hostile_files_fail_their_own_jobs_and_the_workers_go_on(stack: Stack, http: httpx.Client) -> None:
