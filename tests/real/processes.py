@@ -29,6 +29,7 @@ def environment(backend: Backend, minio: MinIO, **env: str) -> dict[str, str]:
         "UPLOAD_PLANE_S3_ACCESS_KEY_ID": minio.access_key,
         "UPLOAD_PLANE_S3_SECRET_ACCESS_KEY": minio.secret_key,
         "UPLOAD_PLANE_JWT_SECRET": settings.jwt_secret,
+        "UPLOAD_PLANE_PROCESSING": settings.processing,  # off unless the test turned it on
         **{f"UPLOAD_PLANE_{k.upper()}": v for k, v in env.items()},
     }
 

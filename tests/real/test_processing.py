@@ -58,7 +58,7 @@ def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, minio: MinIO, redis: Redis
 ) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("processing-workers")
-    with real_backend(request, "processing_workers", queue_url=redis.url) as backend:
+    with real_backend(request, "processing_workers", queue_url=redis.url, processing="auto") as backend:
         running = Stack(backend, minio, redis, [], workdir)
         for _ in range(2):
             running.worker()
