@@ -86,8 +86,28 @@ def photo(folder: Path, name: str, width: int, height: int, hue: int) -> Path:
     return written(folder / name, samples.jpeg_with_gps(image=image))
 
 
-def seed(base: str) -> dict[str, Any]:
-    """An investigator with a case, two logs, and a partner's upload link."""
+def document(pages: int, title: str) -> bytes:
+    """A PDF of ``pages`` typed pages (Pillow draws them; the first page is the preview)."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    sheets = []
+    for n in range(pages):
+        sheet = Image.new("RGB", (620, 877), "white")
+        draw = ImageDraw.Draw(sheet)
+        draw.text((50, 50), f"{title} - page {n + 1} of {pages}", fill=(20, 20, 20))
+        for line in range(34):
+            width = 420 + (line * 37) % 100
+            draw.rectangle((50, 90 + line * 22, 50 + width, 98 + line * 22), fill=(150, 155, 165))
+        sheets.append(sheet)
+    out = io.BytesIO()
+    sheets[0].save(out, "PDF", save_all=True, append_images=sheets[1:])
+    return out.getvalue()
+
+
+def seed(base: str, work: Path) -> dict[str, Any]:
+    """An investigator with a case, two logs, a witness photo, and a partner's upload link."""
     with httpx.Client(base_url=f"{base}/api/v1", timeout=30) as api:
         token = api.post("/auth/login", json={"username": "admin", "password": PASSWORD}).json()[
             "access_token"
@@ -104,7 +124,7 @@ def seed(base: str) -> dict[str, Any]:
         api.post(f"/cases/{other['id']}/logs", json={"name": "Dashcam"})
         cctv = api.post(f"/cases/{case['id']}/logs", json={"name": "CCTV from partners"}).json()
         # A witness's photo sent with a SHA-256 that is not its bytes' (the server finds out).
-        data = samples.jpeg_with_gps(640, 480)
+        data = (work / "witness-photo.jpg").read_bytes()
         upload = api.post(
             f"/logs/{log['id']}/uploads",
             json={"filename": "witness-photo.jpg", "size": len(data), "content_type": "image/jpeg",
@@ -215,14 +235,15 @@ def main() -> int:
         settings, minio = services.settings, services.minio
         prepare(settings, PASSWORD)
         base = stack.enter_context(serve_in_thread(create_app(settings)))
-        seeded = seed(base)
+        photo(work, "witness-photo.jpg", 1600, 1200, 200)
+        seeded = seed(base, work)
         files = [
             written(work / "body-cam-0412.mp4", samples.mp4(30, 1280, 720, bitrate="24M")),
             written(work / "body-cam-0413.mp4", samples.mp4(8, 1280, 720, bitrate="20M")),
             photo(work, "scene-photo-01.jpg", 4000, 3000, 10),
             photo(work, "scene-photo-02.jpg", 3000, 4000, 90),
-            written(work / "officer-notes.pdf", samples.pdf(3)),
-            written(work / "holiday-snap.jpg", samples.pdf(2)),  # a PDF that calls itself a photo
+            written(work / "officer-notes.pdf", document(3, "Officer notes, 12 April")),
+            written(work / "holiday-snap.jpg", document(2, "Invoice")),  # a PDF that calls itself a photo
         ]
         partner = [
             make_file(work, "store-camera-2-2026-04-12.mp4", 38 * MIB),
