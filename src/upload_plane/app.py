@@ -290,13 +290,13 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
         reaping = (
             asyncio.create_task(reap_every(app.state, settings)) if settings.reaper_interval > 0 else None
         )
-        jobs = processing.for_api(db, settings, processing_metrics)
-        app.state.queue = await jobs.__aenter__()
+        jobs = contextlib.AsyncExitStack()  # processing: in-process jobs, or a queue client
+        app.state.queue = await jobs.enter_async_context(processing.for_api(db, settings, processing_metrics))
         gc.freeze()
         try:
             yield
         finally:
-            await jobs.__aexit__(None, None, None)
+            await jobs.aclose()
             if reaping is not None:
                 reaping.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

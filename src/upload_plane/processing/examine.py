@@ -272,7 +272,10 @@ def _run(argv: list[str], timeout: float, url: str) -> bytes:
 
 def describe_av(req: dict[str, Any]) -> dict[str, Any]:
     url, timeout = req["url"], float(req["cpu"])
-    ffprobe = ["ffprobe", "-v", "error", "-rw_timeout", "20000000", "-print_format", "json"]
+    # Only the presigned URL may be opened: a hostile file naming other resources (an MP4's external
+    # data references, a playlist) gets nothing from the disk or elsewhere.
+    only_http = ["-protocol_whitelist", "http,https,tcp,tls,crypto"]
+    ffprobe = ["ffprobe", "-v", "error", *only_http, "-rw_timeout", "20000000", "-print_format", "json"]
     probe = json.loads(
         _run(
             [*ffprobe, "-show_format", "-show_streams", url],
@@ -297,7 +300,7 @@ def describe_av(req: dict[str, Any]) -> dict[str, Any]:
         raise Refused(f"the video is {width} x {height} pixels, over the limit of {int(req['max_pixels']):,}")
     media.update(width=width, height=height)
     at = min(1.0, (media["duration_seconds"] or 0) / 2)
-    ffmpeg = ["ffmpeg", "-v", "error", "-nostdin", "-threads", "1", "-rw_timeout", "20000000"]
+    ffmpeg = ["ffmpeg", "-v", "error", "-nostdin", "-threads", "1", *only_http, "-rw_timeout", "20000000"]
     frame = _run(
         [*ffmpeg, "-ss", f"{at:.3f}", "-i", url, "-frames:v", "1", "-f", "image2pipe", "-c:v", "png", "-"],
         timeout,
