@@ -8,6 +8,7 @@ The same job code runs on workers over Redis in ``tests/real/test_processing.py`
 from __future__ import annotations
 
 import hashlib
+import shutil
 import io
 import time
 from collections.abc import Iterator
@@ -20,8 +21,15 @@ from PIL import Image
 from tests import samples
 from tests.api.helpers import assert_problem, complete, new_log, new_user, put_parts, upload_file
 from tests.conftest import Backend, embedded_backend, real_backend
+from tests.services import real_services_required
 
 DEADLINE = 120.0
+
+# The videos are made, and described, by Debian's ffmpeg (.ci/run installs it).
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("ffmpeg") and shutil.which("ffprobe")) and not real_services_required(),
+    reason="needs ffmpeg and ffprobe: apt-get install ffmpeg",
+)
 
 
 @pytest.fixture(scope="module", params=["embedded", pytest.param("real", marks=pytest.mark.real)])

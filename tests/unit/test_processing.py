@@ -149,6 +149,27 @@ async def test_a_declared_sha256_that_differs_is_flagged_and_audited(world: Worl
     assert await events(world, "file.verified") == 0
 
 
+async def test_the_allow_list_can_refuse_by_detected_type(world: World) -> None:
+    file_id = await completed_file(world)
+    async with world.db.sessions() as session:
+        await session.exec(
+            sa.text("UPDATE files SET content_type = 'image/png' WHERE id = :i").bindparams(i=file_id)
+        )  # type: ignore[call-overload]
+        await session.commit()
+    world.settings = world.settings.with_(allowed_content_types=("image/*",), refuse_detected_types=True)
+    outcome = Outcome(digest=Digest(9000, "ab" * 32, None), detected_type="application/pdf")
+    await processor(world, outcome).run(file_id, Attempt(1, False))
+    row = await processing_row(world, file_id)
+    assert (row.status, row.error_kind, row.type_matches) == ("failed", "type_not_allowed", False)
+    assert "application/pdf" in (row.error or "")
+    async with world.db.sessions() as session:
+        details = (
+            await session.exec(sa.select(AuditEvent.details).where(AuditEvent.action == "file.type_mismatch"))
+        ).one()[0]  # type: ignore[call-overload]
+    assert '"refused": true' in details
+    assert await events(world, "file.verified") == 1  # its bytes are still what was declared
+
+
 async def test_a_passing_failure_is_retried_and_the_last_one_ends_failed(world: World) -> None:
     from upload_plane.processing.job import Passing
 

@@ -196,7 +196,7 @@ class Processor:
                         conn, None, "file.verified", "file", file.id, case_id=case_id,
                         sha256=digest.sha256, sha256_source=source, crc64nvme_checked=crc_matches is True,
                     )  # fmt: skip
-            if matches is False:
+            if matches is False or refused:
                 await insert_event(
                     conn, None, "file.type_mismatch", "file", file.id, case_id=case_id,
                     declared_type=file.content_type, detected_type=outcome.detected_type,
