@@ -8,8 +8,8 @@ The same job code runs on workers over Redis in ``tests/real/test_processing.py`
 from __future__ import annotations
 
 import hashlib
-import shutil
 import io
+import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
