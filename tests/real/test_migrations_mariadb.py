@@ -39,6 +39,8 @@ APP_TABLES = {
     "rate_counters",
     "upload_links",
     "upload_link_uploads",
+    "file_processing",
+    "processing_outbox",
 }
 
 
