@@ -16,6 +16,7 @@ from ..ids import new_id
 from ..models import utcnow
 from .queue import JobQueue
 from .rows import (
+    ANY_OUTBOX,
     ASK_AGAIN,
     DELETE_OUTBOX,
     FAIL_LOST,
@@ -56,6 +57,9 @@ async def relay(db: Database, queue: JobQueue, batch: int = 500) -> int:
     holding the rows (``SKIP LOCKED``: another relay takes other rows). The queue refusing (down)
     rolls back: the rows stay for the next run. Files already queued are not queued twice (the job
     key); a request relayed twice after a crash is a job that finds nothing left to do."""
+    async with db.connect() as conn:
+        if not await conn.value(ANY_OUTBOX):  # the common case, without a transaction (SQLite: a lock)
+            return 0
     async with db.connect() as conn, conn.transaction():
         picked = await conn.all(PICK_OUTBOX, size=batch)
         if not picked:

@@ -134,6 +134,7 @@ PICK_OUTBOX: Query[tuple[str, str]] = Query(
     lambda row: (str(row["id"]), str(row["file_id"])),
 )
 DELETE_OUTBOX = Statement(sa.delete(OB).where(OB.c.id.in_(param("ids", expanding=True))))
+ANY_OUTBOX = Statement(sa.select(OB.c.id).limit(1))
 OUTBOX_SIZE = Statement(sa.select(sa.func.count()).select_from(OB))
 
 UNFINISHED: Query[tuple[str, int]] = Query(
