@@ -27,7 +27,7 @@ from upload_plane.processing.job import Outcome, Processor
 from upload_plane.processing.metrics import ProcessingMetrics
 from upload_plane.processing.outbox import ask_again, reconcile, relay
 from upload_plane.processing.queue import Attempt, InProcessQueue, JobOptions
-from upload_plane.processing.sandbox import Limits, examine
+from upload_plane.processing.sandbox import Limits, Sandbox, examine
 from upload_plane.processing.types import type_matches
 from upload_plane.processing.verify import Digest
 
@@ -311,12 +311,21 @@ def server() -> Iterator[str]:
         httpd.shutdown()
 
 
+async def examined(url: str, size: int, limits: Limits) -> Any:
+    """``examine`` on a fork server of this test's own."""
+    sandbox = Sandbox()
+    try:
+        return await examine(sandbox, url, size, limits)
+    finally:
+        await sandbox.aclose()
+
+
 LIMITS = Limits(max_pixels=100_000_000, timeout=20, memory=1024 * 1024 * 1024, preview_size=512)
 
 
 async def test_the_sandbox_describes_a_photo_over_ranged_gets(server: str) -> None:
     _Files.files["photo.jpg"] = data = samples.jpeg_with_gps()
-    found = await examine(f"{server}/photo.jpg", len(data), LIMITS)
+    found = await examined(f"{server}/photo.jpg", len(data), LIMITS)
     assert found.error is None, found.error
     assert found.detected_type == "image/jpeg"
     assert (found.media["width"], found.media["height"], found.media["orientation"]) == (1200, 1600, 6)
@@ -326,7 +335,7 @@ async def test_the_sandbox_describes_a_photo_over_ranged_gets(server: str) -> No
 
 async def test_the_sandbox_refuses_a_bomb(server: str) -> None:
     _Files.files["bomb.png"] = data = samples.png_bomb()
-    found = await examine(f"{server}/bomb.png", len(data), LIMITS)
+    found = await examined(f"{server}/bomb.png", len(data), LIMITS)
     assert (found.detected_type, found.error_kind) == ("image/png", "too_large")
     assert found.preview is None
 
@@ -336,12 +345,12 @@ async def test_the_sandbox_runs_out_of_memory_alone(server: str) -> None:
     Image.new("RGB", (9000, 9000), (1, 2, 3)).save(out, "PNG")  # 243 MB decoded
     _Files.files["big.png"] = out.getvalue()
     small = Limits(max_pixels=100_000_000, timeout=20, memory=160 * 1024 * 1024, preview_size=512)
-    found = await examine(f"{server}/big.png", len(out.getvalue()), small)
+    found = await examined(f"{server}/big.png", len(out.getvalue()), small)
     assert found.detected_type == "image/png"
     assert found.error_kind == "memory", found.error
 
 
 async def test_the_sandbox_is_stopped_at_its_deadline(server: str) -> None:
     quick = Limits(max_pixels=100_000_000, timeout=2, memory=1024 * 1024 * 1024, preview_size=512)
-    found = await examine(f"{server}/stall", 1000, quick)
+    found = await examined(f"{server}/stall", 1000, quick)
     assert found.error_kind in ("timeout", "store"), found.error

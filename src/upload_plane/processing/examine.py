@@ -6,8 +6,11 @@ also kills it at a wall-clock deadline. So a decompression bomb, a file that mak
 or a decoder crash fails this file's job only. It reads the object over a presigned URL with
 ranged GETs (``RangedFile``), never all of it unless the decoder asks for all of it.
 
-Request (JSON on stdin): ``url``, ``size``, ``max_pixels``, ``preview_size``, ``memory``, ``cpu``,
-``preview_path``. Answer (JSON lines on stdout): first ``{"detected_type": ...}`` once the first
+Request: ``url``, ``size``, ``max_pixels``, ``preview_size``, ``memory``, ``cpu``, ``preview_path``.
+Run as ``--serve`` (what workers do), it is a fork server: the decoders are imported once and each
+request is inspected in a forked child of its own (a fresh process for the limits: its CPU time
+starts at zero), whose answer goes to the request's ``out`` file; without it, one request is read
+from stdin and answered on stdout. Answer (JSON lines): first ``{"detected_type": ...}`` once the first
 bytes are identified (libmagic, through python-magic), then ``{"media": {...}, "preview": bool}``
 or ``{"error": ..., "kind": ...}`` (``too_large``, ``corrupt``, ``memory``).
 """
@@ -17,7 +20,9 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import os
 import resource
+import select
 import subprocess
 import sys
 import warnings
@@ -366,8 +371,8 @@ def describe(detected: str, src: RangedFile, req: dict[str, Any]) -> tuple[dict[
     return {}, False
 
 
-def main() -> int:
-    req = json.loads(sys.stdin.read())
+def examine(req: dict[str, Any]) -> None:
+    """The whole inspection of one file, under limits set first; its answer as JSON lines."""
     limit(req)
     src = RangedFile(req["url"], int(req["size"]))
     try:
@@ -392,6 +397,89 @@ def main() -> int:
         )
     finally:
         src.close()
+
+
+# -- the fork server --------------------------------------------------------------------------------
+
+
+def preload() -> None:
+    """Import the decoders once (and load libmagic's database), so each forked child starts warm."""
+    import magic
+    import pillow_heif
+    import pypdfium2  # noqa: F401
+    from PIL import Image, ImageOps  # noqa: F401
+
+    magic.from_buffer(b"%PDF-1.7", mime=True)
+    pillow_heif.register_heif_opener()
+
+
+def _say(message: dict[str, Any]) -> None:
+    os.write(1, (json.dumps(message) + "\n").encode())  # one write, under PIPE_BUF: never interleaved
+
+
+def _child(req: dict[str, Any]) -> None:
+    """In a forked child: a session of its own (its parent kills the group at the deadline), stdout
+    and stderr to the request's files, then the inspection. Never returns."""
+    code = 1
+    try:
+        os.setsid()
+        write = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, req["out"], write), (2, req["err"], write)):
+            opened = os.open(path, flags, 0o600)
+            os.dup2(opened, fd)
+            os.close(opened)
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - the process ends with os._exit
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+        examine(req)
+        code = 0
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def serve() -> int:
+    """Read requests (JSON lines with an ``id``) on stdin; for each, fork a child that inspects the
+    file and answer ``{"id", "pid"}``; when a child ends, answer ``{"id", "exit"}`` (its exit code,
+    or minus the signal that ended it). One thread only, so forking is safe."""
+    preload()
+    children: dict[int, str] = {}
+    pending = b""
+    while True:
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if pid in children:
+                _say({"id": children.pop(pid), "exit": os.waitstatus_to_exitcode(status)})
+        readable, _, _ = select.select([0], [], [], 0.02)
+        if not readable:
+            continue
+        chunk = os.read(0, 65536)
+        if not chunk:  # the worker went away: so do we (children finish on their own)
+            return 0
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            req = json.loads(line)
+            pid = os.fork()
+            if pid == 0:
+                _child(req)
+            children[pid] = req["id"]
+            _say({"id": req["id"], "pid": pid})
+
+
+def main() -> int:
+    if sys.argv[1:] == ["--serve"]:
+        return serve()
+    examine(json.loads(sys.stdin.read()))
     return 0
 
 

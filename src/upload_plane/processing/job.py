@@ -39,7 +39,7 @@ from . import preview_key_of
 from .metrics import ProcessingMetrics
 from .queue import Attempt
 from .rows import CLAIM, DONE, FAIL_LOST, FAILED, RELEASE, SETTLE
-from .sandbox import Limits, examine
+from .sandbox import Limits, Sandbox, SandboxLost, examine
 from .types import normalise, type_matches
 from .verify import Digest, ObjectGone, StoreReadFailed, digest_url
 
@@ -86,6 +86,7 @@ class Processor:
         self, db: Database, objects: Objects, settings: Settings, metrics: ProcessingMetrics
     ) -> None:
         self.db, self.objects, self.settings, self.metrics = db, objects, settings, metrics
+        self.sandbox = Sandbox()
         self.limits = Limits(
             max_pixels=settings.decoder_max_pixels,
             timeout=settings.decoder_timeout,
@@ -118,6 +119,9 @@ class Processor:
                 outcome.error_kind, time.monotonic() - started, file.size if outcome.digest else 0
             )
 
+    async def aclose(self) -> None:
+        await self.sandbox.aclose()
+
     async def failed(self, file_id: str, error: str) -> None:
         """The queue gave up on the job (its last attempt timed out or raised)."""
         kind = "timeout" if "timeout" in error.lower() or "timed out" in error.lower() else "job"
@@ -133,7 +137,10 @@ class Processor:
             return Outcome(error=str(exc), error_kind="gone")
         except StoreReadFailed as exc:
             raise Passing(str(exc), "store") from exc
-        examined = await examine(url, file.size, self.limits)
+        try:
+            examined = await examine(self.sandbox, url, file.size, self.limits)
+        except SandboxLost as exc:
+            raise Passing(str(exc), "crashed") from exc
         if examined.error_kind == "store":
             raise Passing(examined.error or "the store failed", "store")
         outcome = Outcome(

@@ -122,6 +122,7 @@ class InProcess:
 
     queue: InProcessQueue
     relaying: asyncio.Task[None]
+    processor: Processor
 
     @classmethod
     def start(cls, db: Database, settings: Settings, processor: Processor) -> InProcess:
@@ -129,13 +130,14 @@ class InProcess:
             processor.run, processor.failed, job_options(settings), settings.processing_concurrency
         )
         queue.start()
-        return cls(queue, asyncio.create_task(relay_loop(db, queue, settings)))
+        return cls(queue, asyncio.create_task(relay_loop(db, queue, settings)), processor)
 
     async def stop(self) -> None:
         self.relaying.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.relaying
         await self.queue.aclose()
+        await self.processor.aclose()
 
 
 async def run_worker(settings: Settings, concurrency: int, metrics_port: int) -> None:
@@ -168,5 +170,6 @@ async def run_worker(settings: Settings, concurrency: int, metrics_port: int) ->
         with contextlib.suppress(asyncio.CancelledError):
             await relaying
         await queue.aclose()
+        await processor.aclose()
         await storage.aclose()
         await db.dispose()
