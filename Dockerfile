@@ -1,5 +1,5 @@
-# The upload-plane API image: `upload-plane serve` by default; also runs `migrate`, `init-storage`
-# and `users create`. WORKDIR /app holds migrations/, alembic.ini and web-demo/, which the commands
+# The upload-plane API image: `upload-plane serve` by default; also runs `upload-plane worker`,
+# `migrate`, `init-storage` and `users create`. WORKDIR /app holds migrations/, alembic.ini and web-demo/, which the commands
 # find from the working directory.
 # The web demo's browser packages (Uppy, CRC64NVME, SHA-256, Swagger UI) from npm, pinned by the lock file.
 FROM node:20-slim AS web
@@ -18,6 +18,11 @@ RUN groupadd --system --gid 10001 upload-plane \
     && useradd --system --uid 10001 --gid upload-plane --home-dir /app --shell /usr/sbin/nologin upload-plane
 
 WORKDIR /app
+
+# The processing workers' decoders: ffmpeg/ffprobe (video), libmagic (identification).
+RUN apt-get update -qq \
+    && apt-get install -y -qq --no-install-recommends ffmpeg libmagic1 \
+    && rm -rf /var/lib/apt/lists/*
 
 # The pinned dependencies (requirements.lock, hashes checked), then the package itself. The embedded
 # store (moto) and SQLite driver are an extra the image leaves out.

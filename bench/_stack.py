@@ -42,6 +42,7 @@ class Stack:
     minio: MinIO
     bucket: str
     workdir: Path
+    settings: Settings
     mariadb_pid: int = 0
 
 
@@ -51,14 +52,20 @@ def services_missing() -> str | None:
     return None
 
 
-@contextmanager
-def api_process(settings: Settings, workdir: Path) -> Iterator[tuple[str, int]]:
-    """``upload-plane serve`` (one worker: the API is this one process); yields its URL and pid."""
+def settings_env(settings: Settings) -> dict[str, str]:
+    """This process's environment with every setting as its ``UPLOAD_PLANE_*`` variable."""
     env = dict(os.environ)
     for name in Settings.__dataclass_fields__:
         value = getattr(settings, name)
         env[f"UPLOAD_PLANE_{name.upper()}"] = ",".join(value) if isinstance(value, tuple) else str(value)
     env["UPLOAD_PLANE_METRICS_PUBLIC"] = "true"  # a private bench: /metrics needs no token
+    return env
+
+
+@contextmanager
+def api_process(settings: Settings, workdir: Path) -> Iterator[tuple[str, int]]:
+    """``upload-plane serve`` (one worker: the API is this one process); yields its URL and pid."""
+    env = settings_env(settings)
     port = free_port()
     cmd = [
         str(Path(sys.executable).parent / "upload-plane"),
@@ -104,7 +111,9 @@ def stack(workdir: Path, **settings_changes: object) -> Iterator[Stack]:
             token = api.post("/tokens", json={"name": "bench", "expires_in_days": 1}).json()["token"]
             case = api.post("/cases", json={"title": "bench"}).json()
             log = api.post(f"/cases/{case['id']}/logs", json={"name": "bench"}).json()
-        yield Stack(url, pid, token, log["id"], minio, settings.s3_bucket, workdir, services.mariadb.pid)
+        yield Stack(
+            url, pid, token, log["id"], minio, settings.s3_bucket, workdir, settings, services.mariadb.pid
+        )
 
 
 def random_file(path: Path, size: int) -> Path:

@@ -52,13 +52,16 @@ def serve(settings: Settings, storage: Storage | None = None) -> Iterator[str]:
 
 
 def base_settings(**changes: object) -> Settings:
-    """Test servers: everything from one address, many logins a minute (rate-limit tests set theirs)."""
+    """Test servers: everything from one address, many logins a minute (rate-limit tests set theirs);
+    no processing after the upload (its requests wait in the outbox) unless a test turns it on, so
+    the other tiers count only the store calls and audit events of what they test."""
     return Settings(
         jwt_secret=JWT_SECRET,
         s3_bucket="evidence-tests",
         login_attempts_per_address=1_000_000,
         login_failures_per_account_address=10_000,
         login_failures_per_account=10_000,
+        processing="off",
     ).with_(**changes)
 
 

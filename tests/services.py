@@ -394,6 +394,56 @@ def run_minio(workdir: Path, *, minio: str | None = None) -> Iterator[MinIO]:
         process.stop()
 
 
+# --- Redis -------------------------------------------------------------------------------------
+
+REDIS_HOWTO = "install Redis: `apt-get install redis-server` (or set REDIS_SERVER_BIN)"
+REDIS_BINARIES = {"redis-server": "REDIS_SERVER_BIN"}
+
+
+@dataclass(frozen=True)
+class Redis:
+    """A private ``redis-server`` without persistence (``--save ''``, no AOF): stopped and started
+    again, it is empty, as a queue server that lost its memory is."""
+
+    port: int
+    process: ServerProcess = field(compare=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextmanager
+def run_redis(workdir: Path, *, redis_server: str | None = None) -> Iterator[Redis]:
+    """Start ``redis-server`` on a free loopback port with its files in ``workdir``; yield; stop it."""
+    binary = redis_server or find_binary("redis-server", "REDIS_SERVER_BIN")
+    if binary is None:
+        raise FileNotFoundError(f"redis-server not found; {REDIS_HOWTO}")
+    port = free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = ServerProcess(
+        "redis-server",
+        [*argv, "--dir", str(workdir), "--daemonize", "no"],
+        workdir / "redis.log",
+        lambda: _redis_answers(port),
+        dict(os.environ),
+    )
+    try:
+        process.start()
+        yield Redis(port, process)
+    finally:
+        process.stop()
+
+
 @dataclass(frozen=True)
 class MinIOCluster:
     """MinIO nodes forming one erasure set (one drive each); any node serves the whole cluster."""
@@ -560,6 +610,19 @@ def private_minio(tmp_path: Path) -> Iterator[MinIO]:
     """A MinIO of this test's own, which it may stop, kill and start again (``process``)."""
     (workdir := tmp_path / "minio").mkdir()
     yield from _started(MINIO_BINARIES, MINIO_HOWTO, run_minio, workdir)
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
+    """A Redis for a test module, which its tests may stop and start again (empty: no persistence)."""
+    yield from _started(REDIS_BINARIES, REDIS_HOWTO, run_redis, tmp_path_factory.mktemp("redis"))
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[Redis]:
+    """A Redis of this test's own, which it may stop and start again (empty: no persistence)."""
+    (workdir := tmp_path / "redis").mkdir()
+    yield from _started(REDIS_BINARIES, REDIS_HOWTO, run_redis, workdir)
 
 
 @pytest.fixture

@@ -43,6 +43,10 @@ from .observe import RequestObserver
 from .openapi import SwaggerPage
 from .paths import project_path
 from .problems import PROBLEM_JSON, ApiRequest, problem_response, send_problem
+from .processing import runner as processing
+from .processing.controller import PreviewController
+from .processing.metrics import ProcessingMetrics
+from .processing.service import ProcessingService
 from .settings import Settings
 from .storage import S3Storage, Storage
 from .uploads.context import ClaimWaiters, Uploads
@@ -108,6 +112,10 @@ def provide_uploads(state: State) -> Uploads:
 
 def provide_files(state: State) -> FileService:
     return FileService(state.uploads)
+
+
+def provide_processing(state: State) -> ProcessingService:
+    return ProcessingService(state.uploads)
 
 
 @get("/health", tags=["operations"], summary="The process is alive")
@@ -193,6 +201,7 @@ async def metrics(request: Request[Any, Any, Any], state: State) -> Response[byt
     if counts is not None:
         for status in UploadStatus:
             registry.uploads.labels(status.value).set(counts.get(status.value, 0))
+    await processing.report(state.processing_metrics, state.db, state.get("queue"))
     return Response(registry.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -293,6 +302,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
         log.warning(warning)
     failpoints.arm(settings.failpoints)
     registry = Metrics()
+    processing_metrics = ProcessingMetrics(registry.registry)
     for action in ReapReport().as_dict():
         registry.reaper.labels(action)  # every action's series exists (at 0) before its first run
 
@@ -311,10 +321,13 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
         reaping = (
             asyncio.create_task(reap_every(app.state, settings)) if settings.reaper_interval > 0 else None
         )
+        jobs = contextlib.AsyncExitStack()  # processing: in-process jobs, or a queue client
+        app.state.queue = await jobs.enter_async_context(processing.for_api(db, settings, processing_metrics))
         gc.freeze()
         try:
             yield
         finally:
+            await jobs.aclose()
             if reaping is not None:
                 reaping.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -335,6 +348,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
             LogUploadController,
             UploadController,
             UploadLinkController,
+            PreviewController,
         ],
         middleware=[DefineMiddleware(AuthMiddleware)],
         security=[{"bearer": []}, {"session": []}],
@@ -371,10 +385,11 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
             "cases": Provide(provide_cases, sync_to_thread=False),
             "uploads": Provide(provide_uploads, sync_to_thread=False),
             "files": Provide(provide_files, sync_to_thread=False),
+            "processing": Provide(provide_processing, sync_to_thread=False),
         },
         exception_handlers={Exception: problem_response},
         lifespan=[lifespan],
-        state=State({"settings": settings, "metrics": registry}),
+        state=State({"settings": settings, "metrics": registry, "processing_metrics": processing_metrics}),
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins), allow_credentials=True)
         if settings.cors_origins
         else None,

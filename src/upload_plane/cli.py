@@ -278,6 +278,59 @@ def cmd_reap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Process files from the job queue until SIGTERM (``processing/runner.py``)."""
+    from .logs import configure
+    from .processing.runner import run_worker
+
+    configure(os.environ.get("UPLOAD_PLANE_LOG_FORMAT", "json"))
+    settings = Settings.from_env()
+    if not settings.queue_url:
+        print("upload-plane worker needs UPLOAD_PLANE_QUEUE_URL (redis://host:6379/0)", file=sys.stderr)
+        return 2
+    asyncio.run(run_worker(settings, args.concurrency or settings.processing_concurrency, args.metrics_port))
+    return 0
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    """Ask again for files' processing (relayed onto the queue by the workers, or by the API that
+    runs jobs in-process)."""
+    from .db import create_database
+    from .errors import NotFound
+    from .processing.outbox import ask_again
+    from .processing.rows import AVAILABLE_FILES
+    from .uploads.queries import FILE_BY_ID
+
+    if bool(args.all) == bool(args.file_ids):
+        print("upload-plane process: give FILE_ID... or --all", file=sys.stderr)
+        return 2
+    settings = Settings.from_env()
+
+    async def run() -> int:
+        db = create_database(settings)
+        try:
+            if args.all:
+                total, after = 0, ""
+                while True:
+                    async with db.connect() as conn:
+                        ids = await conn.all(AVAILABLE_FILES, after_id=after, size=500)
+                    if not ids:
+                        return total
+                    total += await ask_again(db, ids)
+                    after = ids[-1]
+            for file_id in args.file_ids:
+                async with db.connect() as conn:
+                    file = await conn.one(FILE_BY_ID, file_id=file_id)
+                if file is None or file.status != "available":
+                    raise NotFound(f"no available file {file_id}")
+            return await ask_again(db, list(args.file_ids))
+        finally:
+            await db.dispose()
+
+    print(json.dumps({"queued": asyncio.run(run())}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="upload-plane", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -303,6 +356,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=None, help="rows per kind of work and run (default 200)")
     p.add_argument("--every", type=float, default=0, help="run again every N seconds (0: once)")
     p.set_defaults(func=cmd_reap)
+
+    p = sub.add_parser("worker", help="process files from the job queue (UPLOAD_PLANE_QUEUE_URL)")
+    p.add_argument("--concurrency", type=int, default=0, help="jobs at once (default PROCESSING_CONCURRENCY)")
+    p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("process", help="process files again: FILE_ID... or --all available files")
+    p.add_argument("file_ids", nargs="*", metavar="FILE_ID")
+    p.add_argument("--all", action="store_true", help="every available file")
+    p.set_defaults(func=cmd_process)
 
     p = sub.add_parser("init-storage", help="create the bucket and set its CORS rules")
     p.set_defaults(func=cmd_init_storage)

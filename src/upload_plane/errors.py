@@ -187,6 +187,12 @@ class StorageUnavailable(DomainError):
     code, title = "STORAGE_UNAVAILABLE", "Object storage is unavailable"
 
 
+class QueueUnavailable(DomainError):
+    """The job queue (Redis) did not answer; processing requests wait in the outbox meanwhile."""
+
+    code, title = "QUEUE_UNAVAILABLE", "The job queue did not answer"
+
+
 class StorageOutcomeUnknown(StorageUnavailable):
     """The store received a request that is not safe to send twice, and its answer never came back
     (the connection dropped, the store died, the read timed out): it may or may not have done it.

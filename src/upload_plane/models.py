@@ -276,3 +276,40 @@ class UploadLinkUpload(SQLModel, table=True):
     size: int = Field(sa_type=sa.BigInteger)
     created_at: datetime = _ts()
     released_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class FileProcessing(SQLModel, table=True):
+    """What the workers found in a file's stored bytes (``processing/``): its state, the SHA-256
+    computed from the store, the detected type, media facts and the preview's key. One row per file,
+    written by the completion step (``pending``) and then only by the job that holds ``token``
+    (compare-and-set), so a re-delivered or duplicated job records nothing twice."""
+
+    __tablename__ = "file_processing"
+    # No foreign key: a file's deletion removes this row in its own transaction (uploads/finish.py).
+    file_id: str = Field(primary_key=True, max_length=36)
+    status: str = Field(default="pending", max_length=16, index=True)  # pending|running|done|failed
+    requested_at: datetime = _ts()
+    attempts: int = Field(default=0)  # jobs that took the row (a re-delivery counts)
+    token: str | None = Field(default=None, max_length=32)  # the job that holds it while running
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    error: str | None = Field(default=None, sa_type=sa.Text, nullable=True)
+    error_kind: str | None = Field(default=None, max_length=32)
+    sha256: str | None = Field(default=None, max_length=64)  # computed by the server from the store
+    crc64nvme_matches: bool | None = Field(default=None, nullable=True)  # recorded CRC64NVME re-checked
+    detected_type: str | None = Field(default=None, max_length=255)
+    type_matches: bool | None = Field(default=None, nullable=True)
+    media: str | None = Field(default=None, sa_type=sa.Text, nullable=True)  # JSON
+    preview_key: str | None = Field(default=None, max_length=800)
+    updated_at: datetime = _ts()
+
+
+class ProcessingOutbox(SQLModel, table=True):
+    """Files whose processing was asked for and is not yet on the job queue. Written in the
+    transaction that asks (the completion step, ``upload-plane process``); the relay moves rows onto
+    the queue and deletes them, so a queue that is down loses nothing."""
+
+    __tablename__ = "processing_outbox"
+    id: str = _id()
+    file_id: str = Field(max_length=36, index=True)
+    created_at: datetime = _ts()

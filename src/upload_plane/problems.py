@@ -61,6 +61,7 @@ STATUS: dict[type[e.DomainError], int] = {
     e.StorageRejected: 502,
     e.StorageUnavailable: 503,
     e.DatabaseUnavailable: 503,
+    e.QueueUnavailable: 503,
 }
 
 _HTTP_CODES = {

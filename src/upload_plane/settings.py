@@ -114,6 +114,21 @@ class Settings:
     metrics_token: str = field(default="", repr=False)  # when set, GET /metrics needs it as a bearer
     object_lock: str = "off"  # see ObjectLock
     metrics_public: bool = False  # production: GET /metrics without a token only when this says so
+    # -- after the upload (processing/): verify, identify, preview ---------------------------------
+    # redis://host:6379/0: jobs go onto this queue for `upload-plane worker` processes. Empty: the
+    # API runs the same jobs in-process (the embedded default).
+    queue_url: str = field(default="", repr=False)  # may hold a password
+    processing: str = "auto"  # auto: as above; off: requests wait in the outbox (nothing relayed)
+    processing_concurrency: int = 4  # jobs at once per worker (or in-process)
+    processing_timeout: int = 3600  # seconds one job may run (hashing 1 TiB at 600 MB/s takes ~30 min)
+    processing_retries: int = 5  # attempts of a job that fails for a passing reason (store, database)
+    processing_heartbeat: int = 60  # a job silent this long is taken as dead and re-delivered
+    relay_interval: int = 1  # seconds between relay runs (outbox -> queue) of each worker
+    decoder_max_pixels: int = 100_000_000  # larger images are refused (decompression bombs)
+    decoder_timeout: int = 60  # seconds of wall time (and CPU) one file's decoder may take
+    decoder_memory: int = 1024 * MIB  # address space of one decoder process
+    preview_size: int = 512  # the longest side of a thumbnail, in pixels
+    refuse_detected_types: bool = False  # ALLOWED_CONTENT_TYPES also applies to the detected type
 
     @property
     def presign_endpoint_url(self) -> str:
@@ -152,6 +167,8 @@ class Settings:
             proxy_networks(self.trusted_proxies)
         except ValueError as exc:
             raise SettingsError(f"UPLOAD_PLANE_TRUSTED_PROXIES: {exc}") from exc
+        if self.processing not in ("auto", "off"):
+            raise SettingsError("UPLOAD_PLANE_PROCESSING must be auto or off")
         warnings = []
         if not self.metrics_token:
             warnings.append(

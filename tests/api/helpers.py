@@ -410,3 +410,22 @@ async def die_holding_a_claim(backend: Backend, upload_id: str, to: str, **decla
     finally:
         await db.dispose()
     assert held is not None
+
+
+#: What ``GET /files/{id}`` adds to a file once processing (``processing/``) has looked at it;
+#: the answer of ``complete`` is the file as it completed, without them.
+PROCESSING_FIELDS = {
+    "processing": None,
+    "sha256_source": None,
+    "sha256_verified": None,
+    "sha256_server": None,
+    "detected_type": None,
+    "type_matches": None,
+    "media": None,
+    "has_preview": False,
+}
+
+
+def without_processing(file: dict[str, Any]) -> dict[str, Any]:
+    """``file`` as ``complete`` answers it: the processing fields at their defaults."""
+    return {**file, **PROCESSING_FIELDS}

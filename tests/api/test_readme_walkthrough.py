@@ -127,3 +127,35 @@ def test_readme_walkthrough_runs_verbatim(dev_server: str, tmp_path: Path) -> No
     output = f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
     assert result.returncode == 0, f"the walkthrough failed with {result.returncode}\n{output}"
     assert SUCCESS_LINE in result.stdout, output
+
+
+def test_make_run_processes_files_without_redis(dev_server: str) -> None:
+    """The embedded default (what ``make run`` starts, no ``UPLOAD_PLANE_QUEUE_URL``, no Redis)
+    runs the processing jobs itself: a photo uploaded without a declared hash gets the server's
+    SHA-256 and a preview."""
+    import hashlib
+
+    import httpx
+
+    from tests import samples
+
+    data = samples.jpeg_with_gps(800, 600)
+    with httpx.Client(base_url=f"{dev_server}/api/v1", timeout=60) as api:
+        login = api.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+        api.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
+        case = api.post("/cases", json={"title": "make run"}).json()
+        log = api.post(f"/cases/{case['id']}/logs", json={"name": "photos"}).json()
+        body = {"filename": "scene.jpg", "size": len(data), "content_type": "image/jpeg"}
+        upload = api.post(f"/logs/{log['id']}/uploads", json=body).json()
+        part = api.post(f"/uploads/{upload['id']}/parts", json={"part_numbers": [1]}).json()["parts"][0]
+        assert httpx.put(part["url"], content=data, headers=part["headers"]).status_code == 200
+        assert api.post(f"/uploads/{upload['id']}/complete", json={}).status_code == 200
+        deadline = time.monotonic() + 60
+        while (file := api.get(f"/files/{upload['file_id']}").json())["processing"]["status"] != "done":
+            assert time.monotonic() < deadline, file["processing"]
+            time.sleep(0.2)  # polling interval while waiting for the condition above
+        assert (file["sha256"], file["sha256_source"]) == (hashlib.sha256(data).hexdigest(), "server")
+        assert file["has_preview"] and file["media"]["camera"] == "Canon EOS 5D Mark IV"
+        preview = api.get(f"/files/{upload['file_id']}/preview")
+        assert preview.status_code == 307
+        assert httpx.get(preview.headers["location"]).headers["content-type"] == "image/jpeg"

@@ -17,6 +17,24 @@ from tests.conftest import Backend
 from tests.services import MinIO, free_port
 
 
+def environment(backend: Backend, minio: MinIO, **env: str) -> dict[str, str]:
+    """The environment of a service process on ``backend``'s database and bucket (``env``: more
+    ``UPLOAD_PLANE_*`` settings, by lower-case name)."""
+    settings = backend.settings
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("UPLOAD_PLANE_")},
+        "UPLOAD_PLANE_DATABASE_URL": settings.database_url,
+        "UPLOAD_PLANE_S3_ENDPOINT_URL": minio.endpoint,
+        "UPLOAD_PLANE_S3_BUCKET": settings.s3_bucket,
+        "UPLOAD_PLANE_S3_ACCESS_KEY_ID": minio.access_key,
+        "UPLOAD_PLANE_S3_SECRET_ACCESS_KEY": minio.secret_key,
+        "UPLOAD_PLANE_JWT_SECRET": settings.jwt_secret,
+        "UPLOAD_PLANE_PROCESSING": settings.processing,  # off unless the test turned it on
+        "UPLOAD_PLANE_METRICS_PUBLIC": "true",  # tests read /metrics; serve refuses it open otherwise
+        **{f"UPLOAD_PLANE_{k.upper()}": v for k, v in env.items()},
+    }
+
+
 class ApiProcess:
     """One ``upload-plane serve`` process on a fixed port, which a test may kill and start again."""
 
@@ -24,18 +42,7 @@ class ApiProcess:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        settings = backend.settings
-        self.environment = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("UPLOAD_PLANE_")},
-            "UPLOAD_PLANE_DATABASE_URL": settings.database_url,
-            "UPLOAD_PLANE_S3_ENDPOINT_URL": minio.endpoint,
-            "UPLOAD_PLANE_S3_BUCKET": settings.s3_bucket,
-            "UPLOAD_PLANE_S3_ACCESS_KEY_ID": minio.access_key,
-            "UPLOAD_PLANE_S3_SECRET_ACCESS_KEY": minio.secret_key,
-            "UPLOAD_PLANE_JWT_SECRET": settings.jwt_secret,
-            "UPLOAD_PLANE_METRICS_PUBLIC": "true",  # tests read /metrics; serve refuses it open otherwise
-            **{f"UPLOAD_PLANE_{k.upper()}": v for k, v in env.items()},
-        }
+        self.environment = environment(backend, minio, **env)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -108,3 +115,46 @@ def serve_process(
     one); yields its base URL."""
     with api_process(backend, minio, log, port=port, **env) as server:
         yield server.url
+
+
+class WorkerProcess:
+    """One ``upload-plane worker`` process (jobs from Redis), which a test may SIGKILL and start again."""
+
+    def __init__(self, backend: Backend, minio: MinIO, queue_url: str, log: Path, **env: str) -> None:
+        self.log = log
+        self.environment = environment(backend, minio, queue_url=queue_url, **env)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "upload_plane.cli", "worker"],
+                env=self.environment,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the job it runs is abandoned mid-way, as when a machine dies."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.running:
+            assert self.proc is not None
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.kill()

@@ -40,6 +40,8 @@ APP_TABLES = {
     "upload_links",
     "upload_link_uploads",
     "store_purges",
+    "file_processing",
+    "processing_outbox",
 }
 
 

@@ -1,22 +1,28 @@
 """Mobile apps get their client from the OpenAPI document: generate a typed Python client from the
 live ``/schema/openapi.json`` with ``openapi-python-client`` (into a temporary directory, never
-committed), import it, and upload a file into MinIO with nothing else but httpx for the PUTs."""
+committed), import it, upload a video into MinIO with nothing else but httpx for the PUTs, and read
+what processing found (hashes, type, media facts) and the preview through it."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import io
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
+from tests import samples
 from tests.api.helpers import MIB, crc64_b64, new_account
-from tests.conftest import Backend
+from tests.conftest import Backend, real_backend
 
 pytestmark = pytest.mark.real
 
@@ -48,6 +54,13 @@ def generate(schema: bytes, into: Path) -> Any:
         sys.path.remove(str(into))
 
 
+@pytest.fixture(scope="module")
+def real(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """MariaDB + MinIO, processing in-process (the job code the workers run)."""
+    with real_backend(request, "openapi_client", processing="auto") as backend:
+        yield backend
+
+
 def op(name: str) -> Any:
     return importlib.import_module(f"{PACKAGE}.api.{name}")
 
@@ -70,7 +83,8 @@ def test_a_generated_client_uploads_into_minio(real: Backend, http: httpx.Client
         log = op("cases.api_v1_cases_case_id_logs_create_log").sync(
             case.id, client=user, body=models.LogCreate(name="phone")
         )
-        data = os.urandom(2 * PART + 321)
+        data = samples.mp4(6, 640, 360, bitrate="16M")
+        assert len(data) > 2 * PART
         upload = op("uploads.api_v1_logs_log_id_uploads_start").sync(
             log.id,
             client=user,
@@ -112,7 +126,24 @@ def test_a_generated_client_uploads_into_minio(real: Backend, http: httpx.Client
         assert isinstance(link, models.DownloadOut), link
         assert http.get(link.url).content == data
 
-        missing = op("files.api_v1_files_file_id_read").sync("no-such-file", client=user)
+        read = op("files.api_v1_files_file_id_read")
+        deadline = time.monotonic() + 120
+        while not isinstance(file.processing, models.ProcessingOut) or file.processing.status != "done":
+            assert time.monotonic() < deadline, file.processing
+            time.sleep(0.2)  # polling interval while waiting for the condition above
+            file = read.sync(file.id, client=user)
+            assert isinstance(file, models.FileOut), file
+        assert (file.detected_type, file.type_matches, file.has_preview) == ("video/mp4", True, True)
+        assert (file.sha256_source, file.sha256_verified) == ("client", True)
+        assert isinstance(file.media, models.MediaOut)
+        assert (file.media.width, file.media.height, file.media.codec) == (640, 360, "h264")
+        assert 5.5 < file.media.duration_seconds < 6.5
+        preview = op("files.api_v1_files_file_id_preview_preview").sync(file.id, client=user, redirect=False)
+        assert isinstance(preview, models.DownloadOut), preview
+        poster = Image.open(io.BytesIO(http.get(preview.url).content))
+        assert poster.format == "JPEG" and max(poster.size) <= 512
+
+        missing = read.sync("no-such-file", client=user)
         assert isinstance(missing, models.Problem) and missing.code == "NOT_FOUND"
 
         # Many small files: one request starts them (each answered alone), one PUT each, one
@@ -144,6 +175,9 @@ def test_a_generated_client_uploads_into_minio(real: Backend, http: httpx.Client
         assert [(i.status, i.file.size, i.file.verified_by) for i in done.items] == [
             ("done", len(p), "store") for p in photos
         ]
+
+        no_preview = op("files.api_v1_files_file_id_preview_preview").sync("no-such-file", client=user)
+        assert isinstance(no_preview, models.Problem) and no_preview.code == "NOT_FOUND"
     finally:
         for name in [m for m in sys.modules if m == PACKAGE or m.startswith(f"{PACKAGE}.")]:
             del sys.modules[name]

@@ -98,7 +98,8 @@ async def test_small_files_go_as_one_put_each_in_a_few_statements_whatever_their
     assert per_batch[2] == per_batch[100], per_batch
     assert per_batch[-2] == per_batch[-100], per_batch
     assert per_batch[2]["INSERT"] == 4  # rate counter, files, uploads, events
-    assert (per_batch[-2]["UPDATE"], per_batch[-2]["INSERT"]) == (3, 1)  # claim, uploads, files; events
+    # claim, uploads, files; events, processing rows, outbox rows (processing/outbox.py)
+    assert (per_batch[-2]["UPDATE"], per_batch[-2]["INSERT"]) == (3, 3)
     assert world.storage.count("create_multipart") == 0  # no multipart upload at all
     assert world.storage.count("head_object") == 102  # one HEAD per file, nothing else
     assert await count(world, AuditEvent, AuditEvent.action == "upload.started") == 102

@@ -2,6 +2,7 @@
 import { api, ApiError, formatBytes, formatDuration, listAll } from './api.js'
 import { Transfer, firstPartHashes, records } from './uploader.js'
 import { BATCH_FILES, Batch, SMALL_FILE } from './batch.js'
+import { flagged, processingBadges, processingPending, thumbCell, wireFilePanel } from './filepanel.js'
 
 const $ = (sel) => document.querySelector(sel)
 const FILES_AT_ONCE = 2
@@ -232,20 +233,24 @@ async function loadFiles() {
       ? `<span class="badge ok" title="The store checked the whole file's CRC64NVME">${ICONS.check}verified</span>`
       : f.status === 'available' ? '<span class="badge">not store-verified</span>' : `<span class="badge warn">${esc(f.status)}</span>`
     const by = f.upload_link_id ? `${esc(f.uploaded_by)} <span class="badge info">via link</span>` : esc(f.uploaded_by || '—')
-    return `<tr data-file="${esc(f.id)}" data-status="${esc(f.status)}" data-verified="${esc(f.verified_by || '')}">
+    return `<tr data-file="${esc(f.id)}" data-status="${esc(f.status)}" data-verified="${esc(f.verified_by || '')}" data-processing="${esc(f.processing?.status || '')}" class="${flagged(f) ? 'flagged' : ''}">
+      ${thumbCell(f)}
       <td class="fname" data-label="">${esc(f.filename)}<div class="hint">${esc(new Date(f.created_at).toLocaleString())}</div></td>
       <td class="num" data-label="Size">${formatBytes(f.size)}</td>
-      <td class="sum" data-label="">${verified}${f.status === 'available' ? `
+      <td class="sum" data-label="">${verified} ${processingBadges(f)}${f.status === 'available' ? `
         <div title="SHA-256 ${esc(f.sha256 || '')}">SHA-256 <code class="sha256">${esc(f.sha256 ? `${f.sha256.slice(0, 16)}…` : '—')}</code></div>
         <div>CRC64NVME <code>${esc(f.crc64nvme || '—')}</code></div>` : ''}</td>
       <td data-label="By">${by}</td>
       <td class="num">${f.status === 'available' ? `<a class="btn small" href="/api/v1/files/${esc(f.id)}/download" download aria-label="Download ${esc(f.filename)}">${ICONS.down}Download</a>` : ''}</td>
     </tr>`
   }).join('')
+  // Processing runs after the upload: look again until every file has its results.
+  if (shown.some(processingPending)) { clearTimeout(filesTimer); filesTimer = setTimeout(loadFiles, 2000) }
 }
 
 let filesTimer
 function refreshFilesSoon() { clearTimeout(filesTimer); filesTimer = setTimeout(loadFiles, 300) }
+wireFilePanel($('#files'))
 
 // -- resumable uploads ----------------------------------------------------------------------------
 

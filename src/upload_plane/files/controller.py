@@ -14,6 +14,7 @@ from ..cases.controller import PageLimit
 from ..models import File
 from ..pagination import PageRequest
 from ..problems import problems
+from ..processing.service import ProcessingService
 from ..uploads.queries import FileRecord
 from .schemas import DownloadOut, FileOut, FilePage
 from .service import FileService, ListedFile
@@ -21,6 +22,17 @@ from .service import FileService, ListedFile
 
 def file_out(f: File | FileRecord) -> FileOut:
     return msgspec.convert(f, FileOut, from_attributes=True)
+
+
+#: The 307 of a route that answers with a presigned GET (``redirect_or_body``).
+REDIRECT = ResponseSpec(data_container=None, description="Redirect to a presigned GET (Location)")
+
+
+def redirect_or_body(body: DownloadOut, redirect: bool) -> Response[DownloadOut]:
+    """307 to ``body.url``, or ``body`` itself (``?redirect=false``)."""
+    if not redirect:
+        return Response(body)
+    return Response(body, status_code=HTTP_307_TEMPORARY_REDIRECT, headers={"Location": body.url})
 
 
 def listed_out(listed: ListedFile) -> FileOut:
@@ -39,19 +51,24 @@ class FileController(Controller):
         log_id: FromPath[str],
         request: AuthedRequest,
         files: NamedDependency[FileService],
+        processing: NamedDependency[ProcessingService],
         status: FromQuery[str | None] = None,
         limit: PageLimit = None,
         cursor: FromQuery[str | None] = None,
     ) -> FilePage:
         page = await files.list_in_log(request.user, log_id, status, PageRequest.parse(limit, cursor))
-        items = [listed_out(f) for f in page.items]
+        items = await processing.decorate([listed_out(f) for f in page.items])
         return FilePage(items=items, next_cursor=page.next_cursor)
 
     @get("/files/{file_id:str}", summary="One file", responses=problems())
     async def read(
-        self, file_id: FromPath[str], request: AuthedRequest, files: NamedDependency[FileService]
+        self,
+        file_id: FromPath[str],
+        request: AuthedRequest,
+        files: NamedDependency[FileService],
+        processing: NamedDependency[ProcessingService],
     ) -> FileOut:
-        return file_out(await files.get(request.user, file_id))
+        return (await processing.decorate([file_out(await files.get(request.user, file_id))]))[0]
 
     @delete(
         "/files/{file_id:str}",
@@ -72,10 +89,7 @@ class FileController(Controller):
             "image on another site gets 403 CROSS_SITE_REQUEST and records nothing."
         ),
         opt={CHANGES_STATE: True},
-        responses={
-            **problems(403, 409),
-            307: ResponseSpec(data_container=None, description="Redirect to a presigned GET (Location)"),
-        },
+        responses={**problems(403, 409), 307: REDIRECT},
     )
     async def download(
         self,
@@ -85,7 +99,4 @@ class FileController(Controller):
         redirect: FromQuery[bool] = True,
     ) -> Response[DownloadOut]:
         link = await files.download_link(request.user, file_id)
-        body = DownloadOut(url=link.url, expires_at=link.expires_at)
-        if not redirect:
-            return Response(body)
-        return Response(body, status_code=HTTP_307_TEMPORARY_REDIRECT, headers={"Location": link.url})
+        return redirect_or_body(DownloadOut(url=link.url, expires_at=link.expires_at), redirect)

@@ -6,6 +6,8 @@ from datetime import datetime
 
 import msgspec
 
+from ..processing.schemas import MediaOut, ProcessingOut
+
 
 class FileOut(msgspec.Struct):
     id: str
@@ -28,6 +30,15 @@ class FileOut(msgspec.Struct):
     # in lists: the uploader's username, and the upload link the file came through (if any)
     uploaded_by: str | None = None
     upload_link_id: str | None = None
+    # after the upload (processing/): null until the file was processed
+    processing: ProcessingOut | None = None
+    sha256_source: str | None = None  # "client" (declared) or "server" (computed from the store)
+    sha256_verified: bool | None = None  # a declared sha256 checked against the stored bytes
+    sha256_server: str | None = None  # the SHA-256 the server computed from the stored bytes
+    detected_type: str | None = None  # from the first bytes (magic numbers)
+    type_matches: bool | None = None  # detected_type agrees with content_type (null: nothing to compare)
+    media: MediaOut | None = None
+    has_preview: bool = False
 
 
 class FilePage(msgspec.Struct):

@@ -11,7 +11,8 @@ final status; ``finish`` is ``finish_many`` of one. In one transaction, for ever
 2. moves the file along (``available`` with its ETag and verification, or ``failed``);
 3. writes the audit event ``upload.<status>``;
 4. gives an upload link's share of its budget back when the upload did not complete, once;
-5. (queues the file's processing when it completed.)
+5. asks for the file's processing when it completed (``processing/outbox.py``: a ``pending``
+   processing row and an outbox row, relayed onto the job queue after the commit).
 
 A batch costs a few statements, not a few per upload: one UPDATE per group of uploads held under one
 claim token and ending alike, the files' rows in one call to the driver, one INSERT of all the
@@ -41,6 +42,8 @@ from ..errors import DomainError, StorageRejected
 from ..ids import new_id
 from ..links import service as links
 from ..models import utcnow
+from ..processing import outbox, preview_key_of
+from ..processing.rows import DELETE_PROCESSING
 from ..statements import Statement
 from ..storage import CompletedObject, Storage, StoredObject
 from .context import Uploads
@@ -198,6 +201,8 @@ async def _finish(
         for one in kept:
             if one.ending.status != UploadStatus.COMPLETED:
                 await links.release(conn, one.upload.id, now)
+        completed = [one.upload.file_id for one in kept if one.ending.status == UploadStatus.COMPLETED]
+        await outbox.ask_many(conn, completed, now)
         await purge_later(
             conn,
             [key for one in kept for key in kind_of(one.upload).leftovers(one.upload, one.ending.status)],
@@ -398,6 +403,7 @@ async def unstore(
     elif version_id and lock.mode == "governance":
         done = "governance retention bypassed"
     await storage.delete_object(upload.key, version_id, bypass_governance=lock.mode == "governance")
+    await storage.delete_object(preview_key_of(upload.key))  # what processing made of it, if anything
     purges: list[tuple[str, datetime]] = []
     until = kind.writes_key_until(upload)
     if until is not None and until > utcnow():
@@ -415,4 +421,5 @@ async def _remove_held(conn: Connection, held: Claim, upload: UploadRecord) -> b
     if changed != 1:
         return False
     await conn.run(DELETE_FILE, file_id=upload.file_id)
+    await conn.run(DELETE_PROCESSING, file_id=upload.file_id)
     return True

@@ -1,7 +1,7 @@
 """immutable evidence: the recorded version of a file's bytes, and keys to empty once no handed-out
 URL can write them
 
-Revision ID: 0010
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-07
 
@@ -18,7 +18,7 @@ from alembic import op
 from upload_plane.db import pinned_table_options
 from upload_plane.models import UTCDateTime
 
-revision: str = "0010"
+revision: str = "0007"
 down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
