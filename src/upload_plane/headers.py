@@ -5,7 +5,8 @@ The Content-Security-Policy is one for every page the service serves (the web de
 page, the API docs) and harmless on everything else: scripts and styles only from this origin (no
 inline script, no inline style, no ``eval``), WebAssembly allowed to compile (``hash-wasm``'s
 SHA-256 in the web demo's Web Worker), connections to this origin and to the store the browser
-sends parts to, no plugins, no framing, no ``<base>``, forms only to this origin.
+sends parts to, images from both (previews are presigned GETs of the store), no plugins, no
+framing, no ``<base>``, forms only to this origin.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ SECURITY_HEADERS = {
 
 def content_security_policy(settings: Settings) -> str:
     store = urlsplit(settings.presign_endpoint_url)
-    connect = ["'self'"] + ([f"{store.scheme}://{store.netloc}"] if store.scheme and store.netloc else [])
+    origin = [f"{store.scheme}://{store.netloc}"] if store.scheme and store.netloc else []
+    connect = ["'self'", *origin]
     return "; ".join(
         [
             "default-src 'self'",
             "script-src 'self' 'wasm-unsafe-eval'",
             "style-src 'self'",
-            "img-src 'self' data: blob:",
+            f"img-src {' '.join(connect)} data: blob:",  # previews are presigned GETs of the store
             "font-src 'self' data:",
             f"connect-src {' '.join(connect)}",
             "worker-src 'self'",

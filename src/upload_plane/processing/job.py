@@ -53,8 +53,10 @@ class Objects:
     def __init__(self, http: S3Http) -> None:
         self.http = http
 
-    def url(self, key: str, expires_in: int) -> str:
-        return self.http.signer.presign("GET", key, expires_in=min(expires_in, 7 * 24 * 3600))
+    def url(self, key: str, expires_in: int, version_id: str | None = None) -> str:
+        """A GET of the recorded version when the file names one (what a download returns)."""
+        params = [("versionId", version_id)] if version_id else []
+        return self.http.signer.presign("GET", key, params=params, expires_in=min(expires_in, 7 * 24 * 3600))
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
         try:
@@ -130,7 +132,7 @@ class Processor:
         self.metrics.finished(kind, None, 0)
 
     async def _process(self, file: FileRecord) -> Outcome:
-        url = self.objects.url(file.key, self.settings.processing_timeout + 300)
+        url = self.objects.url(file.key, self.settings.processing_timeout + 300, file.version_id)
         try:
             digest = await asyncio.to_thread(digest_url, url, file.size, crc64nvme=bool(file.crc64nvme))
         except ObjectGone as exc:
