@@ -1,8 +1,8 @@
 """The database: one engine and one pool, ORM sessions for the admin paths, and the hot path's
 connections that run precompiled statements (``statements.py``) on the driver.
 
-**One pool.** Every connection comes from SQLAlchemy's pool (``UPLOAD_PLANE_DB_POOL_SIZE`` connections,
-as many again in overflow, per process). Each MySQL/MariaDB connection is set up once when it is
+**One pool.** Every connection comes from SQLAlchemy's pool (``UPLOAD_PLANE_DB_POOL_SIZE`` connections
+per process, all kept). Each MySQL/MariaDB connection is set up once when it is
 made: strict ``sql_mode``, UTC, ``READ COMMITTED`` (each compare-and-set reads the latest committed
 row and no gap locks are taken), and autocommit at the driver. A transaction is always explicit:
 the ORM's begins with ``BEGIN`` (an engine event) and ends with its commit or rollback, the hot
@@ -278,10 +278,10 @@ class _MySQL(Connection):
             raise
 
     async def _begin(self) -> None:
-        await self._send("BEGIN", (), 0)
+        await self._observed("BEGIN", (), 0)
 
     async def _end(self, commit: bool) -> None:
-        await self._send("COMMIT" if commit else "ROLLBACK", (), 0)
+        await self._observed("COMMIT" if commit else "ROLLBACK", (), 0)
 
     def left_open(self) -> bool:
         return bool(getattr(self.raw, "server_status", 0) & _SERVER_STATUS_IN_TRANS)
@@ -449,8 +449,12 @@ def create_database(settings: Settings) -> Database:
         kwargs["connect_args"] = {"timeout": 30}
     else:
         kwargs.update(
+            # Every connection the pool makes it keeps: an overflow connection would be closed on
+            # its return and made again under the next burst (a TCP and TLS-less handshake, the
+            # session set-up, and the server's own work each time). Requests wait for a free one
+            # instead (they hold one only for a short unit of work).
             pool_size=settings.db_pool_size,
-            max_overflow=settings.db_pool_size,
+            max_overflow=0,
             # No pre-ping: it would cost a round trip on every checkout. A connection that died
             # while pooled fails its next use with a disconnect error: that request answers 503
             # and the connection is dropped.

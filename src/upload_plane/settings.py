@@ -109,7 +109,7 @@ class Settings:
     # latency of a revocation (link revoked, sign-out, user disabled, role removed, upload ended).
     authorization_cache_ttl: int = 2
     production: bool = False
-    db_pool_size: int = 10
+    db_pool_size: int = 20  # the one pool's connections per process (no overflow: db.py)
     db_pool_timeout: int = 10
     metrics_token: str = field(default="", repr=False)  # when set, GET /metrics needs it as a bearer
     object_lock: str = "off"  # see ObjectLock

@@ -81,7 +81,7 @@ def test_a_missing_bucket_is_an_outage_not_a_verdict(
 @pytest.fixture
 def tiny_pool(real: Backend) -> Iterator[Backend]:
     """A server with two database connections at most, giving up on the pool after one second."""
-    settings = real.settings.with_(db_pool_size=1, db_pool_timeout=1)
+    settings = real.settings.with_(db_pool_size=2, db_pool_timeout=1)
     with serve(settings) as url:
         yield Backend("real", settings, url)
 
