@@ -22,6 +22,7 @@ from tests.api.helpers import assert_problem, new_account, sql_rows
 from tests.conftest import Backend
 from tests.real.processes import serve_process
 from tests.services import MinIO
+from upload_plane.auth import passwords
 
 pytestmark = pytest.mark.real
 
@@ -190,4 +191,15 @@ def test_a_burst_of_logins_does_not_stall_the_event_loop(real: Backend, minio: M
     health = json.loads(out.strip().splitlines()[-1])
     print(f"/health while 50 logins ran: {health}")
     assert health["statuses"] == [200]
-    assert health["max_ms"] < 50, health
+    # A hash on the event loop would hold every probe behind it for a whole hash (50 of them in a
+    # row): no probe waits that long, and nearly all answer at once.
+    assert health["p99_ms"] < 50, health
+    assert health["max_ms"] < one_hash_ms(), health
+
+
+def one_hash_ms() -> float:
+    """How long checking one password takes on this machine now (the server's hasher, its settings)."""
+    hashed = passwords.hash_password("a password")
+    started = time.perf_counter()
+    assert passwords.verify_password(hashed, "a password")
+    return (time.perf_counter() - started) * 1000

@@ -146,10 +146,10 @@ def test_complete_racing_an_admins_delete_is_never_a_500(counted: Counted, http:
             winners["complete" if done.status_code == 200 else "delete"] += 1
             assert asyncio.run(assert_store_agrees(backend, upload)) is None
             assert api.get(f"/files/{upload['file_id']}").status_code == 404
-            # The delete abandoned the multipart upload and removed the object (there or not),
-            # once; complete reached the store only if it won.
+            # The delete abandoned the multipart upload and removed the object and its preview
+            # (there or not), once each; complete reached the store only if it won.
             assert store_calls(storage) - before == Counter(
-                complete_multipart=int(done.status_code == 200), abort_multipart=1, delete_object=1
+                complete_multipart=int(done.status_code == 200), abort_multipart=1, delete_object=2
             )
     assert set(winners) == {"complete", "delete"}, f"one side won all {MAX_ROUNDS} rounds: {winners}"
 

@@ -64,6 +64,12 @@ class Objects:
         except StoreError as exc:
             raise translate_store_error(exc.code, exc.status) from exc
 
+    async def delete(self, key: str) -> None:
+        try:
+            await self.http.request("DELETE", key)
+        except StoreError as exc:
+            raise translate_store_error(exc.code, exc.status) from exc
+
 
 class Passing(Exception):
     """An attempt failed for a reason that may pass (the store or the database away)."""
@@ -120,6 +126,19 @@ class Processor:
             self.metrics.finished(
                 outcome.error_kind, time.monotonic() - started, file.size if outcome.digest else 0
             )
+        elif outcome.preview_key is not None:
+            await self._drop_preview_if_deleted(file_id, outcome.preview_key)
+
+    async def _drop_preview_if_deleted(self, file_id: str, key: str) -> None:
+        """A delete that ran while the job did removed the file's objects before this preview was
+        written: remove it too, or it outlives its file."""
+        async with self.db.connect() as conn:
+            if await conn.one(FILE_BY_ID, file_id=file_id) is not None:
+                return  # asked again meanwhile: the newer job owns the preview
+        try:
+            await self.objects.delete(key)
+        except DomainError:
+            log.warning("could not remove the preview of deleted file %s (%s)", file_id, key)
 
     async def aclose(self) -> None:
         await self.sandbox.aclose()
