@@ -46,11 +46,16 @@ minio: ## build the pinned MinIO into .cache/bin when Go is present
 	  GOBIN=$(CURDIR)/.cache/bin go install $(MINIO_MODULE); \
 	else echo "minio: Go not found, the real-service tier will be skipped"; fi
 
+# The unit and embedded tiers run on every core (one test file per worker: a file's tests may build
+# on each other); the real tier runs alone, its services and timings to itself.
+FAST := $(BIN)/pytest -m 'not real' -n auto --dist loadfile
+
 test: $(STAMP) $(WEB_STAMP) minio ## run the whole suite (real tier runs when MariaDB and MinIO are available)
-	$(BIN)/pytest
+	$(FAST)
+	$(BIN)/pytest -m real
 
 test-fast: $(STAMP) ## run the unit and embedded tiers only
-	$(BIN)/pytest -m 'not real'
+	$(FAST)
 
 # The long Schemathesis run (tests/real/test_fuzz.py): every route as every role on MariaDB + MinIO
 # for FUZZ_MINUTES in all, seeded by FUZZ_SEED (random when empty, printed); figures go to

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
+import httpx._transports.default as _httpx_transports
 import pytest
 
 from upload_plane.app import create_app
@@ -31,8 +32,24 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.services"]
 
+# Every client the tests make talks plain HTTP on loopback, and each new one would load the whole CA
+# bundle again (a fifth of the embedded tier's time): they share one context, loaded once.
+_DEFAULT_TLS = _httpx_transports.create_ssl_context()
+
+
+def _shared_tls(verify: object = True, cert: object = None, trust_env: bool = True) -> object:
+    if verify is True and cert is None:
+        return _DEFAULT_TLS
+    return _httpx_config_create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+
+
+_httpx_config_create_ssl_context = _httpx_transports.create_ssl_context
+_httpx_transports.create_ssl_context = _shared_tls  # type: ignore[assignment]
+
 ADMIN_PASSWORD = "admin-password-for-tests"
 JWT_SECRET = "test-secret-0123456789-0123456789-0123456789"
+TEST_HASH_COST = "m=1024,t=1,p=1"
+PRODUCTION_HASH_COST = Settings().password_hash_cost
 
 
 @dataclass(frozen=True)
@@ -54,10 +71,13 @@ def serve(settings: Settings, storage: Storage | None = None) -> Iterator[str]:
 def base_settings(**changes: object) -> Settings:
     """Test servers: everything from one address, many logins a minute (rate-limit tests set theirs);
     no processing after the upload (its requests wait in the outbox) unless a test turns it on, so
-    the other tiers count only the store calls and audit events of what they test."""
+    the other tiers count only the store calls and audit events of what they test; cheap password
+    hashes (a third of the embedded tier's time was argon2 at its production cost), except where a
+    test is about that cost (``PRODUCTION_HASH_COST``)."""
     return Settings(
         jwt_secret=JWT_SECRET,
         s3_bucket="evidence-tests",
+        password_hash_cost=TEST_HASH_COST,
         login_attempts_per_address=1_000_000,
         login_failures_per_account_address=10_000,
         login_failures_per_account=10_000,

@@ -7,6 +7,7 @@ so assertions read the same, but every answer comes from botocore's own client a
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,12 +21,21 @@ from upload_plane.storage import StoredObject, StoredPart
 
 
 def s3_client(settings: Settings) -> Any:
+    """One boto3 client per store and credentials (they are thread-safe, and making one loads the
+    service model from disk)."""
+    return _client(
+        settings.s3_endpoint_url, settings.s3_region, settings.s3_access_key_id, settings.s3_secret_access_key
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _client(endpoint: str, region: str, access_key: str, secret_key: str) -> Any:
     return boto3.session.Session().client(
         "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        region_name=settings.s3_region,
-        aws_access_key_id=settings.s3_access_key_id,
-        aws_secret_access_key=settings.s3_secret_access_key,
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
         config=Config(
             signature_version="s3v4",
             s3={"addressing_style": "path"},

@@ -11,13 +11,18 @@ from pathlib import Path
 import boto3
 import pytest
 
+from tests.conftest import TEST_HASH_COST
 from upload_plane.embedded import EmbeddedS3
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(*args: str, env: dict[str, str], cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    full_env = {**{k: v for k, v in os.environ.items() if not k.startswith("UPLOAD_PLANE_")}, **env}
+    full_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("UPLOAD_PLANE_")},
+        "UPLOAD_PLANE_PASSWORD_HASH_COST": TEST_HASH_COST,
+        **env,
+    }
     return subprocess.run(
         [sys.executable, "-m", "upload_plane.cli", *args],
         env=full_env,

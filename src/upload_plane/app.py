@@ -314,7 +314,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> Litesta
         app.state.db = db
         app.state.storage = MeteredStorage(storage if storage is not None else S3Storage(settings), registry)
         app.state.uploads = Uploads(db, app.state.storage, settings, ClaimWaiters())
-        app.state.hashing = PasswordHashing(settings.password_hash_concurrency)
+        app.state.hashing = PasswordHashing(settings.password_hash_concurrency, settings.password_hash_cost)
         app.state.uppy = UppyService(app.state.uploads)
         # Long-lived objects built so far never become garbage; keeping them out of the collector's
         # generations stops full collections from stalling large responses (10,000 signed parts).

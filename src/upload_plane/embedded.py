@@ -70,7 +70,9 @@ async def _bootstrap(settings: Settings, admin_password: str | None) -> str | No
             if admin is None:
                 generated = None if admin_password else secrets.token_urlsafe(12)
                 await auth.create_user(None, "admin", admin_password or generated or "", "admin")
-            elif admin_password and not verify_password(admin.password_hash, admin_password):
+            elif admin_password and not verify_password(
+                admin.password_hash, admin_password, settings.password_hash_cost
+            ):
                 await auth.set_password(None, admin, admin_password)
             await session.commit()
     finally:

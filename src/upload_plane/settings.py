@@ -13,6 +13,7 @@ GIB = 1024 * MIB
 TIB = 1024 * GIB
 
 DEV_JWT_SECRET = "dev-only-insecure-secret-change-me-0123456789"
+DEFAULT_PASSWORD_HASH_COST = "m=65536,t=3,p=4"  # argon2id: RFC 9106's second recommendation
 
 
 class SettingsError(ValueError):
@@ -64,6 +65,20 @@ def _parse_lock(text: str) -> ObjectLock:
     )
 
 
+@lru_cache(maxsize=16)
+def argon2_cost(text: str) -> tuple[int, int, int]:
+    """``UPLOAD_PLANE_PASSWORD_HASH_COST`` (``m=KiB,t=PASSES,p=LANES``) as (memory, passes, lanes)."""
+    items = [item.strip().partition("=") for item in text.split(",")]
+    values = {name: int(value) for name, _, value in items if name in ("m", "t", "p") and value.isdigit()}
+    ok = len(items) == 3 and values.keys() == {"m", "t", "p"} and values["t"] >= 1 and 1 <= values["p"] <= 64
+    if ok and 8 * values["p"] <= values["m"] <= 4 * 1024 * 1024:
+        return values["m"], values["t"], values["p"]
+    raise SettingsError(
+        "UPLOAD_PLANE_PASSWORD_HASH_COST must be m=KIB,t=PASSES,p=LANES (e.g. m=65536,t=3,p=4), "
+        "with at least 8 KiB per lane and at most 4 GiB"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str = field(
@@ -92,6 +107,9 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     upload_start_rate: int = 1200  # per user per minute
     password_hash_concurrency: int = 2
+    # argon2id's memory (KiB), passes and lanes for new password hashes: RFC 9106's second
+    # recommendation. A hash keeps the parameters it was made with, so changing them locks nobody out.
+    password_hash_cost: str = DEFAULT_PASSWORD_HASH_COST
     reaper_interval: int = 0  # seconds between in-process reaper runs; 0: off (run `upload-plane reap`)
     reaper_batch: int = 200
     failpoints: tuple[str, ...] = ()  # tests only: "after_store_complete=kill" (failpoints.py)
@@ -158,6 +176,7 @@ class Settings:
         if not 1 <= self.part_url_ttl <= 7 * 24 * 3600:
             raise SettingsError("UPLOAD_PLANE_PART_URL_TTL must be within 1 s..7 days")
         self.lock  # noqa: B018 - parsed to refuse a wrong value at start
+        argon2_cost(self.password_hash_cost)
         if self.production and not self.metrics_token and not self.metrics_public:
             raise SettingsError(
                 "UPLOAD_PLANE_METRICS_TOKEN must be set (GET /metrics then needs it as a bearer "
@@ -170,6 +189,12 @@ class Settings:
         if self.processing not in ("auto", "off"):
             raise SettingsError("UPLOAD_PLANE_PROCESSING must be auto or off")
         warnings = []
+        memory, passes, _ = argon2_cost(self.password_hash_cost)
+        if self.production and (memory < 19 * 1024 or memory * passes < 64 * 1024):
+            warnings.append(
+                f"UPLOAD_PLANE_PASSWORD_HASH_COST ({self.password_hash_cost}) is below OWASP's least "
+                "argon2id cost (m=19456,t=2): stolen password hashes would be cheap to guess"
+            )
         if not self.metrics_token:
             warnings.append(
                 "GET /metrics is open to anyone: no UPLOAD_PLANE_METRICS_TOKEN is set"

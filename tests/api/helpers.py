@@ -16,8 +16,9 @@ import httpx
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from tests.conftest import ADMIN_PASSWORD, Backend
+from tests.conftest import ADMIN_PASSWORD, PRODUCTION_HASH_COST, Backend
 from tests.store import StoreChecker
+from upload_plane.auth import passwords
 from upload_plane.db import create_database
 from upload_plane.errors import StoredUploadGone
 from upload_plane.models import File, Upload, UploadLink, utcnow
@@ -278,6 +279,17 @@ def new_account(backend: Backend, role: str = "user") -> tuple[str, str]:
         resp = adm.post("/users", json={"username": name, "password": password, "role": role})
         assert resp.status_code == 201, resp.text
     return name, password
+
+
+def at_production_cost(backend: Backend, name: str, password: str) -> None:
+    """Store ``name``'s password hashed at the production cost (the test servers hash cheaply), for
+    the tests whose logins must take as long as they do in production."""
+    hashed = passwords.hash_password(password, PRODUCTION_HASH_COST)
+    mark = "%s" if backend.settings.database_url.startswith("mysql") else "?"
+    changed = sql_rows(
+        backend.settings, f"UPDATE users SET password_hash = {mark} WHERE username = {mark}", hashed, name
+    )
+    assert changed == [(1,)], changed
 
 
 def browser(backend: Backend, cookie: str) -> httpx.Client:

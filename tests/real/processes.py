@@ -30,6 +30,8 @@ def environment(backend: Backend, minio: MinIO, **env: str) -> dict[str, str]:
         "UPLOAD_PLANE_S3_SECRET_ACCESS_KEY": minio.secret_key,
         "UPLOAD_PLANE_JWT_SECRET": settings.jwt_secret,
         "UPLOAD_PLANE_PROCESSING": settings.processing,  # off unless the test turned it on
+        "UPLOAD_PLANE_PASSWORD_HASH_COST": settings.password_hash_cost,
+        "UPLOAD_PLANE_PROCESSING_HEARTBEAT": str(settings.processing_heartbeat),
         "UPLOAD_PLANE_METRICS_PUBLIC": "true",  # tests read /metrics; serve refuses it open otherwise
         **{f"UPLOAD_PLANE_{k.upper()}": v for k, v in env.items()},
     }

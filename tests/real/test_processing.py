@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -58,7 +59,11 @@ def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, minio: MinIO, redis: Redis
 ) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("processing-workers")
-    with real_backend(request, "processing_workers", queue_url=redis.url, processing="auto") as backend:
+    # A job silent for 15 s (not the default 60) is taken as dead: the re-delivery test waits less
+    # for the same thing to happen.
+    with real_backend(
+        request, "processing_workers", queue_url=redis.url, processing="auto", processing_heartbeat=15
+    ) as backend:
         running = Stack(backend, minio, redis, [], workdir)
         for _ in range(2):
             running.worker()
@@ -167,21 +172,27 @@ def _holder(stack: Stack, file_id: str) -> int | None:
     return asyncio.run(ask())
 
 
+def _being_hashed(
+    stack: Stack, api: httpx.Client, http: httpx.Client, log_id: str, size: int
+) -> tuple[dict[str, Any], int]:
+    """Upload ``size`` random bytes and wait until a worker runs the file's job: the upload, the pid."""
+    data = os.urandom(size)
+    upload = start_upload(api, log_id, data, filename="disk.img", content_type="application/octet-stream")
+    put_parts(http, api, upload, data, list(range(1, upload["part_count"] + 1)))
+    assert complete(api, upload["id"]).status_code == 200
+    deadline = time.monotonic() + 60
+    while (pid := _holder(stack, upload["file_id"])) is None:
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.02)  # polling interval while waiting for the condition above
+    return upload, pid
+
+
 def test_a_worker_killed_while_hashing_1_gib_leaves_the_job_to_another(
     stack: Stack, http: httpx.Client
 ) -> None:
-    data = os.urandom(1024 * MIB)
     with new_user(stack.backend) as api:
         log = new_log(api)
-        upload = start_upload(
-            api, log["id"], data, filename="disk.img", content_type="application/octet-stream"
-        )
-        put_parts(http, api, upload, data, list(range(1, upload["part_count"] + 1)))
-        assert complete(api, upload["id"]).status_code == 200
-        deadline = time.monotonic() + 60
-        while (pid := _holder(stack, upload["file_id"])) is None:
-            assert time.monotonic() < deadline, "the job never started"
-            time.sleep(0.02)  # polling interval while waiting for the condition above
+        upload, pid = _being_hashed(stack, api, http, log["id"], 1024 * MIB)
         victim = next(w for w in stack.workers if w.pid == pid)
         victim.kill()
         killed_at = time.monotonic()
@@ -202,6 +213,30 @@ def test_a_worker_killed_while_hashing_1_gib_leaves_the_job_to_another(
     print(f"re-delivered and finished {redelivered_in:.0f} s after the SIGKILL")
     assert redelivered_in < 300
     stack.worker()  # the replacement, for the tests after this one
+
+
+def test_a_worker_told_to_stop_finishes_its_job_first_and_an_idle_one_stops_at_once(
+    stack: Stack, http: httpx.Client
+) -> None:
+    """SIGTERM (a deploy, a scale-down): the job a worker runs ends there, once; a worker with
+    nothing to do does not wait out the grace period."""
+    with new_user(stack.backend) as api:
+        upload, pid = _being_hashed(stack, api, http, new_log(api)["id"], 512 * MIB)
+        busy = next(w for w in stack.workers if w.pid == pid)
+        idle = next(w for w in stack.alive() if w is not busy)
+        assert busy.proc is not None and idle.proc is not None
+        busy.proc.terminate()
+        idle.proc.terminate()
+        idle.proc.wait(timeout=5)
+        busy.proc.wait(timeout=30)  # the grace period
+        attempts = sql_rows(
+            stack.backend.settings,
+            "SELECT status, attempts FROM file_processing WHERE file_id = %s",
+            upload["file_id"],
+        )
+        assert attempts == [("done", 1)], attempts
+    for _ in range(2):
+        stack.worker()  # replacements, for the tests after this one
 
 
 def test_redis_down_while_uploads_complete_loses_nothing(stack: Stack, http: httpx.Client) -> None:

@@ -57,7 +57,8 @@ _ERROR = b"<Error><Code>InternalError</Code><Message>try again</Message></Error>
 def failing_store() -> Iterator[FakeStore]:
     """Answers every request with 500 InternalError, as a store may after doing the work."""
     head = (
-        b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\nContent-Length: %d\r\n\r\n"
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\nContent-Length: %d\r\n"
+        b"Connection: close\r\n\r\n"  # it closes each connection after one answer, and says so
     )
     store = FakeStore(head % len(_ERROR) + _ERROR)
     yield store

@@ -105,7 +105,7 @@ class AuthService:
     def hashing(self) -> PasswordHashing:
         """The application's hashing pool, or (CLI, tests) a private one made on first need."""
         if self._hashing is None:
-            self._hashing = PasswordHashing(1)
+            self._hashing = PasswordHashing(1, self.settings.password_hash_cost)
         return self._hashing
 
     async def _hash(self, password: str) -> str:

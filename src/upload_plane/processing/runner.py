@@ -24,7 +24,7 @@ from ..storage import S3Storage
 from .job import Objects, Processor
 from .metrics import ProcessingMetrics
 from .outbox import reconcile, relay
-from .queue import SWEEP_EVERY, InProcessQueue, JobOptions, JobQueue, RedisQueue, saq_function
+from .queue import SWEEP_EVERY, InProcessQueue, JobOptions, JobQueue, RedisQueue, saq_function, saq_worker
 from .rows import BY_STATUS, OUTBOX_SIZE, STATUSES
 
 log = logging.getLogger("upload_plane.processing")
@@ -144,7 +144,6 @@ async def run_worker(settings: Settings, concurrency: int, metrics_port: int) ->
     """``upload-plane worker``: consume the Redis queue until SIGTERM or SIGINT (SAQ stops taking
     jobs and gives running ones a grace period), relaying and reconciling meanwhile."""
     from prometheus_client import start_http_server
-    from saq import Worker
 
     registry = CollectorRegistry(auto_describe=True)
     db, storage = create_database(settings), S3Storage(settings)
@@ -153,14 +152,14 @@ async def run_worker(settings: Settings, concurrency: int, metrics_port: int) ->
         start_http_server(metrics_port, registry=registry)
     queue = redis_queue(settings)
     function, after_process = saq_function(processor.run, processor.failed)
-    worker = Worker(
+    worker = saq_worker(
         queue.saq,
+        shutdown_grace=30,
         id=f"{socket.gethostname()}:{os.getpid()}",  # where a job runs, in its record (job.worker_id)
         functions=[function],
         concurrency=concurrency,
         after_process=after_process,
         timers={"sweep": SWEEP_EVERY, "abort": 1, "schedule": 1, "worker_info": 10},
-        shutdown_grace_period_s=30,
     )
     relaying = asyncio.create_task(relay_loop(db, queue, settings))
     try:
