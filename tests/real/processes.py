@@ -16,6 +16,12 @@ import httpx
 from tests.conftest import Backend
 from tests.services import MinIO, free_port
 
+LOGIN_LIMITS = (
+    "login_attempts_per_address",
+    "login_failures_per_account_address",
+    "login_failures_per_account",
+)
+
 
 def environment(backend: Backend, minio: MinIO, **env: str) -> dict[str, str]:
     """The environment of a service process on ``backend``'s database and bucket (``env``: more
@@ -31,6 +37,9 @@ def environment(backend: Backend, minio: MinIO, **env: str) -> dict[str, str]:
         "UPLOAD_PLANE_JWT_SECRET": settings.jwt_secret,
         "UPLOAD_PLANE_PROCESSING": settings.processing,  # off unless the test turned it on
         "UPLOAD_PLANE_PASSWORD_HASH_COST": settings.password_hash_cost,
+        # The tests' generous login limits (login counters live in the shared database: a server with
+        # the defaults would refuse 127.0.0.1 after the other tests' logins); limit tests set theirs.
+        **{f"UPLOAD_PLANE_{name.upper()}": str(getattr(settings, name)) for name in LOGIN_LIMITS},
         "UPLOAD_PLANE_PROCESSING_HEARTBEAT": str(settings.processing_heartbeat),
         "UPLOAD_PLANE_METRICS_PUBLIC": "true",  # tests read /metrics; serve refuses it open otherwise
         **{f"UPLOAD_PLANE_{k.upper()}": v for k, v in env.items()},
