@@ -100,6 +100,10 @@ def page(chromium: Any) -> Iterator[Any]:
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("dialog", lambda dialog: dialog.accept())  # "leave the page?" on reload mid-upload
+    # File choosers are intercepted from the start: Playwright turns interception on without waiting
+    # when the first listener comes, so a key press sent right after `expect_file_chooser` could
+    # reach Chromium first and open a native chooser, which no test sees (1 run in 3 here).
+    page.on("filechooser", lambda _chooser: None)
     # Chromium also logs each violation on the console (a worker's too, as far as Playwright
     # passes them on; a worker whose hashing were blocked would fail the upload tests anyway).
     page.on(
