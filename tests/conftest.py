@@ -34,16 +34,16 @@ pytest_plugins = ["tests.services"]
 
 # Every client the tests make talks plain HTTP on loopback, and each new one would load the whole CA
 # bundle again (a fifth of the embedded tier's time): they share one context, loaded once.
-_DEFAULT_TLS = _httpx_transports.create_ssl_context()
+_make_tls = _httpx_transports.create_ssl_context
+_DEFAULT_TLS = _make_tls()
 
 
 def _shared_tls(verify: object = True, cert: object = None, trust_env: bool = True) -> object:
     if verify is True and cert is None:
         return _DEFAULT_TLS
-    return _httpx_config_create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+    return _make_tls(verify=verify, cert=cert, trust_env=trust_env)  # type: ignore[arg-type]
 
 
-_httpx_config_create_ssl_context = _httpx_transports.create_ssl_context
 _httpx_transports.create_ssl_context = _shared_tls  # type: ignore[assignment]
 
 ADMIN_PASSWORD = "admin-password-for-tests"

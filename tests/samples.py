@@ -124,3 +124,15 @@ def png_bomb(side: int = 50_000) -> bytes:
 
     header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit greyscale
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def every_kind() -> list[tuple[str, bytes, str, str]]:
+    """One file of each kind processing knows: (name, bytes, declared type, detected type)."""
+    return [
+        ("photo.png", png(), "image/png", "image/png"),
+        ("camera.jpg", jpeg_with_gps(), "image/jpeg", "image/jpeg"),
+        ("phone.heic", heic(), "image/heic", "image/heic"),
+        ("clip.mp4", mp4(), "video/mp4", "video/mp4"),
+        ("report.pdf", pdf(3), "application/pdf", "application/pdf"),
+        ("blob.bin", random_binary(), "application/octet-stream", "application/octet-stream"),
+    ]

@@ -82,14 +82,7 @@ def audit_of(api: httpx.Client, case_id: str, file_id: str) -> list[dict[str, An
 def test_each_kind_of_file_is_hashed_identified_and_previewed(
     processing: Backend, http: httpx.Client
 ) -> None:
-    cases: list[tuple[str, bytes, str, str]] = [
-        ("photo.png", samples.png(), "image/png", "image/png"),
-        ("camera.jpg", samples.jpeg_with_gps(), "image/jpeg", "image/jpeg"),
-        ("phone.heic", samples.heic(), "image/heic", "image/heic"),
-        ("clip.mp4", samples.mp4(), "video/mp4", "video/mp4"),
-        ("report.pdf", samples.pdf(3), "application/pdf", "application/pdf"),
-        ("blob.bin", samples.random_binary(), "application/octet-stream", "application/octet-stream"),
-    ]
+    cases = samples.every_kind()
     with new_user(processing) as api:
         log = new_log(api)
         uploaded = [

@@ -75,14 +75,7 @@ def stack(
 
 
 def test_every_kind_of_file_is_processed_by_the_workers(stack: Stack, http: httpx.Client) -> None:
-    kinds = [
-        ("photo.png", samples.png(), "image/png", "image/png"),
-        ("camera.jpg", samples.jpeg_with_gps(), "image/jpeg", "image/jpeg"),
-        ("phone.heic", samples.heic(), "image/heic", "image/heic"),
-        ("clip.mp4", samples.mp4(), "video/mp4", "video/mp4"),
-        ("report.pdf", samples.pdf(3), "application/pdf", "application/pdf"),
-        ("blob.bin", samples.random_binary(), "application/octet-stream", "application/octet-stream"),
-    ]
+    kinds = samples.every_kind()
     wrong = hashlib.sha256(b"other bytes").hexdigest()
     with new_user(stack.backend) as api:
         log = new_log(api)

@@ -59,14 +59,14 @@ class Objects:
         return self.http.signer.presign("GET", key, params=params, expires_in=min(expires_in, 7 * 24 * 3600))
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
-        try:
-            await self.http.request("PUT", key, headers={"Content-Type": content_type}, body=data)
-        except StoreError as exc:
-            raise translate_store_error(exc.code, exc.status) from exc
+        await self._send("PUT", key, headers={"Content-Type": content_type}, body=data)
 
     async def delete(self, key: str) -> None:
+        await self._send("DELETE", key)
+
+    async def _send(self, method: str, key: str, **request: Any) -> None:
         try:
-            await self.http.request("DELETE", key)
+            await self.http.request(method, key, **request)
         except StoreError as exc:
             raise translate_store_error(exc.code, exc.status) from exc
 
