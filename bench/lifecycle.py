@@ -227,7 +227,7 @@ def main() -> int:
                 work, "bench", s3_bucket="bench", jwt_secret=JWT_SECRET, db_pool_size=20,
                 upload_start_rate=1_000_000,
                 # As in production, files are processed by workers: the API only writes each
-                # completed file's outbox row (here they wait there, nothing relays them).
+                # completed file's processing row, marked for the relay (here nothing relays them).
                 processing="off",
             )
         )  # fmt: skip

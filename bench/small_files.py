@@ -183,7 +183,8 @@ def main() -> int:
     per_file: list[Run] = []
     # A phone extraction is thousands of starts a minute: the start rate (counted per file) is
     # raised for this user, as its operator would. As in production, files are processed by workers:
-    # the API only writes each completed file's outbox row (here nothing relays them).
+    # the API only writes each completed file's processing row, marked for the relay (here nothing
+    # relays them).
     changes = {"upload_start_rate": 1_000_000, "processing": "off"}
     with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp), **changes) as s:
         directory = Path(tmp) / "extraction"

@@ -67,7 +67,8 @@ log = logging.getLogger("upload_plane.db")
 T = TypeVar("T")
 
 Observer = Callable[[str, float, bool], None]
-"""Told of every hot-path statement: its text, seconds taken and whether it succeeded (metrics)."""
+"""Told of every hot-path statement: its kind (``statements.statement_kind``: ``select uploads``,
+``begin``, ...), seconds taken and whether it succeeded (metrics)."""
 
 #: What every MySQL/MariaDB connection runs once, whatever the server's defaults: strict value
 #: checking (a value that does not fit is an error, never silently cut), UTC for any server-side
@@ -162,6 +163,7 @@ class Connection:
         self.observe = observe
         self.broken = False  # give it back to nobody: the pool drops it
         self.in_transaction = False
+        self.dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
 
     @property
     def dialect_name(self) -> str:
@@ -191,7 +193,8 @@ class Connection:
             return int(await self._execute(compiled, dict(rows[0]), fetch=0))
         if any(expanding for *_, expanding in compiled.params):
             raise ValueError("run_many cannot spread IN lists")
-        return int(await self._observed(compiled.sql, [compiled.args(row)[1] for row in rows], fetch=4))
+        args = [compiled.args(row)[1] for row in rows]
+        return int(await self._observed(compiled.kind, compiled.sql, args, fetch=4))
 
     async def value(self, statement: Statement, **params: Any) -> Any:
         compiled = statement.compiled(self.dialect)
@@ -202,9 +205,9 @@ class Connection:
 
     async def _execute(self, compiled: Compiled, params: dict[str, Any], fetch: int) -> Any:
         sql, args = compiled.args(params)
-        return await self._observed(sql, args, fetch)
+        return await self._observed(compiled.kind, sql, args, fetch)
 
-    async def _observed(self, sql: str, args: Sequence[Any], fetch: int) -> Any:
+    async def _observed(self, kind: str, sql: str, args: Sequence[Any], fetch: int) -> Any:
         started = time.perf_counter()
         ok = False
         try:
@@ -213,7 +216,7 @@ class Connection:
             return result
         finally:
             if self.observe is not None:
-                self.observe(sql, time.perf_counter() - started, ok)
+                self.observe(kind, time.perf_counter() - started, ok)
 
     async def _send(self, sql: str, args: Sequence[Any], fetch: int) -> Any:
         """``fetch`` 0: rows matched; 1: at most one row; 2: every row; 3: the insert id; 4: the rows
@@ -253,8 +256,6 @@ class Connection:
 
 class _MySQL(Connection):
     async def _send(self, sql: str, args: Sequence[Any], fetch: int) -> Any:
-        import asyncmy.errors
-
         try:
             async with self.raw.cursor() as cursor:
                 if fetch == 4:
@@ -269,19 +270,19 @@ class _MySQL(Connection):
                 if fetch == 2:
                     return await cursor.fetchall()
                 return cursor.lastrowid
-        except asyncmy.errors.Error as exc:
+        except self.dbapi_error as exc:
             errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
             self.broken = self.broken or errno >= 2000 or errno in (1927, 4031)
-            raise _wrapped(exc, sql, asyncmy.errors.Error) from exc
+            raise _wrapped(exc, sql, self.dbapi_error) from exc
         except BaseException:
             self.broken = True  # cancelled mid-answer: the protocol state is unknown
             raise
 
     async def _begin(self) -> None:
-        await self._observed("BEGIN", (), 0)
+        await self._observed("begin", "BEGIN", (), 0)
 
     async def _end(self, commit: bool) -> None:
-        await self._observed("COMMIT" if commit else "ROLLBACK", (), 0)
+        await self._observed(*(("commit", "COMMIT") if commit else ("rollback", "ROLLBACK")), (), 0)
 
     def left_open(self) -> bool:
         return bool(getattr(self.raw, "server_status", 0) & _SERVER_STATUS_IN_TRANS)

@@ -18,33 +18,18 @@ prometheus-client multiprocess mode) to have ``/metrics`` add them up.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Awaitable, Callable
-from functools import lru_cache
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 from .errors import DomainError
+from .statements import statement_kind
 from .storage import Storage, StorageWrapper
 
 T = TypeVar("T")
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-_STATEMENT = re.compile(
-    r"^\s*(?:(select)\b.*?\bfrom\s+`?(\w+)|(update)\s+`?(\w+)|(insert)\s+into\s+`?(\w+)|(delete)\s+from\s+`?(\w+)|(\w+))",
-    re.IGNORECASE | re.DOTALL,
-)
-
-
-@lru_cache(maxsize=1024)
-def statement_kind(sql: str) -> str:
-    """``select uploads``, ``update files``, ``begin`` ... for a statement (cached per text)."""
-    match = _STATEMENT.match(sql)
-    if match is None:
-        return "other"
-    words = [g for g in match.groups() if g]
-    return " ".join(w.lower() for w in words[:2])
 
 
 class Metrics:
@@ -77,9 +62,15 @@ class Metrics:
             "upload_plane_uploads", "Uploads by state", ["status"], registry=r, multiprocess_mode="max"
         )
         self.reaper = Counter("upload_plane_reaper_actions", "Reaper actions", ["action"], registry=r)
+        self._statement_series: dict[tuple[str, bool], Any] = {}  # labelled once, not per statement
 
-    def observe_statement(self, sql: str, seconds: float, ok: bool) -> None:
-        self.db_statements.labels(statement_kind(sql), "ok" if ok else "error").observe(seconds)
+    def observe_statement(self, kind: str, seconds: float, ok: bool) -> None:
+        """A statement of ``kind`` (``statements.statement_kind``) took ``seconds``."""
+        series = self._statement_series.get((kind, ok))
+        if series is None:
+            series = self.db_statements.labels(kind, "ok" if ok else "error")
+            self._statement_series[(kind, ok)] = series
+        series.observe(seconds)
 
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -129,10 +120,11 @@ def meter_engine(engine: Any, metrics: Metrics) -> None:
     @event.listens_for(sync_engine, "after_cursor_execute")
     def _done(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         started = conn.info["upload_plane_started"].pop()
-        metrics.observe_statement(statement, time.perf_counter() - started, True)
+        metrics.observe_statement(statement_kind(statement), time.perf_counter() - started, True)
 
     @event.listens_for(sync_engine, "handle_error")
     def _failed(context: Any) -> None:
         stack = context.connection.info.get("upload_plane_started") if context.connection else None
         if stack and context.statement:
-            metrics.observe_statement(context.statement, time.perf_counter() - stack.pop(), False)
+            seconds = time.perf_counter() - stack.pop()
+            metrics.observe_statement(statement_kind(context.statement), seconds, False)

@@ -282,7 +282,11 @@ class FileProcessing(SQLModel, table=True):
     """What the workers found in a file's stored bytes (``processing/``): its state, the SHA-256
     computed from the store, the detected type, media facts and the preview's key. One row per file,
     written by the completion step (``pending``) and then only by the job that holds ``token``
-    (compare-and-set), so a re-delivered or duplicated job records nothing twice."""
+    (compare-and-set), so a re-delivered or duplicated job records nothing twice.
+
+    ``outbox_at`` is the outbox: set in the transaction that asks for the file's processing (the
+    completion step, ``upload-plane process``, the reconciler), cleared by the relay once the job is
+    on the queue, so a queue that is down loses nothing."""
 
     __tablename__ = "file_processing"
     # No foreign key: a file's deletion removes this row in its own transaction (uploads/finish.py).
@@ -302,14 +306,4 @@ class FileProcessing(SQLModel, table=True):
     media: str | None = Field(default=None, sa_type=sa.Text, nullable=True)  # JSON
     preview_key: str | None = Field(default=None, max_length=800)
     updated_at: datetime = _ts()
-
-
-class ProcessingOutbox(SQLModel, table=True):
-    """Files whose processing was asked for and is not yet on the job queue. Written in the
-    transaction that asks (the completion step, ``upload-plane process``); the relay moves rows onto
-    the queue and deletes them, so a queue that is down loses nothing."""
-
-    __tablename__ = "processing_outbox"
-    id: str = _id()
-    file_id: str = Field(max_length=36, index=True)
-    created_at: datetime = _ts()
+    outbox_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True, index=True)

@@ -19,7 +19,9 @@ and is spread when run. Constants written into a statement keep their values.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import lru_cache
 from typing import Any, ClassVar, Generic, TypeVar, dataclass_transform
 
 import sqlalchemy as sa
@@ -31,6 +33,21 @@ _EXPANDING = "__[POSTCOMPILE_{}]"
 
 #: Every statement made, so a test can compile each on every dialect and hold it to the models.
 REGISTRY: list[Statement] = []
+
+_STATEMENT = re.compile(
+    r"^\s*(?:(select)\b.*?\bfrom\s+`?(\w+)|(update)\s+`?(\w+)|(insert)\s+into\s+`?(\w+)|(delete)\s+from\s+`?(\w+)|(\w+))",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+@lru_cache(maxsize=1024)
+def statement_kind(sql: str) -> str:
+    """``select uploads``, ``update files``, ``begin`` ... for a statement (its metrics label)."""
+    match = _STATEMENT.match(sql)
+    if match is None:
+        return "other"
+    words = [g for g in match.groups() if g]
+    return " ".join(w.lower() for w in words[:2])
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -45,9 +62,20 @@ class Compiled:
     placeholder: str  # "%s" (asyncmy) or "?" (aiosqlite)
     #: The value of a ``value`` call is the driver's ``lastrowid`` (MySQL's LAST_INSERT_ID trick).
     insert_id: bool
+    kind: str = ""  # its metrics label (``statement_kind``)
+    expanding: bool = False  # an ``IN`` list is spread when run
+    names: tuple[str, ...] = ()  # the result columns' names, in the row's order
+    #: ``(index, name, result processor)`` of the result columns that have one.
+    processed: tuple[tuple[int, str, Callable[[Any], Any]], ...] = ()
 
     def args(self, given: Mapping[str, Any]) -> tuple[str, list[Any]]:
         """The SQL text (expanded lists spread) and the processed positional arguments."""
+        if not self.expanding:
+            get = given.get
+            return self.sql, [
+                process(get(name, default)) if process else get(name, default)
+                for name, default, process, _ in self.params
+            ]
         sql, args = self.sql, list[Any]()
         for name, default, process, expanding in self.params:
             value = given.get(name, default)
@@ -63,10 +91,10 @@ class Compiled:
         return sql, args
 
     def row(self, values: Sequence[Any]) -> dict[str, Any]:
-        return {
-            name: process(value) if process else value
-            for (name, process), value in zip(self.columns, values, strict=True)
-        }
+        row = dict(zip(self.names, values, strict=True))
+        for index, name, process in self.processed:
+            row[name] = process(values[index])
+        return row
 
 
 class Statement:
@@ -114,6 +142,10 @@ class Statement:
             tuple(columns),
             placeholder,
             dialect.name in self._insert_id_on,
+            kind=statement_kind(compiled.string),
+            expanding=any(expanding for *_, expanding in params),
+            names=tuple(name for name, _ in columns),
+            processed=tuple((i, name, p) for i, (name, p) in enumerate(columns) if p is not None),
         )
 
 
@@ -140,6 +172,8 @@ class Record:
     @classmethod
     def of(cls: type[R], row: Mapping[str, Any]) -> R:
         """The record from a row that holds (at least) its table's columns, by name."""
+        if len(row) == len(cls.__columns__):  # exactly its columns (else the call fails)
+            return cls(**row)
         return cls(**{name: row[name] for name in cls.__columns__})
 
     def values(self) -> dict[str, Any]:

@@ -41,7 +41,6 @@ APP_TABLES = {
     "upload_link_uploads",
     "store_purges",
     "file_processing",
-    "processing_outbox",
 }
 
 
@@ -176,3 +175,30 @@ def test_migrate_and_ready_report_tables_that_are_not_utf8mb4(mariadb: MariaDB, 
         ready = httpx.get(f"{base}/ready")
     assert ready.status_code == 503
     assert "logs.name" in ready.json()["checks"]["schema"]
+
+
+def test_revision_0009_turns_outbox_rows_into_marks_and_back(mariadb: MariaDB) -> None:
+    url = mariadb.create_database("migrations_outbox")
+    upgrade(url, "0008")
+    row = "'pending', '2026-12-07 10:00:00', 0, '2026-12-07 10:00:00'"
+    _execute(
+        url,
+        "INSERT INTO file_processing (file_id, status, requested_at, attempts, updated_at) VALUES "
+        f"('asked', {row}), ('asked-twice', {row}), ('relayed', {row})",
+        "INSERT INTO processing_outbox (id, file_id, created_at) VALUES "
+        "('o1', 'asked', '2026-12-07 10:00:01'), ('o2', 'asked-twice', '2026-12-07 10:00:03'), "
+        "('o3', 'asked-twice', '2026-12-07 10:00:02')",
+    )
+    upgrade(url, "0009")
+    assert "processing_outbox" not in table_names(url)
+    marks = _execute(url, "SELECT file_id, outbox_at FROM file_processing ORDER BY file_id")
+    assert [(file_id, str(at) if at else None) for file_id, at in marks] == [
+        ("asked", "2026-12-07 10:00:01"),
+        ("asked-twice", "2026-12-07 10:00:02"),  # the earliest ask: the relay takes the oldest first
+        ("relayed", None),
+    ]
+    downgrade(url, "0008")
+    assert _execute(url, "SELECT file_id FROM processing_outbox ORDER BY file_id") == [
+        ("asked",),
+        ("asked-twice",),
+    ]

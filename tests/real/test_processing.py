@@ -241,7 +241,7 @@ def test_redis_down_while_uploads_complete_loses_nothing(stack: Stack, http: htt
             send(http, api, log["id"], samples.png(32 + i, 32), f"r{i}.png", "image/png") for i in range(20)
         ]
         ids = [f["id"] for f in files]
-        waiting = sql_rows(settings, "SELECT COUNT(*) FROM processing_outbox")
+        waiting = sql_rows(settings, "SELECT COUNT(*) FROM file_processing WHERE outbox_at IS NOT NULL")
         assert waiting[0][0] >= 20, waiting
         stack.redis.process.start()
         back_at = time.monotonic()

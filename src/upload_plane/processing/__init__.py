@@ -3,12 +3,12 @@
 The flow, and who writes what:
 
 1. **Asked for** in the transaction that makes a file ``available`` (``uploads/finish.py`` calls
-   ``outbox.ask``): a ``file_processing`` row (``pending``) and a ``processing_outbox`` row.
-   ``upload-plane process`` asks again the same way.
-2. **Relayed** (``outbox.relay``): outbox rows are put on the job queue and deleted, in one
-   transaction that locks them (``SKIP LOCKED``: any number of relays). A queue that is down keeps
-   them for the next run; nothing is lost. ``outbox.reconcile`` asks again for files whose job the
-   queue lost (a Redis restarted without persistence, a job its sweeper aborted).
+   ``outbox.ask``): a ``file_processing`` row, ``pending`` and marked for the relay (``outbox_at``,
+   the outbox), in one INSERT. ``upload-plane process`` asks again the same way.
+2. **Relayed** (``outbox.relay``): marked rows are put on the job queue and their marks cleared, in
+   one transaction that locks them (``SKIP LOCKED``: any number of relays). A queue that is down
+   keeps them for the next run; nothing is lost. ``outbox.reconcile`` asks again for files whose job
+   the queue lost (a Redis restarted without persistence, a job its sweeper aborted).
 3. **Processed** (``job.process_file``) by ``upload-plane worker`` processes on SAQ over Redis, or
    in-process (``queue.InProcessQueue``) in the embedded default: the same job function. A job
    takes the row with a token (compare-and-set from ``pending`` or a dead job's ``running``),

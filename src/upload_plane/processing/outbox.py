@@ -1,8 +1,10 @@
 """Asking for a file's processing, and moving the asks onto the job queue.
 
-``ask`` runs inside the transaction that makes the file available (``uploads/finish.py``), so a
-completed file always has its request, whatever happens to the queue. ``relay`` moves requests
-onto the queue; ``reconcile`` notices files whose job the queue no longer has and asks again.
+The outbox is a mark on the file's processing row (``outbox_at``). ``ask`` runs inside the
+transaction that makes the file available (``uploads/finish.py``): one INSERT writes the row,
+``pending`` and marked, so a completed file always has its request, whatever happens to the queue.
+``relay`` moves marked rows onto the queue and clears their marks; ``reconcile`` notices files
+whose job the queue no longer has and marks them again.
 """
 
 from __future__ import annotations
@@ -12,18 +14,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ..db import Connection, Database
-from ..ids import new_id
 from ..models import utcnow
 from .queue import JobQueue
 from .rows import (
     ANY_OUTBOX,
     ASK_AGAIN,
-    DELETE_OUTBOX,
     FAIL_LOST,
-    INSERT_OUTBOX,
     INSERT_PROCESSING,
     PENDING,
     PICK_OUTBOX,
+    RELAYED,
+    REQUEUE,
     TOUCH,
     UNFINISHED,
 )
@@ -32,26 +33,23 @@ log = logging.getLogger("upload_plane.processing")
 
 
 async def ask(conn: Connection, file_id: str, now: datetime, *, first: bool = True) -> None:
-    """Ask for ``file_id``'s processing, in the caller's transaction: its row ``pending`` (made when
-    ``first``, the completion step's case) and an outbox row for the relay."""
+    """Ask for ``file_id``'s processing, in the caller's transaction: its row ``pending`` and in the
+    outbox (made when ``first``, the completion step's case, or when it has none)."""
     if first or not await conn.run(ASK_AGAIN, file_id=file_id, now=now):
         await ask_many(conn, [file_id], now)
-    else:
-        await conn.run(INSERT_OUTBOX, id=new_id(), file_id=file_id, created_at=now)
 
 
 async def ask_many(conn: Connection, file_ids: list[str], now: datetime) -> None:
     """``ask`` for files that were just made available (the completion step, for one upload or a
-    batch): their rows ``pending`` and their outbox rows, two statements for all of them."""
+    batch): their rows, ``pending`` and in the outbox, in one statement for all of them."""
     if not file_ids:
         return
     pending = dict(
         status=PENDING, requested_at=now, attempts=0, token=None, started_at=None, finished_at=None,
         error=None, error_kind=None, sha256=None, crc64nvme_matches=None, detected_type=None,
-        type_matches=None, media=None, preview_key=None, updated_at=now,
+        type_matches=None, media=None, preview_key=None, updated_at=now, outbox_at=now,
     )  # fmt: skip
     await conn.run_many(INSERT_PROCESSING, [{**pending, "file_id": file_id} for file_id in file_ids])
-    await conn.run_many(INSERT_OUTBOX, [dict(id=new_id(), file_id=f, created_at=now) for f in file_ids])
 
 
 async def ask_again(db: Database, file_ids: list[str]) -> int:
@@ -63,10 +61,11 @@ async def ask_again(db: Database, file_ids: list[str]) -> int:
 
 
 async def relay(db: Database, queue: JobQueue, batch: int = 500) -> int:
-    """Put up to ``batch`` requests on the queue and delete their outbox rows, in one transaction
-    holding the rows (``SKIP LOCKED``: another relay takes other rows). The queue refusing (down)
-    rolls back: the rows stay for the next run. Files already queued are not queued twice (the job
-    key); a request relayed twice after a crash is a job that finds nothing left to do."""
+    """Put up to ``batch`` requests on the queue and clear their outbox marks, in one transaction
+    holding the rows (``SKIP LOCKED``: another relay takes other rows; an ask meanwhile waits and
+    marks the row again after). The queue refusing (down) rolls back: the marks stay for the next
+    run. Files already queued are not queued twice (the job key); a request relayed twice after a
+    crash is a job that finds nothing left to do."""
     async with db.connect() as conn:
         if not await conn.value(ANY_OUTBOX):  # the common case, without a transaction (SQLite: a lock)
             return 0
@@ -74,9 +73,9 @@ async def relay(db: Database, queue: JobQueue, batch: int = 500) -> int:
         picked = await conn.all(PICK_OUTBOX, size=batch)
         if not picked:
             return 0
-        for file_id in dict.fromkeys(file_id for _, file_id in picked):
+        for file_id in picked:
             await queue.enqueue(file_id)
-        await conn.run(DELETE_OUTBOX, ids=[row_id for row_id, _ in picked])
+        await conn.run(RELAYED, file_ids=picked)
     return len(picked)
 
 
@@ -90,7 +89,7 @@ class Reconciled:
 async def reconcile(
     db: Database, queue: JobQueue, *, quiet: int, give_up_after: int, batch: int = 200
 ) -> Reconciled:
-    """Files ``pending`` or ``running`` without an outbox row and unchanged for ``quiet`` seconds:
+    """Files ``pending`` or ``running``, not in the outbox and unchanged for ``quiet`` seconds:
     if the queue still has their job, fine (a long job); if not (a Redis restarted without
     persistence, a job the queue aborted), ask again — or, after ``give_up_after`` attempts (a file
     whose worker died every time), end it ``failed``."""
@@ -110,8 +109,7 @@ async def reconcile(
                 await conn.run(FAIL_LOST, file_id=file_id, now=utcnow(), error=error, error_kind="lost")
                 done.given_up += 1
             else:
-                await conn.run(TOUCH, file_id=file_id, now=utcnow())
-                await conn.run(INSERT_OUTBOX, id=new_id(), file_id=file_id, created_at=utcnow())
+                await conn.run(REQUEUE, file_id=file_id, now=utcnow())
                 done.asked_again += 1
     if done.asked_again or done.given_up:
         log.warning("processing reconciled: %s", done)

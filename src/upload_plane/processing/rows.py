@@ -6,11 +6,10 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from ..models import File, FileProcessing, ProcessingOutbox
+from ..models import File, FileProcessing
 from ..statements import Query, Record, Statement, insert_of, param, record
 
 P: sa.Table = FileProcessing.__table__  # type: ignore[attr-defined]
-OB: sa.Table = ProcessingOutbox.__table__  # type: ignore[attr-defined]
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 STATUSES = (PENDING, RUNNING, DONE, FAILED)
@@ -34,6 +33,7 @@ class ProcessingRecord(Record):
     media: str | None
     preview_key: str | None
     updated_at: datetime
+    outbox_at: datetime | None
 
 
 def _now(column: sa.Column[datetime] | None = None) -> sa.BindParameter[datetime]:
@@ -41,18 +41,17 @@ def _now(column: sa.Column[datetime] | None = None) -> sa.BindParameter[datetime
 
 
 INSERT_PROCESSING = Statement(insert_of(FileProcessing))
-INSERT_OUTBOX = Statement(insert_of(ProcessingOutbox))
 
 ASK_AGAIN = Statement(
     sa.update(P)
     .where(P.c.file_id == sa.bindparam("file_id"))
     .values(
         status=PENDING, token=None, requested_at=_now(P.c.requested_at), error=None, error_kind=None,
-        updated_at=_now(),
+        updated_at=_now(), outbox_at=_now(P.c.outbox_at),
     )
 )  # fmt: skip
 """A new request for a file that has a row: whatever it was, it is ``pending`` again (a running
-job loses its token and records nothing)."""
+job loses its token and records nothing), and in the outbox."""
 
 CLAIM = Statement(
     sa.update(P)
@@ -126,23 +125,27 @@ PROCESSING_OF_FILES = Query(
 )
 DELETE_PROCESSING = Statement(sa.delete(P).where(P.c.file_id == sa.bindparam("file_id")))
 
-PICK_OUTBOX: Query[tuple[str, str]] = Query(
-    sa.select(OB.c.id, OB.c.file_id)
-    .order_by(OB.c.id)
+_IN_OUTBOX = P.c.outbox_at.is_not(None)
+PICK_OUTBOX: Query[str] = Query(
+    sa.select(P.c.file_id)
+    .where(_IN_OUTBOX)
+    .order_by(P.c.outbox_at)
     .limit(sa.bindparam("size"))
     .with_for_update(skip_locked=True),
-    lambda row: (str(row["id"]), str(row["file_id"])),
+    lambda row: str(row["file_id"]),
 )
-DELETE_OUTBOX = Statement(sa.delete(OB).where(OB.c.id.in_(param("ids", expanding=True))))
-ANY_OUTBOX = Statement(sa.select(OB.c.id).limit(1))
-OUTBOX_SIZE = Statement(sa.select(sa.func.count()).select_from(OB))
+RELAYED = Statement(
+    sa.update(P).where(P.c.file_id.in_(param("file_ids", expanding=True))).values(outbox_at=None)
+)
+ANY_OUTBOX = Statement(sa.select(P.c.file_id).where(_IN_OUTBOX).limit(1))
+OUTBOX_SIZE = Statement(sa.select(sa.func.count()).select_from(P).where(_IN_OUTBOX))
 
 UNFINISHED: Query[tuple[str, int]] = Query(
     sa.select(P.c.file_id, P.c.attempts)
     .where(
         P.c.status.in_((PENDING, RUNNING)),
         P.c.updated_at < sa.bindparam("cutoff", type_=P.c.updated_at.type),
-        ~sa.exists().where(OB.c.file_id == P.c.file_id),
+        P.c.outbox_at.is_(None),
     )
     .order_by(P.c.file_id)
     .limit(sa.bindparam("size")),
@@ -150,11 +153,12 @@ UNFINISHED: Query[tuple[str, int]] = Query(
 )
 """Files asked for, relayed, and quiet since ``cutoff``: the reconciler asks the queue about them."""
 
-TOUCH = Statement(
-    sa.update(P)
-    .where(P.c.file_id == sa.bindparam("file_id"), P.c.status.in_((PENDING, RUNNING)))
-    .values(updated_at=_now())
+_UNFINISHED_ROW = sa.and_(P.c.file_id == sa.bindparam("file_id"), P.c.status.in_((PENDING, RUNNING)))
+TOUCH = Statement(sa.update(P).where(_UNFINISHED_ROW).values(updated_at=_now()))
+REQUEUE = Statement(
+    sa.update(P).where(_UNFINISHED_ROW).values(updated_at=_now(), outbox_at=_now(P.c.outbox_at))
 )
+"""A file whose job the queue lost: back in the outbox."""
 
 BY_STATUS: Query[tuple[str, int]] = Query(
     sa.select(P.c.status, sa.func.count().label("count")).group_by(P.c.status),

@@ -136,7 +136,10 @@ async def complete_claimed(ctx: Uploads, who: Principal, claimed: Sequence[Claim
                 return exc
 
     try:
-        looked = await asyncio.gather(*(look(one) for one in claimed))
+        if len(claimed) == 1:  # one upload (the API's complete): no task to schedule
+            looked: list[Ended | DomainError] = [await look(claimed[0])]
+        else:
+            looked = await asyncio.gather(*(look(one) for one in claimed))
         ended = [e for e in looked if isinstance(e, Ended)]
         failed = [one.held for one, e in zip(claimed, looked, strict=True) if not isinstance(e, Ended)]
         await hand_back_all(ctx, failed)

@@ -12,7 +12,7 @@ final status; ``finish`` is ``finish_many`` of one. In one transaction, for ever
 3. writes the audit event ``upload.<status>``;
 4. gives an upload link's share of its budget back when the upload did not complete, once;
 5. asks for the file's processing when it completed (``processing/outbox.py``: a ``pending``
-   processing row and an outbox row, relayed onto the job queue after the commit).
+   processing row marked for the relay, which puts it on the job queue after the commit).
 
 A batch costs a few statements, not a few per upload: one UPDATE per group of uploads held under one
 claim token and ending alike, the files' rows in one call to the driver, one INSERT of all the
@@ -319,9 +319,10 @@ async def record_many(ctx: Uploads, ended: Sequence[Ended], who: Principal | Non
         raise StorageRejected(
             "the store keeps no versions: Object Lock needs a bucket made with it (init-storage)"
         )
-    await asyncio.gather(
-        *(ctx.storage.protect(one.upload.key, one.ending.version_id or "", lock, now) for one in to_lock)
-    )
+    if to_lock:
+        await asyncio.gather(
+            *(ctx.storage.protect(one.upload.key, one.ending.version_id or "", lock, now) for one in to_lock)
+        )
     async with ctx.db.connect() as conn:
         done = await finish_many(conn, ended, who)
     for one in ended:
@@ -331,7 +332,8 @@ async def record_many(ctx: Uploads, ended: Sequence[Ended], who: Principal | Non
         for one in ended
         if one.upload.id in done and one.ending.status == UploadStatus.ABORTED and one.ending.reason
     ]
-    await asyncio.gather(*(_delete_quietly(ctx, upload) for upload in mismatching))
+    if mismatching:
+        await asyncio.gather(*(_delete_quietly(ctx, upload) for upload in mismatching))
     return done
 
 
