@@ -244,3 +244,55 @@ def test_a_create_the_store_made_but_answered_500_leaves_nothing_open_after_one_
             assert (report.forgotten, report.swept, report.errors) == (1, 1, 0), report
             assert asyncio.run(checker.list_multipart_uploads(key)) == []
             assert sql_rows(settings, "SELECT id FROM uploads WHERE log_id = %s", log["id"]) == []
+
+
+def test_a_full_pool_hands_each_returned_connection_to_a_waiting_request(
+    real: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """40 hot-path units of work at once on a pool of two: every one runs, on the two connections
+    (none is made beyond the pool's size), each waiting on the event loop for a connection given
+    back, by the hot path or by an ORM session; a wait longer than the pool's timeout is a
+    ``PoolTimeout`` (503)."""
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from upload_plane.db import PING
+
+    async def scenario() -> None:
+        db = create_database(real.settings.with_(db_pool_size=2, db_pool_timeout=2))
+        made = 0  # checkouts through SQLAlchemy's greenlet: the two that make the connections
+        make = AsyncEngine.raw_connection
+
+        async def counted(engine: AsyncEngine) -> Any:
+            nonlocal made
+            made += 1
+            return await make(engine)
+
+        monkeypatch.setattr(AsyncEngine, "raw_connection", counted)
+        try:
+
+            async def unit(i: int) -> int:
+                async with db.connect() as conn:
+                    await asyncio.sleep(0.001 * (i % 3))  # hold it a little, as a request does
+                    return int(await conn.value(PING))
+
+            assert await asyncio.gather(*(unit(i) for i in range(40))) == [1] * 40
+            assert made == 2, f"{made} checkouts left the event loop for a pool of two"
+            # Both connections held, one by an ORM session: its return wakes the waiting checkout.
+            async with db.connect():
+                session = db.sessions()
+                await session.execute(sa.text("SELECT 1"))
+                waiting = asyncio.create_task(unit(0))
+                await asyncio.sleep(0.2)
+                assert not waiting.done(), "a checkout did not wait for a full pool"
+                await session.close()
+                assert await asyncio.wait_for(waiting, 1) == 1
+                # Nobody gives the last connection back: the wait ends in the pool's timeout.
+                async with db.connect():
+                    with pytest.raises(PoolTimeout):
+                        await unit(0)
+            assert made == 2
+        finally:
+            await db.dispose()
+
+    asyncio.run(scenario())
