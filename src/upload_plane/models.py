@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,14 +25,34 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         return dialect.type_descriptor(sa.DateTime())
 
     def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTCDateTime column")
-        return value.astimezone(UTC).replace(tzinfo=None)
+        return _naive_utc(value)
 
     def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=UTC)
+        return _aware_utc(value)
+
+    # The processors themselves, not the generic wrappers around the two methods above (a
+    # quarter of their cost: a hot-path statement converts a few datetimes each way).
+    def bind_processor(self, dialect: sa.Dialect) -> Callable[[Any], Any]:
+        after = self.impl_instance.bind_processor(dialect)
+        return _naive_utc if after is None else lambda value: after(_naive_utc(value))
+
+    def result_processor(self, dialect: sa.Dialect, coltype: Any) -> Callable[[Any], Any]:
+        before = self.impl_instance.result_processor(dialect, coltype)
+        return _aware_utc if before is None else lambda value: _aware_utc(before(value))
+
+
+def _naive_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is UTC:
+        return value.replace(tzinfo=None)
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTCDateTime column")
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _aware_utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=UTC)
 
 
 def utcnow() -> datetime:

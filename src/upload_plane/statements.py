@@ -102,12 +102,20 @@ class Statement:
     on first use per dialect and cached."""
 
     def __init__(
-        self, build: sa.Executable | Callable[[str], sa.Executable], *, insert_id_on: Iterable[str] = ()
+        self,
+        build: sa.Executable | Callable[[str], sa.Executable],
+        *,
+        insert_id_on: Iterable[str] = (),
+        only_on: Iterable[str] = (),
     ) -> None:
         self._build = build
         self._insert_id_on = frozenset(insert_id_on)
+        self._only_on = frozenset(only_on)  # a fast path some dialects have (none given: every one)
         self._compiled: dict[str, Compiled] = {}
         REGISTRY.append(self)
+
+    def runs_on(self, dialect_name: str) -> bool:
+        return not self._only_on or dialect_name in self._only_on
 
     def construct(self, dialect_name: str = "") -> sa.Executable:
         """The Core statement for a dialect (an ORM session can run it too)."""
@@ -116,6 +124,8 @@ class Statement:
     def compiled(self, dialect: sa.Dialect) -> Compiled:
         found = self._compiled.get(dialect.name)
         if found is None:
+            if not self.runs_on(dialect.name):
+                raise ValueError(f"this statement is for {sorted(self._only_on)} only, not {dialect.name}")
             found = self._compiled[dialect.name] = self._compile(dialect)
         return found
 

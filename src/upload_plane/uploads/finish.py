@@ -17,7 +17,8 @@ final status; ``finish`` is ``finish_many`` of one. In one transaction, for ever
 A batch costs a few statements, not a few per upload: one UPDATE per group of uploads held under one
 claim token and ending alike, the files' rows in one call to the driver, one INSERT of all the
 events. If some of a group's claims were lost (taken over once stale), the transaction is rolled
-back and each upload is recorded on its own compare-and-set instead.
+back and each upload is recorded on its own compare-and-set instead. One upload on MySQL/MariaDB
+moves its upload and its file in one UPDATE of both rows (steps 1 and 2, both compare-and-sets).
 
 A start that never reached the store is forgotten (``forget``: its rows removed, a link's share
 given back) and a deleted file removed (``remove``) — the two ways rows end without a final status.
@@ -146,6 +147,27 @@ def _end_files(rows: int) -> sa.Update:
 
 
 END_FILES = {1: Statement(_end_files(1)), FILE_CHUNK: Statement(_end_files(FILE_CHUNK))}
+END_WITH_FILE = Statement(
+    sa.update(U)
+    .where(
+        U.c.id == sa.bindparam("upload_id"),
+        U.c.status == sa.bindparam("held"),
+        U.c.claim_token == sa.bindparam("token"),
+        F.c.id == U.c.file_id,
+        F.c.status == FileStatus.UPLOADING.value,
+    )
+    .values(
+        {
+            U.c.status: sa.bindparam("to"), U.c.claim_token: None, U.c.claimed_at: None,
+            U.c.updated_at: _NOW, F.c.status: sa.bindparam("file_to"),
+            F.c.updated_at: sa.bindparam("now", type_=F.c.updated_at.type),
+            **{F.c[name]: sa.bindparam(name, type_=F.c[name].type) for name in _FILE_VALUES},
+        }
+    ),
+    only_on=["mysql"],
+)  # fmt: skip
+"""One upload ended and its file moved along, in one statement (a multiple-table UPDATE): it
+matches both rows (the claim and the file ``uploading``) or neither."""
 REMOVE_HELD = Statement(sa.delete(U).where(_held()))
 
 
@@ -188,15 +210,10 @@ async def _finish(
     conn: Connection, ended: Sequence[Ended], who: Principal | None, now: datetime, *, grouped: bool
 ) -> set[str]:
     async with conn.transaction():
-        mine = await _end_uploads(conn, ended, now, grouped=grouped)
-        kept = [one for one in ended if one.upload.id in mine]
+        kept = await _end_with_files(conn, ended, now, grouped=grouped)
+        mine = {one.upload.id for one in kept}
         if not kept:
             return mine
-        changed = await _end_files_of(conn, kept, now)
-        if changed != len(kept):  # the rows disagree: roll the uploads' change back too
-            raise TransitionError(
-                f"{len(kept) - changed} of {len(kept)} files were not {FileStatus.UPLOADING}"
-            )
         await conn.run_many(INSERT_EVENT, [await _event(conn, one, who) for one in kept])
         for one in kept:
             if one.ending.status != UploadStatus.COMPLETED:
@@ -208,6 +225,33 @@ async def _finish(
             [key for one in kept for key in kind_of(one.upload).leftovers(one.upload, one.ending.status)],
         )
     return mine
+
+
+async def _end_with_files(
+    conn: Connection, ended: Sequence[Ended], now: datetime, *, grouped: bool
+) -> list[Ended]:
+    """Steps 1 and 2: the uploads this transaction ends, their files moved along. One upload on
+    MySQL/MariaDB: one statement for both rows; if it matched neither, the two statements below
+    say why (a lost claim records nothing; a file that was not uploading is an error)."""
+    if len(ended) == 1 and END_WITH_FILE.runs_on(conn.dialect_name):
+        [one] = ended
+        ending, upload = one.ending, one.upload
+        both = await conn.run(
+            END_WITH_FILE, upload_id=upload.id, held=one.held.status.value, token=one.held.token,
+            to=ending.status.value, file_to=FILE_STATUS_FOR[ending.status].value, now=now,
+            etag=ending.etag, version_id=ending.version_id, verified_by=ending.verified_by,
+            sha256=upload.sha256, crc64nvme=upload.crc64nvme,
+        )  # fmt: skip
+        if both == 2:
+            return [one]
+    mine = await _end_uploads(conn, ended, now, grouped=grouped)
+    kept = [one for one in ended if one.upload.id in mine]
+    if kept:
+        changed = await _end_files_of(conn, kept, now)
+        if changed != len(kept):  # the rows disagree: roll the uploads' change back too
+            unmoved = len(kept) - changed
+            raise TransitionError(f"{unmoved} of {len(kept)} files were not {FileStatus.UPLOADING}")
+    return kept
 
 
 async def _end_uploads(conn: Connection, ended: Sequence[Ended], now: datetime, *, grouped: bool) -> set[str]:
