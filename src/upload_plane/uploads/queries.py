@@ -78,7 +78,11 @@ def _role_of(user_param: str, case_id: Any) -> Any:
 
 
 def _with_role(make: type[Record]) -> Any:
-    return lambda row: (make.of(row), row["role"])
+    def into(row: dict[str, Any]) -> tuple[Record, str | None]:
+        role = row.pop("role")  # the rest is exactly the record's columns
+        return make.of(row), role
+
+    return into
 
 
 UPLOAD_WITH_ROLE: Query[tuple[UploadRecord, str | None]] = Query(
