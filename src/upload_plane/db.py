@@ -284,7 +284,10 @@ class _MySQL(Connection):
         await self._observed("begin", "BEGIN", (), 0)
 
     async def _end(self, commit: bool) -> None:
-        await self._observed(*(("commit", "COMMIT") if commit else ("rollback", "ROLLBACK")), (), 0)
+        if commit:
+            await self._observed("commit", "COMMIT", (), 0)
+        else:
+            await self._observed("rollback", "ROLLBACK", (), 0)
 
     def left_open(self) -> bool:
         return bool(getattr(self.raw, "server_status", 0) & _SERVER_STATUS_IN_TRANS)
@@ -412,11 +415,14 @@ class Database:
         try:
             async with asyncio.timeout_at(deadline):
                 await waiter
-        except TimeoutError:
-            raise PoolTimeout("no database connection was given back in time") from None
-        finally:
-            if not waiter.done():
+        except BaseException as exc:  # timed out, or the request was cancelled
+            if waiter.done() and not waiter.cancelled():
+                self._wake_one()  # woken, but not taking the connection: the next waiter does
+            else:
                 waiter.cancel()
+            if isinstance(exc, TimeoutError):
+                raise PoolTimeout("no database connection was given back in time") from None
+            raise
 
     def _wake_one(self, *_: Any) -> None:
         """The pool's ``checkin`` event (every connection given back, ORM sessions' too): the

@@ -281,12 +281,23 @@ def test_a_full_pool_hands_each_returned_connection_to_a_waiting_request(
             # Both connections held, one by an ORM session: its return wakes the waiting checkout.
             async with db.connect():
                 session = db.sessions()
-                await session.execute(sa.text("SELECT 1"))
+                await session.exec(sa.text("SELECT 1"))  # type: ignore[call-overload]
                 waiting = asyncio.create_task(unit(0))
                 await asyncio.sleep(0.2)
                 assert not waiting.done(), "a checkout did not wait for a full pool"
                 await session.close()
                 assert await asyncio.wait_for(waiting, 1) == 1
+                # A waiter woken but cancelled before it ran (its client went away) passes the
+                # connection on to the next one, which would otherwise wait out the timeout.
+                session = db.sessions()
+                await session.exec(sa.text("SELECT 1"))  # type: ignore[call-overload]
+                leaving, staying = asyncio.create_task(unit(0)), asyncio.create_task(unit(0))
+                await asyncio.sleep(0.2)
+                await session.close()  # wakes the first waiter ...
+                leaving.cancel()  # ... which is cancelled before it runs
+                assert await asyncio.wait_for(staying, 1) == 1
+                with pytest.raises(asyncio.CancelledError):
+                    await leaving
                 # Nobody gives the last connection back: the wait ends in the pool's timeout.
                 async with db.connect():
                     with pytest.raises(PoolTimeout):
