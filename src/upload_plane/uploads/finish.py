@@ -123,6 +123,13 @@ FILE_CHUNK = 100
 _FILE_VALUES = ("etag", "version_id", "verified_by", "sha256", "crc64nvme")
 
 
+def _file_values(one: Ended) -> dict[str, Any]:
+    """What an ending writes into its file's row (``_FILE_VALUES``), by column."""
+    ending, upload = one.ending, one.upload
+    values = (ending.etag, ending.version_id, ending.verified_by, upload.sha256, upload.crc64nvme)
+    return dict(zip(_FILE_VALUES, values, strict=True))
+
+
 def _end_files(rows: int) -> sa.Update:
     """``rows`` files moved to ``to`` at ``now``, each with its own values (``file_id_<i>``,
     ``etag_<i>``, ... ``CASE files.id WHEN ... END``): one statement, each row still only if it is
@@ -235,12 +242,10 @@ async def _end_with_files(
     say why (a lost claim records nothing; a file that was not uploading is an error)."""
     if len(ended) == 1 and END_WITH_FILE.runs_on(conn.dialect_name):
         [one] = ended
-        ending, upload = one.ending, one.upload
+        to = one.ending.status
         both = await conn.run(
-            END_WITH_FILE, upload_id=upload.id, held=one.held.status.value, token=one.held.token,
-            to=ending.status.value, file_to=FILE_STATUS_FOR[ending.status].value, now=now,
-            etag=ending.etag, version_id=ending.version_id, verified_by=ending.verified_by,
-            sha256=upload.sha256, crc64nvme=upload.crc64nvme,
+            END_WITH_FILE, upload_id=one.upload.id, held=one.held.status.value, token=one.held.token,
+            to=to.value, file_to=FILE_STATUS_FOR[to].value, now=now, **_file_values(one),
         )  # fmt: skip
         if both == 2:
             return [one]
@@ -291,12 +296,8 @@ async def _end_files_of(conn: Connection, kept: Sequence[Ended], now: datetime) 
             params: dict[str, Any] = {"to": to.value, "now": now}
             for i in range(size):
                 one = chunk[min(i, len(chunk) - 1)]
-                ending, upload = one.ending, one.upload
-                values = (ending.etag, ending.version_id, ending.verified_by, upload.sha256, upload.crc64nvme)
                 params[f"file_id_{i}"] = one.upload.file_id
-                params.update(
-                    {f"{name}_{i}": value for name, value in zip(_FILE_VALUES, values, strict=True)}
-                )
+                params.update({f"{name}_{i}": value for name, value in _file_values(one).items()})
             changed += await conn.run(END_FILES[size], **params)
     return changed
 
